@@ -1,0 +1,1 @@
+"""The brain: prompts in, model, parsing, history, loop. No display code."""

@@ -1,0 +1,70 @@
+"""What a policy sees and what it decides; the scripted and replay policies."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from pydantic import BaseModel, Field
+
+from env.actions import Action
+from env.desktop import Frame
+from env.geometry import ScreenGeometry
+
+
+@dataclass(frozen=True)
+class Observation:
+    task: str
+    step: int  # 1-based
+    frame: Frame
+    geometry: ScreenGeometry
+
+
+class Decision(BaseModel):
+    """One policy step: the model's words and the typed actions parsed from them.
+
+    A reply that could not be parsed has ``actions=[]`` and ``error`` set; the loop records it and
+    the policy shows the error to the model next turn.
+    """
+
+    thought: str = ""
+    action_text: str = ""  # the "## Action:" line: a short description in the model's words
+    actions: list[Action] = Field(default_factory=list)
+    raw: str = ""
+    thinking: str | None = None
+    error: str | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    model_s: float = 0.0
+
+
+class StepView(BaseModel):
+    """What a policy may read about an earlier step (the loop's history)."""
+
+    step: int
+    decision: Decision
+    results: list[str | None] = Field(default_factory=list)  # per action: None = ok, else the error
+
+
+class Policy(Protocol):
+    def decide(self, obs: Observation, history: Sequence[StepView]) -> Decision: ...
+
+
+class ScriptedPolicy:
+    """Plays a fixed list of steps (each a list of actions), then reports done."""
+
+    def __init__(self, steps: Sequence[Sequence[Action]], thought: str = "scripted") -> None:
+        self._steps = [list(s) for s in steps]
+        self._thought = thought
+
+    def decide(self, obs: Observation, history: Sequence[StepView]) -> Decision:
+        from env.actions import Done, describe
+
+        i = obs.step - 1
+        actions = self._steps[i] if i < len(self._steps) else [Done(status="success")]
+        return Decision(
+            thought=self._thought,
+            action_text="; ".join(describe(a) for a in actions),
+            actions=actions,
+        )

@@ -1,0 +1,154 @@
+"""Typed actions: the one contract between the brain (agent/) and the hands (env/).
+
+A policy produces these; a desktop validates and executes them. Nothing else crosses the boundary.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Literal, Union
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from env.keys import normalize_key
+
+MAX_TEXT = 10_000
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Point(_Frozen):
+    """A point on the screenshot the model saw.
+
+    ``norm``: fractions of the screenshot's width/height in [0, 1] (what Kimi-VL emits).
+    ``pixel``: pixels of that screenshot. Either is mapped to the screen by ``ScreenGeometry``.
+    """
+
+    x: float
+    y: float
+    space: Literal["norm", "pixel"] = "norm"
+
+    @model_validator(mode="after")
+    def _check(self) -> Point:
+        for name, v in (("x", self.x), ("y", self.y)):
+            if not math.isfinite(v):
+                raise ValueError(f"{name} must be a finite number, got {v}")
+            if v < 0:
+                raise ValueError(f"{name} must not be negative, got {v}")
+            if self.space == "norm" and v > 1:
+                raise ValueError(f"normalised {name} must lie in [0, 1], got {v}")
+        return self
+
+    @classmethod
+    def norm(cls, x: float, y: float) -> Point:
+        return cls(x=x, y=y, space="norm")
+
+    @classmethod
+    def px(cls, x: float, y: float) -> Point:
+        return cls(x=x, y=y, space="pixel")
+
+
+Button = Literal["left", "right", "middle"]
+
+
+class Click(_Frozen):
+    kind: Literal["click"] = "click"
+    point: Point
+    button: Button = "left"
+    clicks: int = Field(1, ge=1, le=3)
+
+
+class Move(_Frozen):
+    kind: Literal["move"] = "move"
+    point: Point
+
+
+class Drag(_Frozen):
+    kind: Literal["drag"] = "drag"
+    start: Point
+    end: Point
+    button: Button = "left"
+
+
+class Scroll(_Frozen):
+    """Scroll ``amount`` wheel clicks; the direction is where the content is revealed (down = further
+    down the page). ``point=None`` scrolls wherever the pointer is."""
+
+    kind: Literal["scroll"] = "scroll"
+    point: Point | None = None
+    direction: Literal["up", "down", "left", "right"]
+    amount: int = Field(5, ge=1, le=100)
+
+
+class TypeText(_Frozen):
+    kind: Literal["type"] = "type"
+    text: str = Field(min_length=1, max_length=MAX_TEXT)
+
+
+# A key name as pyautogui spells it ("enter", "ctrl", "a", "f5"); validated and canonicalised.
+KeyName = Annotated[str, AfterValidator(normalize_key)]
+
+
+class KeyPress(_Frozen):
+    kind: Literal["key"] = "key"
+    key: KeyName
+    presses: int = Field(1, ge=1, le=50)
+
+
+class Hotkey(_Frozen):
+    kind: Literal["hotkey"] = "hotkey"
+    keys: list[KeyName] = Field(min_length=1, max_length=6)
+
+
+class KeyDown(_Frozen):
+    kind: Literal["key_down"] = "key_down"
+    key: KeyName
+
+
+class KeyUp(_Frozen):
+    kind: Literal["key_up"] = "key_up"
+    key: KeyName
+
+
+class Wait(_Frozen):
+    kind: Literal["wait"] = "wait"
+    seconds: float = Field(1.0, ge=0, le=60, allow_inf_nan=False)
+
+
+class Done(_Frozen):
+    """End of the task. ``status='failure'`` is how a model says the task is infeasible."""
+
+    kind: Literal["done"] = "done"
+    status: Literal["success", "failure"] = "success"
+    answer: str | None = Field(None, max_length=MAX_TEXT)
+
+
+Action = Annotated[
+    Union[Click, Move, Drag, Scroll, TypeText, KeyPress, Hotkey, KeyDown, KeyUp, Wait, Done],
+    Field(discriminator="kind"),
+]
+
+
+class _ActionBox(BaseModel):
+    action: Action
+
+
+def action_from_dict(data: dict) -> Action:
+    """Validate a JSON-shaped dict (e.g. a line of steps.jsonl) into an action."""
+    return _ActionBox(action=data).action
+
+
+def describe(action: Action) -> str:
+    """A one-line human description, for the live view and the report."""
+    fields = action.model_dump(exclude={"kind"}, exclude_defaults=True)
+    inner = ", ".join(f"{k}={_fmt(v)}" for k, v in fields.items())
+    return f"{action.kind}({inner})"
+
+
+def _fmt(v: object) -> str:
+    if isinstance(v, dict) and {"x", "y"} <= v.keys():
+        sp = v.get("space", "norm")
+        return f"({v['x']:.3f}, {v['y']:.3f})" if sp == "norm" else f"({v['x']:.0f}px, {v['y']:.0f}px)"
+    return repr(v)
