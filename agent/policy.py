@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from pydantic import BaseModel, Field
 
-from env.actions import Action
+from env.actions import Action, Done, action_from_dict, describe
 from env.desktop import Frame
 from env.geometry import ScreenGeometry
 
@@ -58,9 +60,29 @@ class ScriptedPolicy:
         self._steps = [list(s) for s in steps]
         self._thought = thought
 
-    def decide(self, obs: Observation, history: Sequence[StepView]) -> Decision:
-        from env.actions import Done, describe
+    def __len__(self) -> int:
+        return len(self._steps)
 
+    @classmethod
+    def from_file(cls, path: Path) -> ScriptedPolicy:
+        """A JSON list of steps; a step is one action object or a list of them, e.g.
+        ``[[{"kind": "click", "point": {"x": 0.5, "y": 0.5}}], {"kind": "type", "text": "hi"}]``."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise ValueError(f"cannot read script {path}: {e}") from e
+        if not isinstance(data, list):
+            raise ValueError(f"script {path}: expected a JSON list of steps, got {type(data).__name__}")
+        steps = []
+        for i, step in enumerate(data, 1):
+            items = step if isinstance(step, list) else [step]
+            try:
+                steps.append([action_from_dict(a) for a in items])
+            except ValueError as e:
+                raise ValueError(f"script {path}, step {i}: {e}") from e
+        return cls(steps, thought=f"scripted from {Path(path).name}")
+
+    def decide(self, obs: Observation, history: Sequence[StepView]) -> Decision:
         i = obs.step - 1
         actions = self._steps[i] if i < len(self._steps) else [Done(status="success")]
         return Decision(
