@@ -32,7 +32,7 @@ class LocalDesktop:
 
         if not 0 < scale <= 1:
             raise ValueError(f"scale must be in (0, 1], got {scale}")
-        self._mss = mss.mss()
+        self._mss = mss.MSS()
         monitors = self._mss.monitors
         if region is None:
             if not 1 <= monitor < len(monitors):

@@ -66,7 +66,7 @@ class Sandbox:
             self._driver = XTestDriver(self.display)
             import mss
 
-            self._mss = mss.mss(display=self.display)
+            self._mss = mss.MSS(display=self.display)
             if window_manager:
                 self.launch(window_manager)
             for argv in apps:

@@ -1,0 +1,87 @@
+"""Fixtures that give tests real X displays (Xvfb) and real apps; nothing here is mocked."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # helper modules next to the tests (tiny_kimi, fake servers)
+
+needs_x = pytest.mark.skipif(
+    shutil.which("Xvfb") is None, reason="Xvfb is not installed (apt-get install xvfb)"
+)
+
+
+@pytest.fixture
+def sandbox() -> Iterator[object]:
+    if shutil.which("Xvfb") is None:
+        pytest.skip("Xvfb is not installed")
+    from env.sandbox import Sandbox
+
+    with Sandbox(1280, 800) as box:
+        yield box
+
+
+@pytest.fixture(scope="session")
+def local_display() -> Iterator[str]:
+    """A display for LocalDesktop (pyautogui binds $DISPLAY once per process, at import)."""
+    if shutil.which("Xvfb") is None:
+        pytest.skip("Xvfb is not installed")
+    from env.sandbox import Sandbox
+
+    with Sandbox(1280, 800, window_manager=None) as box:
+        os.environ["DISPLAY"] = box.display
+        yield box.display
+
+
+class ClickPad:
+    """The Tk event recorder (tests/clickpad.py) running on a display."""
+
+    def __init__(self, display: str, tmp: Path) -> None:
+        self.log = tmp / "events.jsonl"
+        self.log.touch()
+        env = {**os.environ, "DISPLAY": display}
+        self.proc = subprocess.Popen([sys.executable, str(HERE / "clickpad.py"), str(self.log)], env=env)
+        self.wait_for(lambda ev: ev["kind"] == "ready", what="the click pad window")
+        time.sleep(0.3)  # focus_force/grab run 200 ms after mapping
+
+    def events(self) -> list[dict]:
+        return [json.loads(line) for line in self.log.read_text().splitlines() if line.strip()]
+
+    def wait_for(self, pred, what: str = "an event", timeout: float = 5.0) -> dict:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for ev in self.events():
+                if pred(ev):
+                    return ev
+            time.sleep(0.02)
+        raise AssertionError(f"timed out waiting for {what}; got {self.events()[-5:]}")
+
+    def clear(self) -> None:
+        self.log.write_text("")
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture
+def clickpad_on(tmp_path: Path) -> Iterator[object]:
+    pads: list[ClickPad] = []
+
+    def start(display: str) -> ClickPad:
+        pads.append(ClickPad(display, tmp_path))
+        return pads[-1]
+
+    yield start
+    for p in pads:
+        p.close()
