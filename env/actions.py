@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Literal, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from env.keys import normalize_key
 
@@ -135,9 +135,23 @@ class _ActionBox(BaseModel):
     action: Action
 
 
-def action_from_dict(data: dict) -> Action:
-    """Validate a JSON-shaped dict (e.g. a line of steps.jsonl) into an action."""
-    return _ActionBox(action=data).action
+def action_from_dict(data: object) -> Action:
+    """Validate a JSON-shaped dict (e.g. a line of steps.jsonl) into an action.
+
+    Raises ValueError with a one-line reason naming the offending field."""
+    try:
+        return _ActionBox(action=data).action  # type: ignore[arg-type]
+    except ValidationError as e:
+        raise ValueError(brief_error(e)) from None
+
+
+def brief_error(e: ValidationError) -> str:
+    """A pydantic error as one line: the first problem, where it is, and how many more."""
+    first = e.errors()[0]
+    where = ".".join(str(p) for p in first["loc"][1:]) or "action"  # drop the wrapper's field name
+    msg = first["msg"].removeprefix("Value error, ")
+    more = f" (+{e.error_count() - 1} more)" if e.error_count() > 1 else ""
+    return f"{where}: {msg}{more}"
 
 
 def describe(action: Action) -> str:

@@ -30,14 +30,41 @@ class XTestDriver:
     def __init__(self, display: str) -> None:
         from Xlib import XK, X
         from Xlib import display as xdisplay
+        from Xlib import error as xerror
         from Xlib.ext import xtest
 
-        self._X, self._XK, self._xtest = X, XK, xtest
+        self._X, self._XK, self._xtest, self._Xerror = X, XK, xtest, xerror
         self.display_name = display
         self.d = xdisplay.Display(display)
 
     def close(self) -> None:
         self.d.close()
+
+    def has_window_manager(self) -> bool:
+        """An EWMH window manager announces itself with _NET_SUPPORTING_WM_CHECK on the root."""
+        root = self.d.screen().root
+        prop = root.get_full_property(self.d.intern_atom("_NET_SUPPORTING_WM_CHECK"), self._X.AnyPropertyType)
+        return prop is not None and len(prop.value) > 0
+
+    def find_window(self, wm_class: str) -> bool:
+        """Whether a window whose WM_CLASS contains ``wm_class`` (any case) is up: managed by the
+        window manager (EWMH _NET_CLIENT_LIST) or, with no manager, mapped."""
+        want = wm_class.lower()
+        root = self.d.screen().root
+        clients = root.get_full_property(self.d.intern_atom("_NET_CLIENT_LIST"), self._X.AnyPropertyType)
+        if clients is not None:
+            windows = [self.d.create_resource_object("window", wid) for wid in clients.value]
+        else:
+            windows = [
+                w for w in root.query_tree().children if w.get_attributes().map_state == self._X.IsViewable
+            ]
+        for w in windows:
+            try:
+                if any(want in c.lower() for c in w.get_wm_class() or ()):
+                    return True
+            except self._Xerror.XError:
+                continue  # the window went away while we looked
+        return False
 
     def _sync(self) -> None:
         self.d.sync()

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from env.actions import Action
@@ -69,6 +69,8 @@ class Sandbox:
             self._mss = mss.MSS(display=self.display)
             if window_manager:
                 self.launch(window_manager)
+                # Apps started before the manager is up can end up unmanaged, without focus.
+                self._wait(self._driver.has_window_manager, start_timeout_s, f"{window_manager[0]} to start")
             for argv in apps:
                 self.launch(argv)
         except BaseException:
@@ -135,6 +137,18 @@ class Sandbox:
         return self._spawn(
             argv, env=self.env, cwd=str(self.home), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
+
+    def wait_window(self, name: str, timeout_s: float = 10.0) -> None:
+        """Block until a viewable window whose WM_CLASS contains ``name`` (any case) exists."""
+        self._wait(lambda: self._driver.find_window(name), timeout_s, f"a window of class {name!r}")
+
+    @staticmethod
+    def _wait(ready: Callable[[], bool], timeout_s: float, what: str) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not ready():
+            if time.monotonic() > deadline:
+                raise SandboxError(f"timed out after {timeout_s:g} s waiting for {what}")
+            time.sleep(0.02)
 
     @property
     def pids(self) -> list[int]:

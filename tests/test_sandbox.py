@@ -47,7 +47,7 @@ def _wait_file(path: Path, timeout: float = 5.0) -> str:
 
 def test_xterm_types_unicode_exactly(sandbox) -> None:
     term = sandbox.launch(["xterm", "-geometry", "80x24+0+0"])
-    time.sleep(1.0)  # xterm maps its window
+    sandbox.wait_window("xterm")
     assert term.poll() is None
     assert sandbox.execute(Click(point=Point.norm(0.1, 0.1))).ok  # focus it, as a user would
     assert sandbox.execute(TypeText(text="echo 'héllo wörld ✓ 你好' > ~/out.txt")).ok

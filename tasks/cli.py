@@ -1,0 +1,230 @@
+"""`kimi-agent "task"`, `kimi-agent replay RUN_DIR`, `kimi-agent sandbox`."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import re
+import shlex
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+
+from rich.console import Console
+
+from agent.loop import run
+from agent.policy import Policy, ScriptedPolicy
+from agent.replay import replay_policy
+from agent.trajectory import RunInfo, TrajectoryWriter
+from env.desktop import Desktop
+from tasks.live import LiveView
+
+DEFAULT_MODEL = "moonshotai/Kimi-VL-A3B-Instruct"
+
+
+class UsageError(Exception):
+    """Bad flags or inputs: reported as one line, exit status 2."""
+
+
+def _size(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"(\d+)x(\d+)", text)
+    if not m or not (64 <= int(m[1]) <= 8192 and 64 <= int(m[2]) <= 8192):
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT between 64 and 8192, got {text!r}")
+    return int(m[1]), int(m[2])
+
+
+def _desktop_flags(p: argparse.ArgumentParser) -> None:
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--sandbox",
+        dest="desktop",
+        action="store_const",
+        const="sandbox",
+        help="a private Xvfb desktop (default)",
+    )
+    where.add_argument(
+        "--desktop", dest="desktop", action="store_const", const="local", help="this machine's real desktop"
+    )
+    p.set_defaults(desktop="sandbox")
+    p.add_argument(
+        "--monitor", type=int, default=1, help="monitor to use with --desktop (mss index, 1 = primary)"
+    )
+    p.add_argument("--size", type=_size, default=(1920, 1080), help="sandbox screen size (default 1920x1080)")
+    p.add_argument(
+        "--app",
+        action="append",
+        default=[],
+        metavar="CMD",
+        help="start CMD in the sandbox first (repeatable)",
+    )
+    p.add_argument("--out", type=Path, help="run directory (default runs/<time>-<task>)")
+    p.add_argument("--max-steps", type=int, default=15)
+    p.add_argument("--dry-run", action="store_true", help="decide but do not execute actions")
+    p.add_argument("--confirm", action="store_true", help="ask before each action")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="kimi-agent",
+        description="Let Kimi-VL operate a computer. Also: `kimi-agent replay RUN_DIR`, `kimi-agent sandbox`.",
+    )
+    p.add_argument("task", help="what to do, in plain words")
+    _desktop_flags(p)
+    p.add_argument("--script", type=Path, help="play a JSON list of actions instead of asking a model")
+    m = p.add_argument_group("model")
+    m.add_argument("--backend", choices=["transformers", "openai"], default="transformers")
+    m.add_argument(
+        "--model", default=DEFAULT_MODEL, help="checkpoint directory or hub id, or the served name"
+    )
+    m.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="OpenAI-compatible server (openai)")
+    m.add_argument("--thinking", action=argparse.BooleanOptionalAction, help="default: from the model name")
+    m.add_argument("--temperature", type=float, help="default: the variant's (0.2 Instruct, 0.8 Thinking)")
+    m.add_argument("--max-new-tokens", type=int, help="default: 1024 Instruct, 8192 Thinking")
+    m.add_argument("--history-images", type=int, default=3, help="screenshots kept in context (default 3)")
+    m.add_argument("--max-context", type=int, default=32768, help="context budget in tokens")
+    m.add_argument("--trust-remote-code", action="store_true", help="load the checkpoint's official code")
+    return p
+
+
+def _replay_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kimi-agent replay", description="Re-execute a recorded run's actions.")
+    p.add_argument("run_dir", type=Path)
+    _desktop_flags(p)
+    return p
+
+
+def _sandbox_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="kimi-agent sandbox", description="Start a sandbox and keep it until Ctrl-C."
+    )
+    p.add_argument("--size", type=_size, default=(1920, 1080))
+    p.add_argument("--app", action="append", default=[], metavar="CMD")
+    p.add_argument("--debug", action="store_true")
+    return p
+
+
+@contextlib.contextmanager
+def _open_desktop(args: argparse.Namespace) -> Iterator[tuple[Desktop, str]]:
+    if args.desktop == "local":
+        from env.local import LocalDesktop
+
+        desktop = LocalDesktop(monitor=args.monitor)
+        try:
+            yield desktop, f"local monitor {args.monitor}"
+        finally:
+            desktop.close()
+        return
+    from env.sandbox import Sandbox
+
+    w, h = args.size
+    with Sandbox(width=w, height=h, apps=[shlex.split(a) for a in args.app]) as box:
+        yield box, f"sandbox {box.display}"
+
+
+def _default_out(task: str) -> Path:
+    slug = re.sub(r"[^a-z0-9]+", "-", task.lower()).strip("-")[:40] or "run"
+    return Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-{slug}"
+
+
+def _execute(console: Console, args: argparse.Namespace, task: str, policy: Policy, label: str) -> int:
+    out = args.out or _default_out(task)
+    if out.exists() and any(out.iterdir()):
+        raise UsageError(f"run directory {out} exists and is not empty; pass another --out")
+    with _open_desktop(args) as (desktop, where):
+        g = desktop.geometry
+        writer = TrajectoryWriter(
+            out,
+            RunInfo(
+                task=task, started_at=time.time(), policy=label, desktop=where, screen=(g.width, g.height)
+            ),
+        )
+        view = LiveView(console, args.max_steps)
+        console.print(f"[bold]{task}[/bold]  ({label} on {where}, up to {args.max_steps} steps)")
+        traj = run(
+            task,
+            policy,
+            desktop,
+            max_steps=args.max_steps,
+            writer=writer,
+            dry_run=args.dry_run,
+            confirm=view.ask if args.confirm else None,
+            on_step=view.on_step,
+        )
+    view.summary(traj)
+    return 0 if traj.stop_reason == "done" and traj.status == "success" else 1
+
+
+def _cmd_run(console: Console, argv: Sequence[str]) -> int:
+    args = _run_parser().parse_args(argv)
+    if args.max_steps < 1:
+        raise UsageError("--max-steps must be at least 1")
+    if args.script:
+        policy: Policy = ScriptedPolicy.from_file(args.script)
+        label = f"script {args.script.name}"
+    else:
+        from agent.kimi_policy import policy_from_args
+
+        policy, label = policy_from_args(args)
+    return _execute(console, args, args.task, policy, label)
+
+
+def _cmd_replay(console: Console, argv: Sequence[str]) -> int:
+    args = _replay_parser().parse_args(argv)
+    policy = replay_policy(args.run_dir)
+    from agent.trajectory import read_info
+
+    task = read_info(args.run_dir).task
+    args.max_steps = len(policy) + 1
+    return _execute(console, args, task, policy, f"replay of {args.run_dir}")
+
+
+def _cmd_sandbox(console: Console, argv: Sequence[str]) -> int:
+    args = _sandbox_parser().parse_args(argv)
+    from env.sandbox import Sandbox
+
+    w, h = args.size
+    with Sandbox(width=w, height=h, apps=[shlex.split(a) for a in args.app]) as box:
+        shot = box.home.parent / "screen.png"
+        console.print(f"sandbox running on DISPLAY={box.display} ({w}x{h}), HOME={box.home}")
+        console.print(f"  screenshot, refreshed every 2 s: {shot}")
+        console.print(f"  watch it live: x11vnc -display {box.display} -localhost -nopw, then a VNC viewer")
+        console.print(f"  run a program in it: DISPLAY={box.display} xterm &")
+        console.print("Ctrl-C stops it and removes every process it started.")
+        try:
+            while True:
+                box.screenshot().to_image().save(shot)
+                time.sleep(2)
+        except KeyboardInterrupt:
+            console.print("stopping the sandbox")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    console = Console()
+    commands = {"replay": _cmd_replay, "sandbox": _cmd_sandbox}
+    command = commands.get(argv[0], _cmd_run) if argv else _cmd_run
+    rest = argv[1:] if argv and argv[0] in commands else argv
+    try:
+        return command(console, rest)
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        return 130
+    except Exception as e:  # one clear line, not a traceback
+        if "--debug" in argv:
+            raise
+        console.print(f"[red]kimi-agent: error:[/red] {_one_line(e)}", highlight=False, soft_wrap=True)
+        return 2
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    first = text[0] if text else type(e).__name__
+    return first if len(text) <= 1 else f"{first} (+{len(text) - 1} more lines; --debug shows all)"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
