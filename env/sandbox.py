@@ -23,7 +23,6 @@ from env.desktop import ActionResult, Frame
 from env.drivers import XTestDriver
 from env.executor import execute
 from env.geometry import ScreenGeometry
-from env.reaper import kill_groups
 from env.settle import Settle, wait_until_settled
 
 
@@ -178,10 +177,18 @@ class Sandbox:
             if hasattr(self, obj):
                 with contextlib.suppress(Exception):
                     getattr(self, obj).close()
-        kill_groups({p.pid for p in self._procs})
+        # Our children turn into zombies until waited for, so reap them here rather than
+        # polling their groups (which would count zombies as alive).
+        groups = {p.pid for p in self._procs}
+        _signal_groups(groups, signal.SIGTERM)
+        deadline = time.monotonic() + 1.0
         for p in self._procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
-                p.wait(timeout=2)
+                p.wait(timeout=max(0.0, deadline - time.monotonic()))
+        _signal_groups(groups, signal.SIGKILL)  # stragglers and grandchildren
+        for p in self._procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(timeout=1.0)
         if self._reaper.stdin:
             self._reaper.stdin.close()  # EOF: the reaper removes the directory and exits
         try:
@@ -199,3 +206,9 @@ class Sandbox:
     def __del__(self) -> None:
         if not getattr(self, "_closed", True):
             self.close()
+
+
+def _signal_groups(pgids: set[int], sig: signal.Signals) -> None:
+    for g in pgids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(g, sig)
