@@ -142,13 +142,13 @@ def action_from_dict(data: object) -> Action:
     try:
         return _ActionBox(action=data).action  # type: ignore[arg-type]
     except ValidationError as e:
-        raise ValueError(brief_error(e)) from None
+        raise ValueError(brief_error(e, drop=1)) from None  # the wrapper's field name says nothing
 
 
-def brief_error(e: ValidationError) -> str:
+def brief_error(e: ValidationError, drop: int = 0) -> str:
     """A pydantic error as one line: the first problem, where it is, and how many more."""
     first = e.errors()[0]
-    where = ".".join(str(p) for p in first["loc"][1:]) or "action"  # drop the wrapper's field name
+    where = ".".join(str(p) for p in first["loc"][drop:]) or "action"
     msg = first["msg"].removeprefix("Value error, ")
     more = f" (+{e.error_count() - 1} more)" if e.error_count() > 1 else ""
     return f"{where}: {msg}{more}"
