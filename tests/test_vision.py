@@ -1,0 +1,79 @@
+"""MoonViT geometry: token counts equal the documented formula and the tensors the tower gets."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from PIL import Image
+
+from agent.vision import image_tokens, model_size, preprocess, read_in_token_limit
+
+SIZES = [
+    (28, 28), (14, 14), (27, 29), (100, 37), (640, 480), (800, 600), (1024, 768), (1280, 720), (1280, 800),
+    (1366, 768), (1440, 900), (1600, 900), (1920, 1080), (1920, 1200), (2048, 1536), (2560, 1440),
+    (2880, 1800), (3024, 1964), (3200, 1800), (3840, 2160), (5120, 2880), (6016, 3384), (7680, 4320),
+    (1080, 1920), (4000, 300), (300, 4000), (1792, 1792), (1791, 1793),
+]  # fmt: skip
+
+
+def formula(w: int, h: int, limit: int) -> int:
+    """shared/docs/kimi-vl.md, "Image preprocessing and token cost", written out independently."""
+    p = (w // 14) * (h // 14)
+    if p > limit:
+        s = math.sqrt(limit / p)
+        w, h = int(w * s), int(h * s)
+    return math.ceil(h / 28) * math.ceil(w / 28)
+
+
+@pytest.mark.parametrize("limit", [4096, 16384])
+@pytest.mark.parametrize(("w", "h"), SIZES)
+def test_token_count_matches_formula_and_tensors(w: int, h: int, limit: int) -> None:
+    expected = formula(w, h, limit)
+    assert image_tokens(w, h, limit) == expected
+    batch = preprocess([Image.new("RGB", (w, h), (10, 200, 30))], limit)
+    _, gh, gw = batch.grid_thw[0].tolist()
+    assert gh % 2 == 0 and gw % 2 == 0  # padded to multiples of 28
+    assert batch.tokens == [expected] == [gh * gw // 4]
+    assert batch.pixel_values.shape == (gh * gw, 3, 14, 14)
+    rw, rh = model_size(w, h, limit)
+    assert rw <= w and rh <= h  # never upscaled
+
+
+def test_the_official_rule_may_land_a_little_over_the_limit() -> None:
+    """The scale is computed from floored patch counts, so the result can exceed the limit by a
+    few patches (1366x768 -> 86 x 48 = 4128 > 4096). We reproduce the rule, not an idealised one."""
+    w, h = model_size(1366, 768, 4096)
+    assert (w // 14) * (h // 14) == 4128
+
+
+def test_documented_table() -> None:
+    table = {(1920, 1080): (1032, 2691), (1280, 800): (1066, 1334), (2560, 1440): (1075, 4214)}
+    for (w, h), (t4k, t16k) in table.items():
+        assert (image_tokens(w, h, 4096), image_tokens(w, h, 16384)) == (t4k, t16k)
+    assert model_size(1920, 1080, 4096) == (1196, 672)
+    assert model_size(1280, 800, 4096) == (1137, 710)
+
+
+def test_pixels_are_normalised_padded_and_row_major() -> None:
+    img = Image.new("RGB", (30, 20), (255, 0, 0))
+    img.putpixel((29, 0), (0, 0, 255))  # top-right pixel: patch (0, 2), offset (0, 1)
+    batch = preprocess([img], 4096)
+    assert batch.grid_thw.tolist() == [[1, 2, 4]]
+    px = batch.pixel_values
+    assert torch.equal(px[0, :, 0, 0], torch.tensor([1.0, -1.0, -1.0]))  # red -> (1, -1, -1)
+    assert torch.equal(px[2, :, 0, 1], torch.tensor([-1.0, -1.0, 1.0]))
+    assert torch.equal(px[3, :, 0, 0], torch.tensor([-1.0, -1.0, -1.0]))  # padding: 0 -> -1
+    assert torch.equal(px[4 + 0, :, 6, 0], torch.tensor([-1.0, -1.0, -1.0]))  # row 20 is padding
+
+
+def test_too_long_a_side_is_refused_like_the_official_processor() -> None:
+    with pytest.raises(ValueError, match="MoonViT takes fewer than 512"):
+        preprocess([Image.new("RGB", (8000, 28))], 4096)
+
+
+def test_in_token_limit_from_the_checkpoint(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    assert read_in_token_limit(tmp_path) == 4096
+    (tmp_path / "preprocessor_config.json").write_text('{"in_token_limit": 16384, "patch_size": 14}')
+    assert read_in_token_limit(tmp_path) == 16384
