@@ -145,9 +145,10 @@ class ContextBuilder:
 
 
 def _parts(image: ImagePart | None, feedback: str | None, text: str) -> tuple[Part, ...]:
-    return tuple(
-        p for p in (image, TextPart(feedback) if feedback else None, TextPart(text)) if p is not None
-    )
+    # One text part per message: the template renders adjacent texts as one string, so counting
+    # the joined text is what makes the count exact.
+    body = TextPart(f"{feedback}\n{text}" if feedback else text)
+    return (image, body) if image is not None else (body,)
 
 
 def step_text(view: StepView) -> str:

@@ -85,3 +85,11 @@ def clickpad_on(tmp_path: Path) -> Iterator[object]:
     yield start
     for p in pads:
         p.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_kimi(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Kimi-VL checkpoint in the official layout (see tests/tiny_kimi.py)."""
+    from tiny_kimi import write_tiny_kimi
+
+    return write_tiny_kimi(tmp_path_factory.mktemp("tiny-kimi-vl"))

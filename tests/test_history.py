@@ -88,7 +88,7 @@ def test_text_overflow_drops_old_steps_and_says_so() -> None:
     )
     built = _run(cfg, 120)[-1][0]
     assert built.tokens <= cfg.budget and built.first_text_step > 1
-    assert "are omitted to fit the context" in built.messages[2].parts[-2].text
+    assert "are omitted to fit the context" in built.messages[2].parts[-1].text
 
 
 def test_budget_too_small_for_one_screen_is_a_clear_error() -> None:
