@@ -1,0 +1,198 @@
+"""Kimi-VL in the loop: the tiny random checkpoint through the real transformers path, and the
+policy against a loopback OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from fake_openai_server import FakeOpenAI, Reply
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from agent.backend import BackendError, GenerationParams
+from agent.kimi_policy import KimiPolicy, Variant
+from agent.loop import run
+from agent.messages import ImagePart, Message, TextPart
+from agent.openai_backend import OpenAIBackend
+from agent.trajectory import RunInfo, TrajectoryWriter, read_steps
+from agent.transformers_backend import TransformersBackend
+from tasks.cli import main
+
+
+@pytest.fixture(scope="module")
+def tiny_backend(tiny_kimi: Path) -> TransformersBackend:
+    return TransformersBackend.load(str(tiny_kimi))
+
+
+def test_official_layout_loads_with_every_weight_in_place(
+    tiny_kimi: Path, tiny_backend: TransformersBackend
+) -> None:
+    raw = load_file(str(tiny_kimi / "model.safetensors"))
+    sd = tiny_backend.model.state_dict()
+    assert torch.equal(sd["lm_head.weight"], raw["language_model.lm_head.weight"])
+    assert torch.equal(
+        sd["model.language_model.embed_tokens.weight"], raw["language_model.model.embed_tokens.weight"]
+    )
+    assert torch.equal(sd["model.mm_projector.in_proj.weight"], raw["multi_modal_projector.linear_1.weight"])
+    assert torch.equal(sd["model.mm_projector.pre_norm.bias"], raw["multi_modal_projector.pre_norm.bias"])
+    cfg = tiny_backend.model.config
+    assert (
+        cfg.image_token_id
+        == json.loads((tiny_kimi / "config.json").read_text())["media_placeholder_token_id"]
+    )
+    assert cfg.tie_word_embeddings is False and cfg.vision_config.pos_emb_height == 8
+
+
+@pytest.mark.parametrize("change", ["extra", "missing"])
+def test_a_checkpoint_off_the_layout_is_refused(tiny_kimi: Path, tmp_path: Path, change: str) -> None:
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_kimi, bad)
+    weights = load_file(str(bad / "model.safetensors"))
+    if change == "extra":
+        weights["multi_modal_projector.linear_3.weight"] = torch.zeros(2, 2)
+    else:
+        del weights["language_model.model.norm.weight"]
+    save_file(weights, str(bad / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(BackendError, match="does not match the Kimi-VL layout"):
+        TransformersBackend.load(str(bad))
+
+
+def test_generate_counts_image_tokens_and_stops_within_budget(tiny_backend: TransformersBackend) -> None:
+    shot = Image.new("RGB", (1280, 800), (40, 80, 120))
+    c = tiny_backend.generate(
+        [Message("user", (ImagePart(shot), TextPart("next?")))], GenerationParams(max_new_tokens=12)
+    )
+    assert 1066 < c.tokens_in < 1200  # 1066 image tokens plus the template and text
+    assert 1 <= c.tokens_out <= 12 and c.finish_reason in ("stop", "length")
+
+
+def test_tiny_model_drives_a_full_agent_step_in_a_sandbox(
+    sandbox, tiny_backend: TransformersBackend, tmp_path: Path
+) -> None:
+    policy = KimiPolicy(
+        tiny_backend,
+        Variant.from_name("Kimi-VL-A3B-Instruct"),
+        count_text_tokens=tiny_backend.count_text_tokens,
+        max_new_tokens=16,
+        parse_retries=1,
+    )
+    g = sandbox.geometry
+    writer = TrajectoryWriter(
+        tmp_path,
+        RunInfo(
+            task="t", started_at=time.time(), policy="tiny", desktop="sandbox", screen=(g.width, g.height)
+        ),
+    )
+    traj = run("open a terminal", policy, sandbox, max_steps=1, writer=writer)
+    assert traj.stop_reason in ("max_steps", "done")
+    [step] = read_steps(tmp_path)
+    assert step.raw and step.tokens_in > 1066 and 1 <= step.tokens_out <= 32  # two tries at most
+    assert step.parse_error or step.actions  # a random reply is usually unparseable: recorded, not fatal
+    assert (tmp_path / step.screenshot).exists() and step.timing.model_s > 0
+
+
+def test_parse_errors_go_back_to_the_model_and_are_retried() -> None:
+    server = FakeOpenAI()
+    try:
+        server.replies.extend(
+            [
+                Reply("I would click the button."),
+                Reply(
+                    "## Thought\nok\n## Action:\nclick\n## Code:\n```python\npyautogui.click(0.5, 0.5)\n```"
+                ),
+            ]
+        )
+        policy = KimiPolicy(
+            OpenAIBackend(server.url, "kimi-vl", max_retries=0), Variant.from_name("kimi-vl"), parse_retries=2
+        )
+        from agent.policy import Observation
+        from env.desktop import Frame
+        from env.geometry import ScreenGeometry
+
+        frame = Frame.from_image(Image.new("RGB", (640, 480)))
+        d = policy.decide(Observation("t", 1, frame, ScreenGeometry.plain(640, 480)), [])
+        assert d.error is None and len(d.actions) == 1 and d.thought == "ok"
+        assert len(server.requests) == 2
+        retry = server.requests[1]["messages"]
+        assert retry[-2] == {"role": "assistant", "content": "I would click the button."}
+        assert "could not be executed: no ## Code block" in retry[-1]["content"]
+        assert d.tokens_in == 2 * 1234
+    finally:
+        server.close()
+
+
+def test_cli_with_the_openai_backend_runs_in_a_sandbox(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    server = FakeOpenAI()
+    target = tmp_path / "done.txt"
+    try:
+        server.replies.extend(
+            [
+                Reply(
+                    "## Thought\nfocus\n## Action:\nclick the terminal\n## Code:\n```python\npyautogui.click(0.1, 0.1)\n```"
+                ),
+                Reply(
+                    f"## Thought\ntype\n## Action:\nwrite\n## Code:\n```python\npyautogui.write('echo ok > {target}')\npyautogui.press('enter')\n```"
+                ),
+                Reply(
+                    "## Thought\ndone\n## Action:\nfinish\n## Code:\n```python\ncomputer.terminate(status='success', answer='ok')\n```"
+                ),
+            ]
+        )
+        out = tmp_path / "run"
+        code = main(
+            [
+                "write ok",
+                "--backend",
+                "openai",
+                "--base-url",
+                server.url,
+                "--model",
+                "kimi-vl",
+                "--out",
+                str(out),
+                "--size",
+                "1024x768",
+                "--app",
+                "xterm -geometry 80x24+0+0",
+            ]
+        )
+        printed = capsys.readouterr().out
+        assert code == 0, printed
+        assert target.read_text() == "ok\n"
+        steps = read_steps(out)
+        assert [s.action_text for s in steps] == ["click the terminal", "write", "finish"]
+        assert steps[0].actions[0].screen_points == [(102, 76)]
+        assert len(server.requests[2]["messages"]) > len(server.requests[0]["messages"])  # history grew
+    finally:
+        server.close()
+
+
+def test_cli_with_the_tiny_checkpoint_and_missing_weights(tiny_kimi: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "tiny-run"
+    code = main(
+        [
+            "open a terminal",
+            "--model",
+            str(tiny_kimi),
+            "--max-steps",
+            "1",
+            "--max-new-tokens",
+            "8",
+            "--out",
+            str(out),
+            "--size",
+            "640x480",
+        ]
+    )
+    assert code == 1 and len(read_steps(out)) == 1  # random weights do not finish the task
+    capsys.readouterr()
+    assert main(["open a terminal", "--model", str(tmp_path / "no-such-dir")]) == 2
+    err = capsys.readouterr().out
+    assert (
+        "huggingface-cli download" in err and "--backend openai" in err and len(err.strip().splitlines()) == 1
+    )
