@@ -7,6 +7,7 @@ local desktop wherever pyautogui works (X11, macOS, Windows).
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -129,21 +130,31 @@ class XTestDriver:
 
 
 def _xclip(display: str, selection: str, data: bytes | None) -> bytes:
-    env = {"DISPLAY": display, "PATH": "/usr/bin:/bin:/usr/local/bin"}
-    if data is None:
-        r = subprocess.run(["xclip", "-selection", selection, "-o"], env=env, capture_output=True, timeout=5)
-        return r.stdout if r.returncode == 0 else b""
-    # xclip forks a process that serves the selection until someone else owns it.
-    subprocess.run(
-        ["xclip", "-selection", selection, "-i"],
-        env=env,
-        input=data,
-        check=True,
-        timeout=5,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    return data
+    """Read (``data=None``) or set one X selection. A read that gets no answer counts as empty."""
+    env = {"DISPLAY": display, "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    try:
+        if data is None:
+            r = subprocess.run(
+                ["xclip", "-selection", selection, "-o"], env=env, capture_output=True, timeout=1
+            )
+            return r.stdout if r.returncode == 0 else b""
+        # xclip forks a process that serves the selection until someone else owns it.
+        subprocess.run(
+            ["xclip", "-selection", selection, "-i"],
+            env=env,
+            input=data,
+            check=True,
+            timeout=5,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        return data
+    except subprocess.TimeoutExpired:
+        if data is None:
+            return b""
+        raise RuntimeError(f"xclip did not set the {selection} selection") from None
+    except (FileNotFoundError, subprocess.CalledProcessError):
+        raise RuntimeError("typing non-ASCII text needs xclip (Debian: apt-get install xclip)") from None
 
 
 def clipboard_paste(text: str, display: str, press_paste: object) -> None:
@@ -151,8 +162,16 @@ def clipboard_paste(text: str, display: str, press_paste: object) -> None:
     PRIMARY and in GTK/Qt/LibreOffice from CLIPBOARD), then restore what was there."""
     saved = {sel: _xclip(display, sel, None) for sel in ("clipboard", "primary")}
     try:
+        data = text.encode("utf-8")
         for sel in saved:
-            _xclip(display, sel, text.encode("utf-8"))
+            _xclip(display, sel, data)
+            # xclip returns before its forked child owns the selection: a paste right away can
+            # fetch the old contents. Read it back until it is ours.
+            deadline = time.monotonic() + 2.0
+            while _xclip(display, sel, None) != data:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"could not take the {sel} selection to paste text")
+                time.sleep(0.01)
         press_paste()  # type: ignore[operator]
         time.sleep(0.15)  # the app requests the selection asynchronously
     finally:
@@ -186,8 +205,6 @@ class PyAutoGUIDriver:
 
     def paste(self, text: str) -> None:
         if sys.platform.startswith("linux"):
-            import os
-
             clipboard_paste(text, os.environ.get("DISPLAY", ":0"), lambda: self.p.hotkey("shift", "insert"))
             return
         import pyperclip

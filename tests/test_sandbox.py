@@ -50,9 +50,17 @@ def test_xterm_types_unicode_exactly(sandbox) -> None:
     sandbox.wait_window("xterm")
     assert term.poll() is None
     assert sandbox.execute(Click(point=Point.norm(0.1, 0.1))).ok  # focus it, as a user would
+    env = {"DISPLAY": sandbox.display, "PATH": os.environ["PATH"]}
+    subprocess.run(
+        ["xclip", "-selection", "clipboard", "-i"], input=b"the user's clipboard", env=env, check=True
+    )
     assert sandbox.execute(TypeText(text="echo 'héllo wörld ✓ 你好' > ~/out.txt")).ok
     assert sandbox.execute(KeyPress(key="enter")).ok
     assert _wait_file(sandbox.home / "out.txt") == "héllo wörld ✓ 你好\n"
+    restored = subprocess.run(
+        ["xclip", "-selection", "clipboard", "-o"], env=env, capture_output=True, check=True
+    )
+    assert restored.stdout == b"the user's clipboard"  # pasting did not clobber it
 
 
 def test_sandbox_has_its_own_home_and_tmp(sandbox) -> None:

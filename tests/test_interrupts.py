@@ -1,0 +1,80 @@
+"""Ctrl-C, as a user sends it: SIGINT to a running kimi-agent process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _cli(args: list[str]) -> subprocess.Popen[str]:
+    code = f"import sys; from tasks.cli import main; sys.exit(main({args!r}))"
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_ctrl_c_stops_after_the_current_action_and_keeps_the_run(tmp_path: Path) -> None:
+    script = tmp_path / "s.json"
+    script.write_text(json.dumps([{"kind": "wait", "seconds": 1.0}] * 20))
+    out = tmp_path / "run"
+    proc = _cli(
+        ["wait a lot", "--script", str(script), "--out", str(out), "--size", "640x480", "--max-steps", "20"]
+    )
+    deadline = time.monotonic() + 20
+    while not (out / "steps.jsonl").exists() or not (out / "steps.jsonl").read_text().strip():
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()[0]
+        time.sleep(0.05)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    printed, _ = proc.communicate(timeout=20)
+    assert time.monotonic() - t0 < 2.5  # the wait in progress finishes, nothing after it starts
+    assert proc.returncode == 1, printed
+    assert "stopped: interrupted" in printed and "Traceback" not in printed
+    info = json.loads((out / "run.json").read_text())
+    assert info["stop_reason"] == "interrupted" and 1 <= info["steps"] < 20
+    assert (out / "report.html").exists()
+
+
+def test_sandbox_command_runs_until_ctrl_c_and_cleans_up(tmp_path: Path) -> None:
+    proc = _cli(["sandbox", "--size", "800x600", "--app", "xterm"])
+    assert proc.stdout is not None
+    lines = []
+    while not any("Ctrl-C stops it" in line for line in lines):
+        line = proc.stdout.readline()
+        assert line, "".join(lines)
+        lines.append(line)
+    text = "".join(lines)
+    assert "DISPLAY=:" in text and "x11vnc -display :" in text and "screen.png" in text
+    display = text.split("DISPLAY=")[1].split()[0]
+    pids = subprocess.run(["pgrep", "-f", "Xvfb -displayfd"], capture_output=True, text=True).stdout.split()
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=15)
+    assert proc.returncode == 0, rest
+    time.sleep(0.5)
+    still = [
+        p
+        for p in pids
+        if _alive(int(p)) and display in Path(f"/proc/{p}/cmdline").read_text(errors="replace")
+    ]
+    assert still == []
