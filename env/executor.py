@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from env.actions import Action
-from env.desktop import ActionResult
+from env.desktop import ActionResult, Frame
 from env.drivers import InputDriver
 from env.geometry import OutOfScreen, ScreenGeometry
+from env.settle import Settle, wait_until_settled
 
 DRAG_STEPS = 12
 
@@ -40,6 +42,16 @@ def execute(action: Action, driver: InputDriver, geometry: ScreenGeometry) -> Ac
         for kind, name in reversed(held):
             (driver.key if kind == "key" else driver.button)(name, False)
     return ActionResult(ok=True, screen_points=points, execute_s=time.perf_counter() - t0)
+
+
+def execute_and_settle(
+    action: Action, driver: InputDriver, geometry: ScreenGeometry, grab: Callable[[], Frame], settle: Settle
+) -> ActionResult:
+    """What every desktop's execute() does: run the action, then wait for the screen to settle."""
+    result = execute(action, driver, geometry)
+    if result.ok and action.kind not in ("wait", "done"):
+        result.settled, result.settle_s = wait_until_settled(grab, settle)
+    return result
 
 
 def _screen_points(action: Action, g: ScreenGeometry) -> list[tuple[int, int]]:

@@ -7,9 +7,9 @@ from PIL import Image
 from env.actions import Action
 from env.desktop import ActionResult, Frame
 from env.drivers import PyAutoGUIDriver
-from env.executor import execute
+from env.executor import execute_and_settle
 from env.geometry import ScreenGeometry
-from env.settle import Settle, wait_until_settled
+from env.settle import Settle
 
 
 class LocalDesktop:
@@ -67,10 +67,7 @@ class LocalDesktop:
         return Frame(g.shot_width, g.shot_height, small.tobytes())  # still BGRA byte order
 
     def execute(self, action: Action) -> ActionResult:
-        result = execute(action, self._driver, self._geometry)
-        if result.ok and action.kind not in ("wait", "done"):
-            result.settled, result.settle_s = wait_until_settled(self.screenshot, self.settle)
-        return result
+        return execute_and_settle(action, self._driver, self._geometry, self.screenshot, self.settle)
 
     def close(self) -> None:
         self._mss.close()

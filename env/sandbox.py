@@ -21,9 +21,9 @@ from pathlib import Path
 from env.actions import Action
 from env.desktop import ActionResult, Frame
 from env.drivers import XTestDriver
-from env.executor import execute
+from env.executor import execute_and_settle
 from env.geometry import ScreenGeometry
-from env.settle import Settle, wait_until_settled
+from env.settle import Settle
 
 
 class SandboxError(RuntimeError):
@@ -164,10 +164,7 @@ class Sandbox:
         return Frame(shot.width, shot.height, bytes(shot.raw))
 
     def execute(self, action: Action) -> ActionResult:
-        result = execute(action, self._driver, self._geometry)
-        if result.ok and action.kind not in ("wait", "done"):
-            result.settled, result.settle_s = wait_until_settled(self.screenshot, self.settle)
-        return result
+        return execute_and_settle(action, self._driver, self._geometry, self.screenshot, self.settle)
 
     def close(self) -> None:
         if self._closed:
