@@ -117,7 +117,7 @@ class TransformersBackend:
             bad = {k: sorted(v)[:5] for k, v in info.items() if k != "error_msgs" and v}
             if bad or info.get("error_msgs"):
                 raise BackendError(f"{path} does not match the Kimi-VL layout: {bad or info['error_msgs']}")
-        return cls(net.to(device).eval(), chat, in_token_limit, device)
+        return cls(net.to(device).train(False), chat, in_token_limit, device)  # inference mode
 
     @torch.inference_mode()
     def generate(self, messages: list[Message], params: GenerationParams) -> Completion:
