@@ -66,6 +66,10 @@ def k25_config(raw: dict) -> object:
 
 def resolve_checkpoint(model: str) -> Path:
     path = Path(model).expanduser()
+    if model.startswith((".", "/", "~")) and not path.is_dir():
+        raise BackendError(
+            f"no checkpoint directory at {model}; {HOW_TO_GET_WEIGHTS.format(model='moonshotai/Kimi-VL-A3B-Instruct')}"
+        )
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise BackendError(f"{path} has no config.json; {HOW_TO_GET_WEIGHTS.format(model=model)}")
