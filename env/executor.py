@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -38,9 +39,10 @@ def execute(action: Action, driver: InputDriver, geometry: ScreenGeometry) -> Ac
     except (ValueError, OSError, RuntimeError) as e:
         return ActionResult(ok=False, error=f"{action.kind} failed: {e}", execute_s=time.perf_counter() - t0)
     finally:
-        # An interrupted action must not leave a key or button held down.
+        # An interrupted or failed action must not leave a key or button held down.
         for kind, name in reversed(held):
-            (driver.key if kind == "key" else driver.button)(name, False)
+            with contextlib.suppress(Exception):  # the error that got us here is the one to report
+                (driver.key_up if kind == "key" else driver.button_up)(name)
     return ActionResult(ok=True, screen_points=points, execute_s=time.perf_counter() - t0)
 
 
@@ -62,13 +64,13 @@ def _screen_points(action: Action, g: ScreenGeometry) -> list[tuple[int, int]]:
 
 
 def _press(driver: InputDriver, held: list[tuple[str, str]], kind: str, name: str) -> None:
-    (driver.key if kind == "key" else driver.button)(name, True)
-    held.append((kind, name))
+    held.append((kind, name))  # before pressing: an interrupt mid-press still gets a release
+    (driver.key_down if kind == "key" else driver.button_down)(name)
 
 
 def _release(driver: InputDriver, held: list[tuple[str, str]], kind: str, name: str) -> None:
+    (driver.key_up if kind == "key" else driver.button_up)(name)
     held.remove((kind, name))
-    (driver.key if kind == "key" else driver.button)(name, False)
 
 
 def _dispatch(
@@ -76,29 +78,29 @@ def _dispatch(
 ) -> None:
     match action.kind:
         case "click":
-            d.move(*pts[0])
+            d.move_to(*pts[0])
             for _ in range(action.clicks):
                 _press(d, held, "button", action.button)
                 _release(d, held, "button", action.button)
         case "move":
-            d.move(*pts[0])
+            d.move_to(*pts[0])
         case "drag":
             (x1, y1), (x2, y2) = pts
-            d.move(x1, y1)
+            d.move_to(x1, y1)
             _press(d, held, "button", action.button)
             # Intermediate motion so toolkits see a drag, not a teleport.
             for i in range(1, DRAG_STEPS + 1):
-                d.move(round(x1 + (x2 - x1) * i / DRAG_STEPS), round(y1 + (y2 - y1) * i / DRAG_STEPS))
+                d.move_to(round(x1 + (x2 - x1) * i / DRAG_STEPS), round(y1 + (y2 - y1) * i / DRAG_STEPS))
                 time.sleep(0.005)
             _release(d, held, "button", action.button)
         case "scroll":
             if pts:
-                d.move(*pts[0])
+                d.move_to(*pts[0])
             sign = 1 if action.direction in ("up", "right") else -1
             d.scroll(sign * action.amount, horizontal=action.direction in ("left", "right"))
         case "type":
             for is_ascii, run in _split_runs(action.text):
-                (d.type_ascii if is_ascii else d.paste)(run)
+                (d.type_ascii if is_ascii else d.paste_text)(run)
         case "key":
             for _ in range(action.presses):
                 _press(d, held, "key", action.key)
@@ -109,9 +111,9 @@ def _dispatch(
             for k in reversed(action.keys):
                 _release(d, held, "key", k)
         case "key_down":
-            d.key(action.key, True)  # deliberately held until a key_up
+            d.key_down(action.key)  # deliberately held until a key_up
         case "key_up":
-            d.key(action.key, False)
+            d.key_up(action.key)
         case "wait":
             time.sleep(action.seconds)
         case "done":

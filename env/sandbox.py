@@ -1,7 +1,8 @@
 """A private desktop: Xvfb + openbox with its own HOME and TMPDIR, driven through XTEST.
 
-Every process it starts runs in a process group of its own (so the terminal's Ctrl-C does not
-hit it) and is registered with a reaper process, which kills the groups if this process dies.
+Every process it starts runs in a process group of its own (so the terminal's Ctrl-C does not hit
+it), carries a marker in its environment, and is registered with a reaper process that kills the
+groups and the marked processes if this process dies, SIGKILL included.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import shlex
 import shutil
 import signal
 import subprocess
@@ -19,11 +21,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from env.actions import Action
+from env.capture import Grabber, open_mss
 from env.desktop import ActionResult, Frame
 from env.drivers import XTestDriver
 from env.executor import execute_and_settle
 from env.geometry import ScreenGeometry
+from env.reaper import kill_marked
 from env.settle import Settle
+
+MARKER_VAR = "KIMI_SANDBOX_ID"
 
 
 class SandboxError(RuntimeError):
@@ -31,12 +37,15 @@ class SandboxError(RuntimeError):
 
 
 class Sandbox:
+    """``apps`` (argv lists) start once the window manager is up; ``launch`` starts more later."""
+
     def __init__(
         self,
         width: int = 1920,
         height: int = 1080,
         apps: Sequence[Sequence[str]] = (),
         *,
+        depth: int = 24,
         window_manager: Sequence[str] | None = ("openbox",),
         settle: Settle = Settle(),
         start_timeout_s: float = 10.0,
@@ -44,32 +53,35 @@ class Sandbox:
         for tool in ("Xvfb", *(window_manager or ())[:1]):
             if shutil.which(tool) is None:
                 raise SandboxError(f"{tool} is not installed (Debian: apt-get install xvfb openbox)")
+        if width < 1 or height < 1:
+            raise SandboxError(f"screen size must be positive, got {width}x{height}")
         self.settle = settle
         self._geometry = ScreenGeometry.plain(width, height)
         self.root = Path(tempfile.mkdtemp(prefix="kimi-sandbox-"))
         self.home = self.root / "home"
         for d in ("home", "tmp", "run"):
             (self.root / d).mkdir(mode=0o700)
+        self._marker = f"{MARKER_VAR}={self.root}"
         self._procs: list[subprocess.Popen[bytes]] = []
         self._closed = False
+        package_parent = str(Path(__file__).resolve().parent.parent)
         self._reaper = subprocess.Popen(
             [sys.executable, "-m", "env.reaper"],
             stdin=subprocess.PIPE,
             start_new_session=True,
-            cwd=str(Path(__file__).resolve().parent.parent),
+            cwd=package_parent,
+            env={**os.environ, "PYTHONPATH": package_parent},
         )
         self._tell_reaper(f"DIR {self.root}")
+        self._tell_reaper(f"MARK {self._marker}")
         try:
-            self.display = self._start_xvfb(width, height, start_timeout_s)
+            self.display = self._start_xvfb(width, height, depth, start_timeout_s)
             self.env = self._make_env()
             self._driver = XTestDriver(self.display)
-            import mss
-
-            self._mss = mss.MSS(display=self.display)
+            self._sct = open_mss(self.display)
+            self._grabber = Grabber(self._sct, (0, 0, width, height))
             if window_manager:
-                self.launch(window_manager)
-                # Apps started before the manager is up can end up unmanaged, without focus.
-                self._wait(self._driver.has_window_manager, start_timeout_s, f"{window_manager[0]} to start")
+                self._start_window_manager(window_manager, start_timeout_s)
             for argv in apps:
                 self.launch(argv)
         except BaseException:
@@ -88,34 +100,55 @@ class Sandbox:
         self._tell_reaper(f"+{p.pid}")
         return p
 
-    def _start_xvfb(self, width: int, height: int, timeout_s: float) -> str:
+    def _start_xvfb(self, width: int, height: int, depth: int, timeout_s: float) -> str:
         r, w = os.pipe()
         try:
-            self._spawn(
-                ["Xvfb", "-displayfd", str(w), "-screen", "0", f"{width}x{height}x24", "-nolisten", "tcp"],
+            xvfb = self._spawn(
+                [
+                    *("Xvfb", "-displayfd", str(w), "-screen", "0", f"{width}x{height}x{depth}"),
+                    *("-nolisten", "tcp", "-noreset"),
+                ],
                 pass_fds=(w,),
+                env={**os.environ, MARKER_VAR: str(self.root)},
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 cwd=str(self.root),
             )
             os.close(w)
             w = -1
-            # Xvfb writes the display number once it accepts connections: no blind sleeps.
+            # Xvfb picks a free display itself and writes its number once it accepts connections.
             buf = b""
             deadline = time.monotonic() + timeout_s
             while not buf.endswith(b"\n"):
                 left = deadline - time.monotonic()
                 if left <= 0 or not select.select([r], [], [], left)[0]:
-                    raise SandboxError(f"Xvfb did not start within {timeout_s:.0f} s")
+                    raise SandboxError(f"Xvfb did not start within {timeout_s:g} s")
                 chunk = os.read(r, 16)
                 if not chunk:
-                    raise SandboxError("Xvfb exited before it was ready (is the screen size valid?)")
+                    code = xvfb.wait(timeout=1)
+                    raise SandboxError(
+                        f"Xvfb exited with status {code} before it was ready "
+                        f"(is {width}x{height}x{depth} a valid screen?)"
+                    )
                 buf += chunk
             return f":{int(buf)}"
         finally:
             os.close(r)
             if w >= 0:
                 os.close(w)
+
+    def _start_window_manager(self, argv: Sequence[str], timeout_s: float) -> None:
+        # Apps mapped while the manager is still setting up can wait 5 s for an answer it never
+        # gives (Xt's wmTimeout, seen with xterm). openbox runs --startup once it is really
+        # running; other managers only have the EWMH check, which comes earlier.
+        name = Path(argv[0]).name
+        if name == "openbox":
+            ready = self.root / "wm-ready"
+            self.launch([*argv, "--startup", f"touch {shlex.quote(str(ready))}"])
+            self._wait(ready.exists, timeout_s, f"{name} to start", poll_s=0.005)
+        else:
+            self.launch(argv)
+            self._wait(self._driver.has_window_manager, timeout_s, f"{name} to start", poll_s=0.005)
 
     def _make_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "DBUS_", "WAYLAND"))}
@@ -124,34 +157,77 @@ class Sandbox:
             HOME=str(self.home),
             TMPDIR=str(self.root / "tmp"),
             XDG_RUNTIME_DIR=str(self.root / "run"),
-            LANG="C.UTF-8",
+            LANG="C.UTF-8",  # xterm and GTK handle UTF-8 text only in a UTF-8 locale
             LC_ALL="C.UTF-8",
+            **{MARKER_VAR: str(self.root)},
         )
         return env
 
     def launch(self, argv: Sequence[str]) -> subprocess.Popen[bytes]:
         """Start a program on this desktop (not waited for); it dies with the sandbox."""
+        if not argv:
+            raise SandboxError("cannot start a program from an empty command line")
         if shutil.which(argv[0], path=self.env.get("PATH")) is None:
             raise SandboxError(f"cannot start {argv[0]!r}: not found on PATH")
         return self._spawn(
             argv, env=self.env, cwd=str(self.home), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
 
+    def run(
+        self, argv: Sequence[str], *, input: bytes | None = None, timeout_s: float = 10.0
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Run a command on this desktop to completion (xdotool, xclip, a shell line) and return
+        its output; killed with its group if it runs past ``timeout_s``. What it leaves running
+        (xclip's selection server) lives until close(), which finds it by the marker."""
+        if not argv:
+            raise SandboxError("cannot run an empty command line")
+        if shutil.which(argv[0], path=self.env.get("PATH")) is None:
+            raise SandboxError(f"cannot run {argv[0]!r}: not found on PATH")
+        # Files, not pipes: a daemon it forks (xclip) would hold a pipe open and stall a read to EOF.
+        with (
+            tempfile.TemporaryFile() as fin,
+            tempfile.TemporaryFile() as fout,
+            tempfile.TemporaryFile() as ferr,
+        ):
+            fin.write(input or b"")
+            fin.seek(0)
+            p = self._spawn(argv, env=self.env, cwd=str(self.home), stdin=fin, stdout=fout, stderr=ferr)
+            try:
+                p.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                _signal_groups({p.pid}, signal.SIGKILL)
+                p.wait()
+                raise SandboxError(f"{shlex.join(argv)} did not finish within {timeout_s:g} s") from None
+            finally:
+                # Waited for, its pid may be reused: signalling its group later could hit a stranger.
+                self._procs.remove(p)
+                self._tell_reaper(f"-{p.pid}")
+            fout.seek(0)
+            ferr.seek(0)
+            out, err = fout.read(), ferr.read()
+        return subprocess.CompletedProcess(list(argv), p.returncode, out, err)
+
     def wait_window(self, name: str, timeout_s: float = 10.0) -> None:
-        """Block until a viewable window whose WM_CLASS contains ``name`` (any case) exists."""
+        """Block until a window whose WM_CLASS contains ``name`` (any case) is managed/viewable."""
         self._wait(lambda: self._driver.find_window(name), timeout_s, f"a window of class {name!r}")
 
     @staticmethod
-    def _wait(ready: Callable[[], bool], timeout_s: float, what: str) -> None:
+    def _wait(ready: Callable[[], bool], timeout_s: float, what: str, poll_s: float = 0.02) -> None:
         deadline = time.monotonic() + timeout_s
         while not ready():
             if time.monotonic() > deadline:
                 raise SandboxError(f"timed out after {timeout_s:g} s waiting for {what}")
-            time.sleep(0.02)
+            time.sleep(poll_s)
 
     @property
     def pids(self) -> list[int]:
+        """The processes this sandbox started directly, and its reaper."""
         return [p.pid for p in self._procs] + [self._reaper.pid]
+
+    @property
+    def marker(self) -> str:
+        """``NAME=VALUE`` in the environment of every process started on this desktop."""
+        return self._marker
 
     # -- the Desktop protocol ------------------------------------------------------------------
     @property
@@ -159,9 +235,7 @@ class Sandbox:
         return self._geometry
 
     def screenshot(self) -> Frame:
-        g = self._geometry
-        shot = self._mss.grab({"left": 0, "top": 0, "width": g.width, "height": g.height})
-        return Frame(shot.width, shot.height, bytes(shot.raw))
+        return self._grabber.grab()
 
     def execute(self, action: Action) -> ActionResult:
         return execute_and_settle(action, self._driver, self._geometry, self.screenshot, self.settle)
@@ -170,12 +244,12 @@ class Sandbox:
         if self._closed:
             return
         self._closed = True
-        for obj in ("_driver", "_mss"):
+        for obj in ("_driver", "_sct"):
             if hasattr(self, obj):
                 with contextlib.suppress(Exception):
                     getattr(self, obj).close()
-        # Our children turn into zombies until waited for, so reap them here rather than
-        # polling their groups (which would count zombies as alive).
+        # Our children stay zombies until waited for, so wait on them here rather than polling
+        # their groups (which would count zombies as alive).
         groups = {p.pid for p in self._procs}
         _signal_groups(groups, signal.SIGTERM)
         deadline = time.monotonic() + 1.0
@@ -183,15 +257,18 @@ class Sandbox:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 p.wait(timeout=max(0.0, deadline - time.monotonic()))
         _signal_groups(groups, signal.SIGKILL)  # stragglers and grandchildren
+        kill_marked(self._marker.encode())  # daemons that left their group (setsid)
         for p in self._procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 p.wait(timeout=1.0)
         if self._reaper.stdin:
-            self._reaper.stdin.close()  # EOF: the reaper removes the directory and exits
+            with contextlib.suppress(OSError):
+                self._reaper.stdin.close()  # EOF: the reaper checks once more and exits
         try:
             self._reaper.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            self._reaper.send_signal(signal.SIGKILL)
+            self._reaper.kill()
+            self._reaper.wait()
         shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> Sandbox:

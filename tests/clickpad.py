@@ -1,6 +1,7 @@
 """A borderless Tk window covering the screen that logs pointer and key events as JSON lines.
 
-Usage: python clickpad.py LOGFILE. Coordinates are root (screen) pixels.
+Usage: python clickpad.py LOGFILE. Coordinates are root (screen) pixels. It logs ``ready`` once
+it holds the pointer and keyboard grab, so every event from then on reaches it.
 """
 
 from __future__ import annotations
@@ -12,8 +13,20 @@ import tkinter as tk
 log = open(sys.argv[1], "a", buffering=1, encoding="utf-8")  # noqa: SIM115
 
 
-def emit(kind: str, e: tk.Event, **extra: object) -> None:
-    log.write(json.dumps({"kind": kind, "x": e.x_root, "y": e.y_root, **extra}) + "\n")
+def emit(kind: str, e: tk.Event | None = None, **extra: object) -> None:
+    where = {"x": e.x_root, "y": e.y_root} if e is not None else {}
+    log.write(json.dumps({"kind": kind, **where, **extra}) + "\n")
+
+
+def grab() -> None:
+    """A global grab fails until the window is viewable; retry briefly instead of guessing a delay."""
+    try:
+        root.grab_set_global()
+    except tk.TclError:
+        root.after(10, grab)
+        return
+    root.focus_force()
+    emit("ready")
 
 
 root = tk.Tk()
@@ -25,6 +38,5 @@ root.bind("<ButtonPress>", lambda e: emit("down", e, button=e.num, shift=bool(e.
 root.bind("<ButtonRelease>", lambda e: emit("up", e, button=e.num))
 root.bind("<KeyPress>", lambda e: emit("key", e, keysym=e.keysym))
 root.bind("<KeyRelease>", lambda e: emit("keyup", e, keysym=e.keysym))
-root.bind("<Map>", lambda e: log.write(json.dumps({"kind": "ready"}) + "\n"))
-root.after(200, lambda: (root.focus_force(), root.grab_set_global()))
+root.after_idle(grab)
 root.mainloop()

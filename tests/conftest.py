@@ -16,15 +16,24 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # helper modules next to the tests (tiny_kimi, fake servers)
 
-needs_x = pytest.mark.skipif(
-    shutil.which("Xvfb") is None, reason="Xvfb is not installed (apt-get install xvfb)"
-)
+NO_XVFB = "Xvfb is not installed (Debian: apt-get install xvfb)"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "x11: needs Xvfb; skipped where it is not installed")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if shutil.which("Xvfb") is None:
+        for item in items:
+            if item.get_closest_marker("x11"):
+                item.add_marker(pytest.mark.skip(reason=NO_XVFB))
 
 
 @pytest.fixture
 def sandbox() -> Iterator[object]:
     if shutil.which("Xvfb") is None:
-        pytest.skip("Xvfb is not installed")
+        pytest.skip(NO_XVFB)
     from env.sandbox import Sandbox
 
     with Sandbox(1280, 800) as box:
@@ -33,9 +42,12 @@ def sandbox() -> Iterator[object]:
 
 @pytest.fixture(scope="session")
 def local_display() -> Iterator[str]:
-    """A display for LocalDesktop (pyautogui binds $DISPLAY once per process, at import)."""
+    """A bare Xvfb display posing as "the local desktop", so LocalDesktop tests never touch a real
+    screen. pyautogui binds $DISPLAY once per process, when imported: it must not be yet."""
     if shutil.which("Xvfb") is None:
-        pytest.skip("Xvfb is not installed")
+        pytest.skip(NO_XVFB)
+    if "pyautogui" in sys.modules:
+        pytest.fail("pyautogui was imported before the local_display fixture could set DISPLAY")
     from env.sandbox import Sandbox
 
     with Sandbox(1280, 800, window_manager=None) as box:
@@ -52,7 +64,7 @@ class ClickPad:
         env = {**os.environ, "DISPLAY": display}
         self.proc = subprocess.Popen([sys.executable, str(HERE / "clickpad.py"), str(self.log)], env=env)
         self.wait_for(lambda ev: ev["kind"] == "ready", what="the click pad window")
-        time.sleep(0.3)  # focus_force/grab run 200 ms after mapping
+        self.clear()
 
     def events(self) -> list[dict]:
         return [json.loads(line) for line in self.log.read_text().splitlines() if line.strip()]

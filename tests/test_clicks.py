@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
+import signal
+import subprocess
+
 import pytest
 
-from env.actions import Click, Drag, Hotkey, KeyPress, Point, Scroll
+from env.actions import Click, Drag, Hotkey, KeyDown, KeyPress, KeyUp, Point, Scroll
 from env.geometry import ScreenGeometry
 
 
@@ -53,6 +57,26 @@ def test_drag_presses_at_start_and_releases_at_end(sandbox, clickpad_on) -> None
     assert _near(down, 200, 150) and _near(up, 960, 600), (down, up)
 
 
+def test_an_interrupted_drag_releases_the_button(sandbox, clickpad_on) -> None:
+    """Ctrl-C mid-drag (a real SIGALRM raising KeyboardInterrupt) must not leave the button held."""
+    pad = clickpad_on(sandbox.display)
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.02)  # the drag's glide takes about 60 ms
+        with pytest.raises(KeyboardInterrupt):
+            sandbox.execute(Drag(start=Point.px(100, 100), end=Point.px(1100, 100)))
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    [down] = _down(pad)
+    [up] = [e for e in pad.events() if e["kind"] == "up"]
+    assert _near(down, 100, 100) and 100 < up["x"] < 1100, (down, up)  # released on the way
+
+
 # X wheel buttons 4/5 scroll up/down, 6/7 left/right; Tk 8.6 reports 6/7 as shift + 4/5.
 @pytest.mark.parametrize(
     ("direction", "button", "shift"),
@@ -77,6 +101,23 @@ def test_keys_and_hotkeys(sandbox, clickpad_on) -> None:
     assert downs.count("Return") == 2
     ups = [e["keysym"] for e in pad.events() if e["kind"] == "keyup"]
     assert ups[:3] == ["A", "Shift_L", "Control_L"]  # released in reverse
+
+
+def test_shifted_character_keys_and_held_keys(sandbox, clickpad_on) -> None:
+    pad = clickpad_on(sandbox.display)
+    assert sandbox.execute(KeyPress(key="!")).ok  # shift+1 on the keyboard: the driver adds shift
+    assert sandbox.execute(KeyDown(key="alt")).ok
+    assert sandbox.execute(KeyUp(key="alt")).ok
+    pad.wait_for(lambda e: e.get("keysym") == "Alt_L" and e["kind"] == "keyup", what="alt released")
+    keys = [(e["kind"], e["keysym"]) for e in pad.events() if e["kind"] in ("key", "keyup")]
+    assert keys == [
+        ("key", "Shift_L"),
+        ("key", "exclam"),
+        ("keyup", "exclam"),
+        ("keyup", "Shift_L"),
+        ("key", "Alt_L"),
+        ("keyup", "Alt_L"),
+    ]
 
 
 def test_out_of_screen_points_are_rejected_not_executed(sandbox, clickpad_on) -> None:
@@ -132,5 +173,45 @@ def test_local_desktop_plain_scaled_and_offset(local_display, clickpad_on) -> No
 def test_local_desktop_rejects_unknown_monitor(local_display) -> None:
     from env.local import LocalDesktop
 
-    with pytest.raises(ValueError, match="no monitor 7; this desktop has 1: 1280x800"):
+    with pytest.raises(ValueError, match=r"no monitor 7; this desktop has 1: 1280x800 at \(0, 0\)"):
         LocalDesktop(monitor=7)
+    with pytest.raises(ValueError, match="scale must be in"):
+        LocalDesktop(scale=1.5)
+
+
+def _xrandr(display: str, *args: str) -> None:
+    subprocess.run(["xrandr", *args], env={"DISPLAY": display, "PATH": "/usr/bin:/bin"}, check=True)
+
+
+@pytest.mark.skipif(shutil.which("xrandr") is None, reason="xrandr is not installed (x11-xserver-utils)")
+def test_local_desktop_on_a_second_monitor(local_display, clickpad_on) -> None:
+    """A RandR 1.5 monitor at a non-zero offset (xrandr --setmonitor), picked by mss index."""
+    from env.local import LocalDesktop
+
+    _xrandr(local_display, "--setmonitor", "kimi-side", "600/160x400/106+500+300", "none")
+    try:
+        pad = clickpad_on(local_display)
+        desk = LocalDesktop(monitor=1)
+        [index] = [i for i, m in enumerate(desk._sct.monitors) if (m["left"], m["top"]) == (500, 300)]
+        desk.close()
+        desk = LocalDesktop(monitor=index, scale=0.5)
+        assert desk.geometry == ScreenGeometry(300, 200, 600, 400, 500, 300)
+        shot = desk.screenshot()
+        assert (shot.width, shot.height) == (300, 200)
+        assert desk.execute(Click(point=Point.norm(0.0, 0.0))).ok
+        assert desk.execute(Click(point=Point.px(150, 100))).ok  # screen pixels 300-301: the centre
+        assert desk.execute(Drag(start=Point.norm(0.1, 0.1), end=Point.norm(0.9, 0.5))).ok
+        downs = _down(pad, 3)
+        ups = [e for e in pad.events() if e["kind"] == "up"]
+        assert _near(downs[0], 500, 300) and _near(downs[1], 801, 501), downs
+        assert _near(downs[2], 560, 340) and _near(ups[2], 1040, 500), (downs[2], ups[2])
+        pad.clear()
+        # pyautogui's wheel: down is button 5, right is button 7 (Tk: shift + 5), at the point.
+        assert desk.execute(Scroll(point=Point.norm(0.5, 0.5), direction="down", amount=2)).ok
+        assert desk.execute(Scroll(point=Point.norm(0.5, 0.5), direction="right", amount=1)).ok
+        pad.wait_for(lambda e: len([x for x in pad.events() if x["kind"] == "up"]) >= 3, what="wheel")
+        wheel = [(e["button"], e["shift"], e["x"], e["y"]) for e in pad.events() if e["kind"] == "down"]
+        assert wheel == [(5, False, 800, 500)] * 2 + [(5, True, 800, 500)]
+        desk.close()
+    finally:
+        _xrandr(local_display, "--delmonitor", "kimi-side")

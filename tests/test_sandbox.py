@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from env.actions import Click, KeyPress, Point, TypeText
+from env.actions import Click, Hotkey, KeyPress, Point, TypeText
+
+pytestmark = pytest.mark.x11
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,17 +53,35 @@ def test_xterm_types_unicode_exactly(sandbox) -> None:
     sandbox.wait_window("xterm")
     assert term.poll() is None
     assert sandbox.execute(Click(point=Point.norm(0.1, 0.1))).ok  # focus it, as a user would
-    env = {"DISPLAY": sandbox.display, "PATH": os.environ["PATH"]}
-    subprocess.run(
-        ["xclip", "-selection", "clipboard", "-i"], input=b"the user's clipboard", env=env, check=True
-    )
+    sandbox.run(["xclip", "-selection", "clipboard", "-i"], input=b"the user's clipboard")
     assert sandbox.execute(TypeText(text="echo 'héllo wörld ✓ 你好' > ~/out.txt")).ok
     assert sandbox.execute(KeyPress(key="enter")).ok
     assert _wait_file(sandbox.home / "out.txt") == "héllo wörld ✓ 你好\n"
-    restored = subprocess.run(
-        ["xclip", "-selection", "clipboard", "-o"], env=env, capture_output=True, check=True
-    )
+    restored = sandbox.run(["xclip", "-selection", "clipboard", "-o"])
     assert restored.stdout == b"the user's clipboard"  # pasting did not clobber it
+
+
+@pytest.mark.skipif(shutil.which("mousepad") is None, reason="mousepad is not installed")
+def test_gtk_editor_gets_pasted_unicode_and_hotkey_saves(sandbox) -> None:
+    note = sandbox.home / "note.txt"
+    note.write_text("")
+    sandbox.launch(["mousepad", str(note)])
+    sandbox.wait_window("mousepad")
+    text = "naïve café ✓ 你好\nsecond line: ünïcödé"
+    assert sandbox.execute(TypeText(text=text)).ok
+    assert sandbox.execute(Hotkey(keys=["ctrl", "s"])).ok
+    deadline = time.monotonic() + 5
+    while note.read_text(encoding="utf-8") != text and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert note.read_text(encoding="utf-8") == text
+    # The clipboard was empty before the paste, and it is empty again after it.
+    assert sandbox.run(["xclip", "-selection", "clipboard", "-o"]).stdout == b""
+
+
+def test_paste_with_nothing_focused_fails_with_a_reason(sandbox) -> None:
+    result = sandbox.execute(TypeText(text="ok é"))
+    assert not result.ok
+    assert "no window fetched the pasted text" in (result.error or "")
 
 
 def test_sandbox_has_its_own_home_and_tmp(sandbox) -> None:
@@ -69,23 +90,52 @@ def test_sandbox_has_its_own_home_and_tmp(sandbox) -> None:
     assert sandbox.env["DISPLAY"] != os.environ.get("DISPLAY")
 
 
-def test_every_process_dies_when_the_parent_is_sigkilled(tmp_path: Path) -> None:
+def _marked(markers: list[str]) -> list[int]:
+    from env.reaper import marked_pids
+
+    return [p for m in markers for p in marked_pids(m.encode()) if _alive(p)]
+
+
+def _wait_unmarked(markers: list[str], timeout: float = 8.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while _marked(markers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return _marked(markers)
+
+
+# A daemon that leaves the sandbox's process group and session: only the marker finds it.
+ESCAPE = ["sh", "-c", "setsid sleep 600 </dev/null >/dev/null 2>&1 &"]
+
+
+def test_every_process_dies_when_the_parent_is_sigkilled() -> None:
     script = textwrap.dedent(
-        """
+        f"""
         import json, sys, time
         from env.sandbox import Sandbox
         boxes = [Sandbox(640, 480, apps=[["xterm"]]) for _ in range(3)]
-        print(json.dumps({"pids": [p for b in boxes for p in b.pids], "roots": [str(b.root) for b in boxes]}), flush=True)
+        for b in boxes:
+            b.run({ESCAPE!r})
+        info = {{"pids": [p for b in boxes for p in b.pids], "roots": [str(b.root) for b in boxes],
+                 "markers": [b.marker for b in boxes]}}
+        print(json.dumps(info), flush=True)
         time.sleep(600)
         """
     )
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, cwd=ROOT, text=True)
-    info = json.loads(child.stdout.readline())
-    assert len(info["pids"]) == 3 * 4  # Xvfb, openbox, xterm, reaper per sandbox
-    assert all(_alive(p) for p in info["pids"])
-    child.send_signal(signal.SIGKILL)
-    child.wait()
+    try:
+        info = json.loads(child.stdout.readline())
+        assert len(info["pids"]) == 3 * 4  # Xvfb, openbox, xterm, reaper per sandbox
+        assert all(_alive(p) for p in info["pids"])
+        # Per sandbox at least Xvfb, openbox, xterm, xterm's shell (once it started) and the escapee.
+        deadline = time.monotonic() + 5
+        while len(_marked(info["markers"])) < 3 * 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(_marked(info["markers"])) >= 3 * 5
+    finally:
+        child.send_signal(signal.SIGKILL)  # also when an assertion failed: the reapers clean up
+        child.wait()
     assert _wait_gone(info["pids"]) == []
+    assert _wait_unmarked(info["markers"]) == []
     assert not any(Path(r).exists() for r in info["roots"])
 
 
@@ -93,10 +143,12 @@ def test_every_process_dies_after_an_exception() -> None:
     from env.sandbox import Sandbox
 
     with pytest.raises(RuntimeError, match="boom"), Sandbox(640, 480, apps=[["xterm"]]) as box:
-        pids, root = box.pids, box.root
+        box.run(ESCAPE)
+        pids, root, marker = box.pids, box.root, box.marker
         assert all(_alive(p) for p in pids)
         raise RuntimeError("boom")
-    assert _wait_gone(pids) == []
+    assert _wait_gone(pids, timeout=2.0) == []
+    assert _marked([marker]) == []  # close() itself swept them, nothing left for the reaper
     assert not root.exists()
 
 
@@ -113,3 +165,19 @@ def test_missing_app_is_a_clear_error(sandbox) -> None:
 
     with pytest.raises(SandboxError, match="cannot start 'no-such-app-xyz'"):
         sandbox.launch(["no-such-app-xyz"])
+
+
+def test_run_returns_output_and_times_out(sandbox) -> None:
+    from env.sandbox import SandboxError
+
+    r = sandbox.run(["sh", "-c", 'printf "%s %s" "$HOME" "$LANG"; echo oops >&2; exit 3'])
+    assert (r.returncode, r.stdout, r.stderr) == (3, f"{sandbox.home} C.UTF-8".encode(), b"oops\n")
+    with pytest.raises(SandboxError, match=r"sleep 5 did not finish within 0.2 s"):
+        sandbox.run(["sleep", "5"], timeout_s=0.2)
+
+
+def test_start_reports_a_bad_screen_size() -> None:
+    from env.sandbox import Sandbox, SandboxError
+
+    with pytest.raises(SandboxError, match="Xvfb exited with status"):
+        Sandbox(640, 480, depth=13)
