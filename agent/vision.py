@@ -1,7 +1,11 @@
 """MoonViT's image geometry: the resize rule, padding and the LLM token cost of an image.
 
-Facts from the Kimi-VL image processor as documented in shared/docs/kimi-vl.md (and vLLM's
-kimi_vl.py): patch 14, 2x2 merge, resize only down so that (W//14)*(H//14) <= in_token_limit.
+Facts from the Kimi-VL image processor (image_processing_kimi_vl.py in the released checkpoints,
+as summarised in shared/docs/kimi-vl.md and mirrored by vLLM's kimi_vl.py and mlx-vlm's port):
+patch 14, 2x2 merge, bicubic resize only down so that (W//14)*(H//14) <= in_token_limit, zero
+padding right/bottom to multiples of 28 (``pad_input``), mean = std = 0.5, and a ValueError
+("Exceed pos emb") when a padded side reaches 512 patches: the official processor does not shrink
+such an image further, it refuses it.
 """
 
 from __future__ import annotations
@@ -55,25 +59,38 @@ def check_sides(width: int, height: int) -> None:
 
 
 def resize_for_model(image: Image.Image, in_token_limit: int) -> Image.Image:
-    """The image as MoonViT sees it before padding (RGB, bicubic, never upscaled)."""
-    image = image.convert("RGB")
+    """The image as MoonViT sees it before padding (bicubic, never upscaled, then RGB).
+
+    The official processor resizes the image in its own mode and converts to RGB afterwards
+    (image_processing_kimi_vl.py: ``rescale`` then ``to_tensor(image.convert("RGB"))``); so do we,
+    which keeps RGBA screenshots bit-identical to it.
+    """
     size = model_size(image.width, image.height, in_token_limit)
     check_sides(*size)
-    return image if size == image.size else image.resize(size, Image.Resampling.BICUBIC)
+    if size != image.size:
+        image = image.resize(size, Image.Resampling.BICUBIC)
+    return image.convert("RGB")
 
 
 @dataclass
 class PixelBatch:
-    """What the vision tower consumes: patches (N, 3, 14, 14) in row-major patch order per image,
-    and each image's patch grid (t=1, h, w)."""
+    """What Kimi_K25VisionModel consumes: patches (N, 3, 14, 14) (its patch_embed is a Conv2d with
+    kernel = stride = 14), row-major patch order per image, images one after another, and each
+    image's patch grid (t=1, h, w)."""
 
     pixel_values: torch.Tensor
     grid_thw: torch.Tensor
     tokens: list[int]  # LLM tokens per image = h * w / 4
+    sizes: list[tuple[int, int]]  # (width, height) after the resize, before the padding
 
 
 def preprocess(images: Sequence[Image.Image], in_token_limit: int) -> PixelBatch:
-    patches, grids, tokens = [], [], []
+    """Resize (MoonViT rule), zero-pad right/bottom to multiples of 28, normalise with
+    mean = std = 0.5 and cut into 14x14 patches, row-major. Raises ValueError for an image with
+    a side of 512 patches or more, as the official processor does ("Exceed pos emb")."""
+    if not images:
+        raise ValueError("preprocess needs at least one image")
+    patches, grids, tokens, sizes = [], [], [], []
     for img in images:
         small = resize_for_model(img, in_token_limit)
         pw, ph = padded_size(small.width, small.height)
@@ -81,19 +98,41 @@ def preprocess(images: Sequence[Image.Image], in_token_limit: int) -> PixelBatch
         x[: small.height, : small.width] = torch.frombuffer(
             bytearray(small.tobytes()), dtype=torch.uint8
         ).view(small.height, small.width, 3)
-        # Zero padding becomes -1 after normalisation, as in the official processor (pad, then normalise).
-        x = x.permute(2, 0, 1).float().div_(255).sub_(0.5).div_(0.5)  # mean = std = 0.5
+        # Pad, then normalise (as the official processor does): padding becomes -1.
+        x = x.permute(2, 0, 1).float().div_(255).sub_(0.5).div_(0.5)
         gh, gw = ph // PATCH, pw // PATCH
         p = x.view(3, gh, PATCH, gw, PATCH).permute(1, 3, 0, 2, 4).reshape(gh * gw, 3, PATCH, PATCH)
         patches.append(p)
         grids.append((1, gh, gw))
         tokens.append(gh * gw // (MERGE * MERGE))
-    return PixelBatch(torch.cat(patches), torch.tensor(grids, dtype=torch.long), tokens)
+        sizes.append(small.size)
+    return PixelBatch(torch.cat(patches), torch.tensor(grids, dtype=torch.long), tokens, sizes)
 
 
-def read_in_token_limit(checkpoint: Path, default: int = 4096) -> int:
-    """``in_token_limit`` from the checkpoint's preprocessor_config.json (16384 for 2506)."""
-    path = Path(checkpoint) / "preprocessor_config.json"
+def default_in_token_limit(name: str) -> int:
+    """The per-image patch budget of a checkpoint by its name (shared/docs/kimi-vl.md, "Variants"):
+    16384 for Kimi-VL-A3B-Thinking-2506 (3.2 MP), 4096 for Instruct and the first Thinking."""
+    return 16384 if "2506" in name else 4096
+
+
+def read_in_token_limit(checkpoint: Path, default: int | None = None) -> int:
+    """``in_token_limit`` from the checkpoint's preprocessor_config.json (the key the official
+    KimiVLImageProcessor takes); without one, ``default`` or the variant's default by name."""
+    checkpoint = Path(checkpoint)
+    if default is None:
+        default = default_in_token_limit(_checkpoint_name(checkpoint))
+    path = checkpoint / "preprocessor_config.json"
     if not path.is_file():
         return default
-    return int(json.loads(path.read_text(encoding="utf-8")).get("in_token_limit", default))
+    value = json.loads(path.read_text(encoding="utf-8")).get("in_token_limit")
+    return default if value is None else int(value)
+
+
+def _checkpoint_name(checkpoint: Path) -> str:
+    """The directory's name, the hub cache's ``models--owner--name`` folder when it is a snapshot,
+    and config.json's ``_name_or_path``."""
+    parts = [checkpoint.resolve().name, *(p for p in checkpoint.resolve().parts if p.startswith("models--"))]
+    config = checkpoint / "config.json"
+    if config.is_file():
+        parts.append(str(json.loads(config.read_text(encoding="utf-8")).get("_name_or_path", "")))
+    return " ".join(parts)

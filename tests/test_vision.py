@@ -3,42 +3,53 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
+from transformers.models.kimi_k25.modeling_kimi_k25 import get_vision_temporal_merge_index
 
-from agent.vision import image_tokens, model_size, preprocess, read_in_token_limit
+from agent.vision import default_in_token_limit, image_tokens, model_size, preprocess, read_in_token_limit
 
 SIZES = [
-    (28, 28), (14, 14), (27, 29), (100, 37), (640, 480), (800, 600), (1024, 768), (1280, 720), (1280, 800),
-    (1366, 768), (1440, 900), (1600, 900), (1920, 1080), (1920, 1200), (2048, 1536), (2560, 1440),
-    (2880, 1800), (3024, 1964), (3200, 1800), (3840, 2160), (5120, 2880), (6016, 3384), (7680, 4320),
-    (1080, 1920), (4000, 300), (300, 4000), (1792, 1792), (1791, 1793),
+    (28, 28), (14, 14), (1, 1), (27, 29), (100, 37), (640, 480), (800, 600), (1024, 768), (1280, 720),
+    (1280, 800), (1366, 768), (1440, 900), (1600, 900), (1920, 1080), (1920, 1200), (2048, 1536),
+    (2560, 1440), (2880, 1800), (3024, 1964), (3200, 1800), (3840, 2160), (5120, 2880), (6016, 3384),
+    (7680, 4320), (1080, 1920), (4320, 7680), (4000, 300), (300, 4000), (1792, 1792), (1791, 1793),
+    (7140, 28), (28, 7140), (7150, 28), (10000, 200), (7168, 7168), (3440, 1440), (5120, 1440),
 ]  # fmt: skip
 
 
-def formula(w: int, h: int, limit: int) -> int:
-    """shared/docs/kimi-vl.md, "Image preprocessing and token cost", written out independently."""
+def formula(w: int, h: int, limit: int) -> tuple[int, int, int]:
+    """shared/docs/kimi-vl.md, "Image preprocessing and token cost", written out independently:
+    (tokens, resized width, resized height)."""
     p = (w // 14) * (h // 14)
     if p > limit:
         s = math.sqrt(limit / p)
         w, h = int(w * s), int(h * s)
-    return math.ceil(h / 28) * math.ceil(w / 28)
+    return math.ceil(h / 28) * math.ceil(w / 28), w, h
 
 
 @pytest.mark.parametrize("limit", [4096, 16384])
 @pytest.mark.parametrize(("w", "h"), SIZES)
-def test_token_count_matches_formula_and_tensors(w: int, h: int, limit: int) -> None:
-    expected = formula(w, h, limit)
+def test_token_count_matches_formula_and_merged_patches(w: int, h: int, limit: int) -> None:
+    expected, rw, rh = formula(w, h, limit)
     assert image_tokens(w, h, limit) == expected
-    batch = preprocess([Image.new("RGB", (w, h), (10, 200, 30))], limit)
+    image = Image.new("RGB", (w, h), (10, 200, 30))
+    if math.ceil(rw / 28) * 2 >= 512 or math.ceil(rh / 28) * 2 >= 512:
+        # The official processor refuses a padded side of 512 patches or more ("Exceed pos emb").
+        with pytest.raises(ValueError, match="fewer than 512"):
+            preprocess([image], limit)
+        return
+    batch = preprocess([image], limit)
     _, gh, gw = batch.grid_thw[0].tolist()
-    assert gh % 2 == 0 and gw % 2 == 0  # padded to multiples of 28
+    assert batch.sizes == [(rw, rh)] == [model_size(w, h, limit)] and rw <= w and rh <= h  # never upscaled
+    assert (gh, gw) == (math.ceil(rh / 28) * 2, math.ceil(rw / 28) * 2)  # padded to multiples of 28
     assert batch.tokens == [expected] == [gh * gw // 4]
-    assert batch.pixel_values.shape == (gh * gw, 3, 14, 14)
-    rw, rh = model_size(w, h, limit)
-    assert rw <= w and rh <= h  # never upscaled
+    assert batch.pixel_values.shape == (gh * gw, 3, 14, 14) and batch.pixel_values.dtype == torch.float32
+    # The merged patches Kimi_K25's vision tower forms from this grid: one per LLM token.
+    assert get_vision_temporal_merge_index(batch.grid_thw, 2, 2).shape[:2] == (expected, 1)
 
 
 def test_the_official_rule_may_land_a_little_over_the_limit() -> None:
@@ -73,7 +84,41 @@ def test_too_long_a_side_is_refused_like_the_official_processor() -> None:
         preprocess([Image.new("RGB", (8000, 28))], 4096)
 
 
-def test_in_token_limit_from_the_checkpoint(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_several_images_are_concatenated_in_order() -> None:
+    a, b = Image.new("RGB", (56, 28), (255, 255, 255)), Image.new("RGB", (28, 84), (0, 0, 0))
+    batch = preprocess([a, b], 4096)
+    assert batch.grid_thw.tolist() == [[1, 2, 4], [1, 6, 2]] and batch.tokens == [2, 3]
+    assert batch.pixel_values.shape[0] == 8 + 12
+    assert torch.all(batch.pixel_values[:8] == 1) and torch.all(batch.pixel_values[8:] == -1)
+
+
+def test_modes_are_resized_first_and_converted_after_as_the_official_processor() -> None:
+    rgba = Image.effect_noise((1500, 900), 50).convert("RGBA")
+    rgba.putalpha(Image.effect_noise((1500, 900), 90).convert("L"))
+    size = model_size(1500, 900, 4096)
+    official = rgba.resize(size, Image.Resampling.BICUBIC).convert("RGB")  # rescale, then to_tensor(convert)
+    want = torch.frombuffer(bytearray(official.tobytes()), dtype=torch.uint8).view(size[1], size[0], 3)
+    px = preprocess([rgba], 4096).pixel_values
+    gw = math.ceil(size[0] / 28) * 2
+    got = px.view(-1, gw, 3, 14, 14).permute(0, 3, 1, 4, 2).reshape(-1, gw * 14, 3)[: size[1], : size[0]]
+    assert torch.equal(((got + 1) / 2 * 255).round().to(torch.uint8), want)
+
+
+def test_in_token_limit_from_the_checkpoint(tmp_path: Path) -> None:
     assert read_in_token_limit(tmp_path) == 4096
     (tmp_path / "preprocessor_config.json").write_text('{"in_token_limit": 16384, "patch_size": 14}')
     assert read_in_token_limit(tmp_path) == 16384
+    (tmp_path / "preprocessor_config.json").write_text('{"patch_size": 14}')
+    assert read_in_token_limit(tmp_path) == 4096 and read_in_token_limit(tmp_path, default=123) == 123
+    thinking_2506 = tmp_path / "Kimi-VL-A3B-Thinking-2506"
+    thinking_2506.mkdir()
+    assert read_in_token_limit(thinking_2506) == 16384
+    snapshot = tmp_path / "hub" / "models--moonshotai--Kimi-VL-A3B-Thinking-2506" / "snapshots" / "0123abc"
+    snapshot.mkdir(parents=True)
+    assert read_in_token_limit(snapshot) == 16384
+    for name, limit in {
+        "moonshotai/Kimi-VL-A3B-Instruct": 4096,
+        "moonshotai/Kimi-VL-A3B-Thinking": 4096,
+        "moonshotai/Kimi-VL-A3B-Thinking-2506": 16384,
+    }.items():
+        assert default_in_token_limit(name) == limit
