@@ -1,5 +1,5 @@
 """`kimi-agent bench osworld --check SPLIT`: what of an OSWorld split kimi-agent can run, per task and
-per domain, on a sandbox and on an OSWorld VM.
+per domain, on a sandbox and on an OSWorld VM. `run` and `report` are in run_cli.py.
 
 ``main(argv)`` returns the exit status: 0 (the report was printed); bad usage and unreadable split or
 task files raise, for tasks/cli.py to report on one line.
@@ -23,7 +23,9 @@ from tasks.osworld.task import DEFAULT_DIR_VAR, load_split
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="kimi-agent bench osworld",
-        description="OSWorld tasks (evaluation_examples layout: SPLIT.json beside examples/DOMAIN/ID.json).",
+        description="OSWorld tasks (evaluation_examples layout: SPLIT.json beside examples/DOMAIN/ID.json). "
+        "Also: `kimi-agent bench osworld run ...` runs and scores tasks, `kimi-agent bench osworld report OUT` "
+        "prints a run's summary again (--help after them).",
     )
     p.add_argument(
         "--check",
@@ -114,8 +116,12 @@ def report_json(rows: list[TaskCoverage], split: str) -> dict[str, object]:
 
 
 def main(argv: Sequence[str], console: Console | None = None) -> int:
-    args = parser().parse_args(list(argv))
     console = console or Console()
+    if argv and argv[0] in ("run", "report"):
+        from tasks.osworld.run_cli import main_report, main_run
+
+        return (main_run if argv[0] == "run" else main_report)(list(argv[1:]), console)
+    args = parser().parse_args(list(argv))
     name = args.check
     if args.osworld_dir is not None and not Path(name).suffix:
         name = str(args.osworld_dir / f"{name}.json")
