@@ -241,3 +241,28 @@ def test_usage_errors_are_one_line(tmp_path: Path) -> None:
     assert r.returncode == 2 and "one worker per VM" in r.stdout
     r = run_cli("report", tmp_path / "nothing", tmp=tmp_path)
     assert r.returncode == 2 and "no OSWorld run" in r.stdout
+
+
+def test_the_summary_divides_by_the_split_and_lists_what_scored_nothing(tmp_path: Path) -> None:
+    """Outcomes written as the runner writes them; one task never ran (killed before it started)."""
+    from tasks.osworld.report import write_html
+    from tasks.osworld.results import Outcome, RunManifest, finish, prepare, task_dir, write_manifest
+
+    _, refs = resolve([str(SPLIT)], None)
+    root = tmp_path / "run"
+    write_manifest(root, RunManifest(split="split", model="Kimi-VL-A3B-Instruct", policy="p", max_steps=15,
+                                     started_at=0.0, tasks=refs))  # fmt: skip
+    for ref, score, kind, error in ((refs[0], 1.0, "scored", None), (refs[2], 0.0, "crashed", "boom")):
+        d = task_dir(root, ref.domain, ref.task_id)
+        prepare(d)
+        finish(d, Outcome(task_id=ref.task_id, domain=ref.domain, score=score, kind=kind, error=error))
+    s = summarize(root)
+    assert (s.total.tasks, s.total.ran, s.total.score) == (3, 2, 1.0)
+    assert [(c.name, c.tasks) for c in s.categories] == [("OS", 3)]
+    assert [(r.task_id, r.status) for r in s.rows if r.status != "scored"] == [
+        (INFEASIBLE, "not run"),
+        (NO_SCRIPT, "crashed"),
+    ]
+    assert [v for _, v in s.references()] == [8.22, 9.7, 10.3]
+    page = write_html(s).read_text()
+    assert "boom" in page and "33.33" in page
