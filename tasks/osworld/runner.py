@@ -402,6 +402,7 @@ class Worker:
                 writer=writer,
                 on_step=on_step,
                 stop=flag,
+                repeat_limit=0,  # OSWorld plays on to max_steps whatever the agent repeats
             )
         finally:
             timer.cancel()
