@@ -226,8 +226,10 @@ def test_tasks_are_named_by_split_ids_or_files_and_bad_names_are_one_line() -> N
     assert [r.infeasible for r in refs] == [False, True, False]
     _, by_id = resolve([INFEASIBLE, str(DATA / "examples" / "os" / f"{WRITE}.json")], DATA)
     assert [(r.domain, r.task_id) for r in by_id] == [("os", INFEASIBLE), ("os", WRITE)]
-    with pytest.raises(TaskError, match="00000000-0000-4000-8000-000000000009: no file"):
+    with pytest.raises(TaskError, match="00000000-0000-4000-8000-000000000009: neither a split"):
         resolve(["00000000-0000-4000-8000-000000000009"], DATA)
+    with pytest.raises(TaskError, match="no-such-task: no file"):
+        resolve([WRITE, "no-such-task"], DATA)
     with pytest.raises(TaskError, match="named twice"):
         resolve([WRITE, WRITE], DATA)
 

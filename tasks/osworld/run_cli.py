@@ -120,14 +120,10 @@ def resolve(names: Sequence[str], examples: Path | None) -> tuple[str, list[Task
     examples/<domain>/<id>.json under the OSWorld directory)."""
     base = osworld_dir(examples)
     names = list(names) or [DEFAULT_SPLIT]
-    if len(names) == 1 and not _is_task_file(Path(names[0])):
-        name = names[0]
-        looks_like_split = name.endswith(".json") or not _looks_like_id(name)
-        if looks_like_split:
-            if examples is not None and not Path(name).suffix:
-                name = str(base / f"{name}.json")
-            split = load_split(name)
-            return split.name, [_ref(e.domain, e.task_id, e.path, load_task(e.path)) for e in split.entries]
+    split_file = _split_file(names[0], base) if len(names) == 1 else None
+    if split_file is not None:
+        split = load_split(split_file)
+        return split.name, [_ref(e.domain, e.task_id, e.path, load_task(e.path)) for e in split.entries]
     refs: list[TaskRef] = []
     for name in names:
         path = Path(name)
@@ -145,8 +141,19 @@ def resolve(names: Sequence[str], examples: Path | None) -> tuple[str, list[Task
     return "tasks", refs
 
 
-def _looks_like_id(name: str) -> bool:
-    return len(name) == 36 and name.count("-") == 4
+def _split_file(name: str, base: Path) -> Path | None:
+    """The split ``name`` means, or None when it names a task (its file, or its id)."""
+    path = Path(name)
+    if path.suffix == ".json":
+        return None if _is_task_file(path) else path
+    if (base / f"{name}.json").is_file():
+        return base / f"{name}.json"
+    if not any((base / "examples").glob(f"*/{name}.json")):
+        raise TaskError(
+            f"{name}: neither a split ({base / name}.json) nor a task ({base / 'examples'}/*/{name}.json); "
+            f"set --osworld-dir or ${DEFAULT_DIR_VAR}"
+        )
+    return None
 
 
 def _ref(domain: str, task_id: str, path: Path, task: Task) -> TaskRef:
