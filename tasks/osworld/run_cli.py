@@ -35,11 +35,11 @@ from tasks.osworld.runner import (
     SCREEN,
     Agent,
     AgentFactory,
+    OfficialScorer,
     RunSettings,
     SandboxTarget,
     Target,
     VMTarget,
-    official_scorer,
     run_tasks,
 )
 from tasks.osworld.task import DEFAULT_DIR_VAR, Task, TaskError, load_split, load_task, osworld_dir
@@ -282,10 +282,12 @@ def main_run(argv: Sequence[str], console: Console) -> int:
             soft_wrap=True,
         )
         settings = RunSettings(root=root, task_timeout_s=args.task_timeout, network=not args.no_network)
+        scorer = OfficialScorer(settings.cache_dir)
         with Progress(console, len(refs), done) as progress:
             try:
-                run_tasks(todo, targets, agents, official_scorer, settings, progress.finished, progress.watch)
+                run_tasks(todo, targets, agents, scorer, settings, progress.finished, progress.watch)
             finally:
+                scorer.close()
                 summary = summarize(root)
                 path = write_html(summary)
         print_summary(summary, console)

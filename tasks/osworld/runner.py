@@ -23,6 +23,7 @@ import subprocess
 import threading
 import time
 import traceback
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,11 +165,34 @@ class Score:
 Scorer = Callable[[Task, OSWorldClient, SetupContext, "str | None"], Score]
 
 
-def official_scorer(task: Task, client: OSWorldClient, ctx: SetupContext, last_action: str | None) -> Score:
-    from tasks.osworld.evaluation import evaluate
+class OfficialScorer:
+    """OSWorld's own evaluators (tasks/osworld/evaluation.py): one evaluator worker process serves
+    every task of the run (importing the metrics takes seconds; it serialises requests)."""
 
-    result = evaluate(task, ctx, last_action=last_action)
-    return Score(float(result.score), result.model_dump(mode="json") if hasattr(result, "model_dump") else {})
+    def __init__(self, cache_dir: Path) -> None:
+        from tasks.osworld.evaluation import EvaluatorWorker
+
+        self.cache_dir = cache_dir
+        self.worker = EvaluatorWorker()
+
+    def __call__(
+        self, task: Task, client: OSWorldClient, ctx: SetupContext, last_action: str | None
+    ) -> Score:
+        from tasks.osworld.evaluation import Server, evaluate
+
+        url = urllib.parse.urlsplit(client.base_url)
+        if url.scheme != "http" or url.hostname is None:
+            raise ValueError(
+                f"{client.base_url}: OSWorld's getters reach a machine over http://HOST:PORT only"
+            )
+        server = Server(url.hostname, url.port or 80, client.token)
+        ev = evaluate(
+            task, server, last_action=last_action, cache_dir=self.cache_dir, worker=self.worker, setup=ctx
+        )
+        return Score(ev.score, ev.to_json())
+
+    def close(self) -> None:
+        self.worker.close()
 
 
 @dataclass
