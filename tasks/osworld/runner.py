@@ -47,7 +47,7 @@ from tasks.osworld.results import (
     task_dir,
     write_atomic,
 )
-from tasks.osworld.setup import SetupContext, run_config, sandbox_aliases
+from tasks.osworld.setup import REGISTRY, SetupContext, SetupReport, run_config, sandbox_aliases
 from tasks.osworld.task import Task, load_task
 
 TargetKind = Literal["sandbox", "vm"]
@@ -339,7 +339,7 @@ class Worker:
             report = run_config(task, ctx)
             timings.setup_s = time.perf_counter() - t
             setup_notes = [o.line() for o in report.outcomes if not o.ok]
-            if report.not_run or report.unsupported:
+            if stopped(report):
                 problem = report.first_problem()
                 return Outcome(
                     **base,
@@ -462,6 +462,14 @@ def _log_step(rec: StepRecord, desktop: VMDesktop, writer: TrajectoryWriter, log
             }
         )
     log.append(lines)
+
+
+def stopped(report: SetupReport) -> bool:
+    """Setup did not get the machine ready: a step it could not run, or a failed step that OSWorld's
+    SetupController stops at (download, open); failed launches and commands go on there too."""
+    return bool(report.not_run or report.unsupported) or any(
+        o.status == "error" and (o.type not in REGISTRY or REGISTRY[o.type].fatal) for o in report.outcomes
+    )
 
 
 def _save_recording(client: OSWorldClient, out: Path) -> str:
