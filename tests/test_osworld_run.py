@@ -268,3 +268,33 @@ def test_the_summary_divides_by_the_split_and_lists_what_scored_nothing(tmp_path
     assert [v for _, v in s.references()] == [8.22, 9.7, 10.3]
     page = write_html(s).read_text()
     assert "boom" in page and "33.33" in page
+
+
+@pytest.mark.slow
+@needs_x
+def test_unsupported_and_unready_tasks_score_zero_with_their_reasons(tmp_path: Path) -> None:
+    base = json.loads((DATA / "examples" / "os" / f"{WRITE}.json").read_text())
+    tasks = tmp_path / "examples" / "os"
+    tasks.mkdir(parents=True)
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    unknown = {**base, "id": "unknown-metric", "evaluator": {**base["evaluator"], "func": "no_such_metric"}}
+    unready = {
+        **base,
+        "id": "missing-file",
+        "config": [{"type": "open", "parameters": {"path": "/home/user/gone.txt"}}],
+    }
+    for task in (unknown, unready):
+        (tasks / f"{task['id']}.json").write_text(json.dumps(task))
+        (scripts / f"{task['id']}.json").write_text(json.dumps([{"kind": "done"}]))
+    out = tmp_path / "results"
+    r = run_cli("run", "unknown-metric", "missing-file", "--osworld-dir", tmp_path, "--script-dir", scripts,
+                "--out", out, *SANDBOX_FLAGS, tmp=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    root = model_dir(out, "script-scripts")
+    first = json.loads((root / "os" / "unknown-metric" / "outcome.json").read_text())
+    assert (first["kind"], first["score"]) == ("unsupported", 0.0) and "no_such_metric" in first["error"]
+    second = json.loads((root / "os" / "missing-file" / "outcome.json").read_text())
+    assert (second["kind"], second["score"]) == ("setup_failed", 0.0)
+    assert second["error"].startswith("step 1 open: error") and "gone.txt" in second["error"]
+    assert first["timings"]["reset_s"] == 0.0  # nothing was started for a task that cannot run here
