@@ -372,8 +372,8 @@ class Worker:
                     error=f"timed out after {self.settings.task_timeout_s:.0f} s",
                     details=details,
                 )
-            if traj.stop_reason == "error":
-                details["agent_error"] = traj.error
+            if traj.stop_reason == "error":  # the desktop or the policy raised: the task crashed
+                return Outcome(**common, score=0.0, kind="crashed", error=traj.error, details=details)
             s.phase = "evaluate"
             t = time.perf_counter()
             score = self.scorer(task, client, ctx, last)
@@ -538,6 +538,9 @@ def run_tasks(
         th.start()
     try:
         while any(th.is_alive() for th in threads):
+            if stop.is_set():  # one worker lost the model: the others stop at their next action
+                for w in workers:
+                    w.interrupt()
             if watch is not None:
                 watch([w.state for w in workers])
             for th in threads:
