@@ -298,3 +298,35 @@ def test_unsupported_and_unready_tasks_score_zero_with_their_reasons(tmp_path: P
     assert (second["kind"], second["score"]) == ("setup_failed", 0.0)
     assert second["error"].startswith("step 1 open: error") and "gone.txt" in second["error"]
     assert first["timings"]["reset_s"] == 0.0  # nothing was started for a task that cannot run here
+
+
+GIVE_UP = "## Action:\ngive up\n## Code:\n```python\ncomputer.terminate(status='failure')\n```"
+
+
+@pytest.mark.slow
+@needs_x
+def test_losing_the_model_stops_the_run_and_a_resume_finishes_it(tmp_path: Path) -> None:
+    """A model server that fails is the user's to fix: the run stops (status 2) without scoring the
+    task in flight as 0; the same command, once the server answers, scores both tasks."""
+    from fake_openai_server import FakeOpenAI, Reply
+
+    out = tmp_path / "results"
+    server = FakeOpenAI(models=("kimi-vl",))
+    try:
+        args = ("run", WRITE, INFEASIBLE, "--osworld-dir", DATA, "--out", out, "--backend", "openai",
+                "--model", "kimi-vl", "--base-url", server.url, "--retries", "0", *SANDBOX_FLAGS)  # fmt: skip
+        server.default = Reply(status=500, body={"error": {"message": "the GPU fell off"}})
+        r = run_cli(*args, tmp=tmp_path)
+        assert r.returncode == 2, r.stdout + r.stderr
+        root = model_dir(out, "kimi-vl")
+        assert results_like_show_result(root) == {}
+        assert summarize(root).rows[0].status == "not run"
+        server.default = Reply(text=GIVE_UP)
+        r = run_cli(*args, tmp=tmp_path)
+        assert r.returncode == 0, r.stdout + r.stderr
+    finally:
+        server.close()
+    # FAIL is right on the infeasible task and scores 0 on the feasible one, as OSWorld scores it.
+    assert results_like_show_result(root) == {"os": {WRITE: 0.0, INFEASIBLE: 1.0}}
+    line = json.loads((root / "os" / INFEASIBLE / "traj.jsonl").read_text())
+    assert (line["action"], line["response"]) == ("FAIL", GIVE_UP)
