@@ -116,6 +116,9 @@ class SetupContext:
     sleep: Callable[[float], None] = time.sleep
     # The machine's HOME; default: asked from the server when a step needs it.
     home: str | None = None
+    # Where relative local paths of downloads are found: the task file's directory (run_config sets
+    # it), so a suite ships its input files beside its task files.
+    task_dir: Path | None = None
 
     def machine_home(self) -> str:
         if self.home is None:
@@ -219,10 +222,10 @@ def fetch_to_cache(url: str, vm_path: str, ctx: SetupContext) -> Path:
     if target.is_file():
         return target
     parts = urllib.parse.urlsplit(url)
-    if parts.scheme == "file":
-        local = Path(urllib.request.url2pathname(parts.path))
-    elif not parts.scheme:
-        local = Path(url).expanduser()
+    if parts.scheme in ("file", ""):
+        local = Path(urllib.request.url2pathname(parts.path)) if parts.scheme else Path(url).expanduser()
+        if not local.is_absolute() and ctx.task_dir is not None:
+            local = ctx.task_dir / local  # `file:files/a.csv` or `files/a.csv`: beside the task file
     elif parts.scheme in ("http", "https"):
         ctx.cache_dir.mkdir(parents=True, exist_ok=True)
         part = target.with_name(target.name + ".part")
@@ -538,12 +541,18 @@ def run_steps(steps: Sequence[Step], ctx: SetupContext) -> SetupReport:
     return SetupReport(outcomes, 0)
 
 
+def _for_task(task: Task, ctx: SetupContext) -> SetupContext:
+    if task.path is not None:
+        ctx.task_dir = task.path.parent
+    return ctx
+
+
 def run_config(task: Task, ctx: SetupContext) -> SetupReport:
-    return run_steps(task.config, ctx)
+    return run_steps(task.config, _for_task(task, ctx))
 
 
 def run_postconfig(task: Task, ctx: SetupContext) -> SetupReport:
-    return run_steps(task.evaluator.postconfig, ctx)
+    return run_steps(task.evaluator.postconfig, _for_task(task, ctx))
 
 
 def sandbox_aliases() -> dict[str, list[str]]:
