@@ -4,9 +4,15 @@ on files made here, the worker's restarts, and the token the official getters ca
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
+import shutil
+import socket
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -269,6 +275,21 @@ def test_postconfig_runs_before_the_getters(
     assert ev.postconfig is not None and ev.postconfig.ok
 
 
+@pytest.mark.x11
+def test_a_getter_that_hangs_times_out_and_the_next_task_gets_a_fresh_worker(
+    box: ServedSandbox, venv: Path, tmp_path: Path
+) -> None:
+    hang = {"func": "check_include_exclude", "result": {"type": "vm_command_line", "command": ["sleep", "30"]},
+            "expected": {"type": "rule", "rules": {"include": [], "exclude": []}}}  # fmt: skip
+    quick = {**hang, "result": {"type": "vm_command_line", "command": ["echo", "ok"]}}
+    with EvaluatorWorker(venv=venv, timeout_s=4) as w:
+        ev = evaluate(task(hang), server_of(box), last_action="DONE", cache_dir=tmp_path, worker=w)
+        assert ev.score == 0.0
+        assert ev.reason == "the evaluator worker did not answer metric within 4 s"
+        ev = evaluate(task(quick), server_of(box), last_action="DONE", cache_dir=tmp_path, worker=w)
+        assert (ev.score, w.starts) == (1.0, 2)
+
+
 # -- what kimi-agent adds to desktop-env 1.0.2 --------------------------------------------------------
 
 
@@ -352,3 +373,60 @@ def test_the_coverage_check_counts_exactly_what_the_worker_adds() -> None:
     assert public("ours_metrics.py") == official.OURS_METRICS
     assert {n.removeprefix("get_") for n in public("ours_getters.py")} == official.OURS_GETTERS
     assert not (official.OURS_METRICS & official.METRICS) and not (official.OURS_GETTERS & official.GETTERS)
+
+
+@pytest.mark.x11
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
+def test_chrome_appearance_mode_ui_reads_the_settings_page_over_devtools(
+    box: ServedSandbox, home: str, worker: EvaluatorWorker, tmp_path: Path
+) -> None:
+    """A real Chromium in the sandbox, dark mode in a profile the Preferences fallback never reads:
+    only the settings page, reached over the DevTools port (at vm_ip = TOKEN:@HOST), can say "dark".
+    (extensions.theme.system_theme is 1, GTK: upstream's probe reads 0, Classic, as "light" and
+    light wins, a quirk kept.)"""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    profile = f"{home}/chromium-profile"
+    prefs = {"browser": {"theme": {"color_scheme2": 2}}, "extensions": {"theme": {"system_theme": 1}}}
+    put(box, f"{profile}/Default/Preferences", json.dumps(prefs).encode())
+    flags = ["--no-first-run", "--no-default-browser-check", f"--user-data-dir={profile}"]
+    flags += [f"--remote-debugging-port={port}", *(["--no-sandbox"] if os.geteuid() == 0 else [])]
+    with OSWorldClient(box.url, box.token) as c:
+        started = c.execute(["sh", "-c", 'chromium "$@" about:blank >/dev/null 2>&1 & echo $!', "sh", *flags])
+        pid = started.output.strip()
+        assert pid.isdigit(), started
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+                time.sleep(0.3)
+            evaluator = {"func": "exact_match", "result": {"type": "chrome_appearance_mode_ui"},
+                         "expected": {"type": "rule", "rules": {"expected": "dark"}}}  # fmt: skip
+            ev = evaluate(
+                task(evaluator),
+                server_of(box),
+                last_action="DONE",
+                cache_dir=tmp_path,
+                worker=worker,
+                chromium_port=port,
+            )
+            assert (ev.score, ev.reason) == (1.0, None)
+        finally:
+            c.execute(["kill", pid])
+
+
+def test_the_setup_command_reports_a_ready_venv_and_the_env_var_moves_it(venv: Path, tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "tasks.cli", "bench", "osworld", "setup"]
+    done = subprocess.run([*cmd, "--venv", str(venv)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "ready" in done.stdout and str(venv.name) in done.stdout
+    env = {**os.environ, evalenv.VENV_VAR: str(venv)}
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0 and "ready" in done.stdout, done.stderr
+    xdg = {k: v for k, v in os.environ.items() if k != evalenv.VENV_VAR} | {"XDG_CACHE_HOME": str(tmp_path)}
+    code = "from tasks.osworld.evalenv import default_venv; print(default_venv())"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, env=xdg)
+    assert out.stdout.strip() == str(tmp_path / "kimi-agent" / "osworld-eval")
