@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -115,12 +116,39 @@ def report_json(rows: list[TaskCoverage], split: str) -> dict[str, object]:
     }
 
 
+def setup_main(argv: Sequence[str], console: Console) -> int:
+    """`kimi-agent bench osworld setup [--venv DIR]`: build the evaluator environment (a no-op when
+    it is ready)."""
+    from tasks.osworld import evalenv
+
+    p = argparse.ArgumentParser(
+        prog="kimi-agent bench osworld setup",
+        description="Build the venv with OSWorld's official evaluators (desktop-env 1.0.2) that scoring runs in.",
+    )
+    p.add_argument(
+        "--venv",
+        type=Path,
+        help=f"where (default: ${evalenv.VENV_VAR}, else $XDG_CACHE_HOME/kimi-agent/osworld-eval)",
+    )
+    args = p.parse_args(list(argv))
+    venv = args.venv or evalenv.default_venv()
+    if evalenv.is_ready(venv):
+        console.print(f"the OSWorld evaluator environment is ready: {venv}")
+        return 0
+    t0 = time.monotonic()
+    python = evalenv.build(venv, log=lambda m: console.print(escape(m)))
+    console.print(f"built {venv} in {time.monotonic() - t0:.0f} s; its python: {python}")
+    return 0
+
+
 def main(argv: Sequence[str], console: Console | None = None) -> int:
     console = console or Console()
     if argv and argv[0] in ("run", "report"):
         from tasks.osworld.run_cli import main_report, main_run
 
         return (main_run if argv[0] == "run" else main_report)(list(argv[1:]), console)
+    if argv and argv[0] == "setup":
+        return setup_main(argv[1:], console)
     args = parser().parse_args(list(argv))
     name = args.check
     if args.osworld_dir is not None and not Path(name).suffix:
