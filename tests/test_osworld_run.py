@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "tests" / "data" / "osworld_run"
 SPLIT = DATA / "split.json"
 SCRIPTS = DATA / "scripts"
+EVAL_VENV = REPO / ".cache" / "osworld-eval"
 WRITE, INFEASIBLE, NO_SCRIPT = (f"a1b2c3d4-0000-4000-8000-00000000000{i}" for i in (1, 2, 3))
 TRAJ_FIELDS = {
     "step_num",
@@ -50,12 +51,25 @@ def cli(*args: str | Path, tmp: Path) -> list[str]:
 
 
 def env_for(tmp: Path) -> dict[str, str]:
-    return {**os.environ, "XDG_CACHE_HOME": str(tmp / "cache"), "COLUMNS": "200"}
+    """The evaluator venv .ci/setup built; downloads cached per test."""
+    return {
+        **os.environ,
+        "XDG_CACHE_HOME": str(tmp / "cache"),
+        "KIMI_OSWORLD_EVAL_VENV": str(EVAL_VENV),
+        "COLUMNS": "200",
+    }
 
 
-def run_cli(*args: str | Path, tmp: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str | Path, tmp: Path, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        cli(*args, tmp=tmp), cwd=REPO, env=env_for(tmp), capture_output=True, text=True, timeout=timeout
+        cli(*args, tmp=tmp),
+        cwd=REPO,
+        env={**env_for(tmp), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -235,6 +249,9 @@ def test_tasks_are_named_by_split_ids_or_files_and_bad_names_are_one_line() -> N
 
 
 def test_usage_errors_are_one_line(tmp_path: Path) -> None:
+    r = run_cli("run", SPLIT, "--script-dir", SCRIPTS, "--out", tmp_path, tmp=tmp_path,
+                env={"KIMI_OSWORLD_EVAL_VENV": str(tmp_path / "no-venv")})  # fmt: skip
+    assert r.returncode == 2 and "kimi-agent bench osworld setup" in r.stdout, r.stdout
     r = run_cli("run", SPLIT, "--vm-revert", "true", "--script-dir", SCRIPTS, "--out", tmp_path, tmp=tmp_path)
     assert r.returncode == 2 and "--vm-revert resets VMs" in r.stdout
     r = run_cli(

@@ -258,6 +258,9 @@ def main_run(argv: Sequence[str], console: Console) -> int:
         raise UsageError("--task-timeout must be above 0")
     split, refs = resolve(args.tasks, args.osworld_dir)
     targets = _targets(args)
+    from tasks.osworld.evalenv import ready_python
+
+    ready_python()  # scoring needs the evaluator environment: say so now, not as 361 zeros
     agents, model, label = _agents(args, console, refs)
     root = model_dir(args.out, model)
     with exclusive(root):
