@@ -152,6 +152,12 @@ def _run_parser() -> argparse.ArgumentParser:
         'of them, e.g. [{"kind": "click", "point": {"x": 0.5, "y": 0.5}}, {"kind": "type", "text": "hi"}] '
         "(README: Scripts)",
     )
+    model_flags(p)
+    return p
+
+
+def model_flags(p: argparse.ArgumentParser) -> None:
+    """The model options, shared by `kimi-agent "task"` and `kimi-agent bench osworld run`."""
     m = p.add_argument_group("model")
     m.add_argument("--backend", choices=["transformers", "openai"], default="transformers")
     m.add_argument(
@@ -206,7 +212,6 @@ def _run_parser() -> argparse.ArgumentParser:
         type=Path,
         help="a directory of prompt templates that replace the packaged ones of the same name",
     )
-    return p
 
 
 def _replay_parser() -> argparse.ArgumentParser:

@@ -1,5 +1,5 @@
 """`kimi-agent bench osworld --check SPLIT`: what of an OSWorld split kimi-agent can run, per task and
-per domain, on a sandbox and on an OSWorld VM.
+per domain, on a sandbox and on an OSWorld VM. `run` and `report` are in run_cli.py.
 
 ``main(argv)`` returns the exit status: 0 (the report was printed); bad usage and unreadable split or
 task files raise, for tasks/cli.py to report on one line.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,7 +24,9 @@ from tasks.osworld.task import DEFAULT_DIR_VAR, load_split
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="kimi-agent bench osworld",
-        description="OSWorld tasks (evaluation_examples layout: SPLIT.json beside examples/DOMAIN/ID.json).",
+        description="OSWorld tasks (evaluation_examples layout: SPLIT.json beside examples/DOMAIN/ID.json). "
+        "Also: `kimi-agent bench osworld run ...` runs and scores tasks, `kimi-agent bench osworld report OUT` "
+        "prints a run's summary again (--help after them).",
     )
     p.add_argument(
         "--check",
@@ -113,9 +116,40 @@ def report_json(rows: list[TaskCoverage], split: str) -> dict[str, object]:
     }
 
 
+def setup_main(argv: Sequence[str], console: Console) -> int:
+    """`kimi-agent bench osworld setup [--venv DIR]`: build the evaluator environment (a no-op when
+    it is ready)."""
+    from tasks.osworld import evalenv
+
+    p = argparse.ArgumentParser(
+        prog="kimi-agent bench osworld setup",
+        description="Build the venv with OSWorld's official evaluators (desktop-env 1.0.2) that scoring runs in.",
+    )
+    p.add_argument(
+        "--venv",
+        type=Path,
+        help=f"where (default: ${evalenv.VENV_VAR}, else $XDG_CACHE_HOME/kimi-agent/osworld-eval)",
+    )
+    args = p.parse_args(list(argv))
+    venv = args.venv or evalenv.default_venv()
+    if evalenv.is_ready(venv):
+        console.print(f"the OSWorld evaluator environment is ready: {venv}")
+        return 0
+    t0 = time.monotonic()
+    python = evalenv.build(venv, log=lambda m: console.print(escape(m)))
+    console.print(f"built {venv} in {time.monotonic() - t0:.0f} s; its python: {python}")
+    return 0
+
+
 def main(argv: Sequence[str], console: Console | None = None) -> int:
-    args = parser().parse_args(list(argv))
     console = console or Console()
+    if argv and argv[0] in ("run", "report"):
+        from tasks.osworld.run_cli import main_report, main_run
+
+        return (main_run if argv[0] == "run" else main_report)(list(argv[1:]), console)
+    if argv and argv[0] == "setup":
+        return setup_main(argv[1:], console)
+    args = parser().parse_args(list(argv))
     name = args.check
     if args.osworld_dir is not None and not Path(name).suffix:
         name = str(args.osworld_dir / f"{name}.json")

@@ -228,6 +228,7 @@ ISSUE11_GETTERS = frozenset(
         "url_dashPart",
     }
 )
-# Written by kimi-agent (issue 11) once they exist; counted as supported.
-OURS_METRICS: frozenset[str] = frozenset()
-OURS_GETTERS: frozenset[str] = frozenset()
+# Written by kimi-agent (tasks/osworld/evalworker/ours_*.py, loaded after the official modules);
+# counted as supported.
+OURS_METRICS: frozenset[str] = frozenset({"check_play_and_exit", "check_structure_sim_with_threshold"})
+OURS_GETTERS: frozenset[str] = frozenset({"chrome_appearance_mode_ui"})

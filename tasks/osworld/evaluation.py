@@ -1,0 +1,290 @@
+"""Scoring an OSWorld task with OSWorld's own evaluators, the way OSWorld's ``DesktopEnv.evaluate``
+scores it (desktop-env 1.0.2):
+
+1. the evaluator's ``postconfig`` steps run against the task's server;
+2. ``func == "infeasible"`` scores 1 only if the agent's last action was FAIL; any other task scores 0
+   when it was;
+3. each metric is ``metric(result_state, expected_state, **options)``, the states fetched by the
+   official getters (worker side, in the evaluator venv: tasks/osworld/evalworker/worker.py);
+4. a list of metrics combines by ``conj``: "and" stops at the first 0 (else the mean), "or" at the
+   first 1 (else the max).
+
+Where OSWorld would crash or lose the task (a getter that raises, a metric that raises, a worker that
+dies) the score is 0 with the reason kept: ``evaluate`` never raises for a task's fault.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from env.osworld_client import OSWorldClient
+from tasks.osworld.evalenv import WORKER_DIR, EvalEnvError, default_venv, ready_python
+from tasks.osworld.setup import SetupContext, SetupReport, run_postconfig, sandbox_aliases
+from tasks.osworld.task import Metric, Task
+
+FAIL = "FAIL"
+
+
+@dataclass(frozen=True)
+class Server:
+    """Where a task's machine answers OSWorld's protocol: ours (with a token) or an OSWorld VM."""
+
+    host: str
+    port: int
+    token: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class MetricScore:
+    func: str
+    score: float
+    reason: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    score: float
+    reason: str | None = None
+    metrics: list[MetricScore] = field(default_factory=list)
+    postconfig: SetupReport | None = None
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "score": self.score,
+            "reason": self.reason,
+            "metrics": [vars(m) for m in self.metrics],
+            "postconfig": [o.line() for o in self.postconfig.outcomes] if self.postconfig else [],
+            "seconds": round(self.seconds, 3),
+        }
+
+
+class WorkerError(RuntimeError):
+    """The worker could not answer (absent venv, crash, timeout); the message is one line."""
+
+
+class EvaluatorWorker:
+    """A long-lived worker process in the evaluator venv (importing the metrics takes seconds, so one
+    serves every task). Started on first use; restarted on the next request after a crash or a
+    timeout. Thread-safe: requests are serialised."""
+
+    def __init__(self, venv: Path | None = None, timeout_s: float = 300.0) -> None:
+        self.venv = venv or default_venv()
+        self.timeout_s = timeout_s
+        self._proc: subprocess.Popen[str] | None = None
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._next_id = 0
+        self.starts = 0
+
+    def __enter__(self) -> EvaluatorWorker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc and self._proc.poll() is None else None
+
+    def _start(self) -> subprocess.Popen[str]:
+        try:
+            python = ready_python(self.venv)
+        except EvalEnvError as e:
+            raise WorkerError(str(e)) from None
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+        proc = subprocess.Popen(
+            [str(python), str(WORKER_DIR / "worker.py")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            cwd=WORKER_DIR,
+            env=env,
+            start_new_session=True,
+        )
+        self._lines = queue.Queue()
+        lines = self._lines
+        out = proc.stdout
+        assert out is not None
+
+        def pump() -> None:
+            for line in out:
+                lines.put(line)
+            lines.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+        self.starts += 1
+        return proc
+
+    def _stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            with contextlib.suppress(OSError, ValueError):
+                assert proc.stdin is not None
+                proc.stdin.write('{"op": "quit"}\n')
+                proc.stdin.flush()
+            try:
+                proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def close(self) -> None:
+        with self._lock:
+            self._stop()
+
+    def request(self, req: dict[str, Any], timeout_s: float | None = None) -> dict[str, Any]:
+        """One request, one answer. WorkerError when the worker dies, hangs or answers an error."""
+        with self._lock:
+            if self._proc is None or self._proc.poll() is not None:
+                self._stop()
+                self._proc = self._start()
+            proc = self._proc
+            self._next_id += 1
+            rid = self._next_id
+            try:
+                assert proc.stdin is not None
+                proc.stdin.write(json.dumps({**req, "id": rid}) + "\n")
+                proc.stdin.flush()
+            except OSError as e:
+                self._stop()
+                raise WorkerError(f"the evaluator worker died: {e}") from None
+            deadline = time.monotonic() + (timeout_s or self.timeout_s)
+            while True:
+                try:
+                    line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    self._stop()  # it may be stuck in a getter; a fresh one answers the next request
+                    raise WorkerError(
+                        f"the evaluator worker did not answer {req.get('op')} within {timeout_s or self.timeout_s:.0f} s"
+                    ) from None
+                if line is None:
+                    code = proc.wait()
+                    self._proc = None
+                    raise WorkerError(f"the evaluator worker exited (status {code}) during {req.get('op')}")
+                try:
+                    answer = json.loads(line)
+                except ValueError:
+                    continue  # not ours: a library that wrote to the real stdout
+                if answer.get("id") != rid:
+                    continue  # a late answer to a request that timed out
+                if not answer.get("ok"):
+                    raise WorkerError(f"the evaluator worker refused the request: {answer.get('error')}")
+                return answer
+
+    def ping(self) -> dict[str, Any]:
+        return self.request({"op": "ping"}, timeout_s=120)
+
+    def metric(
+        self,
+        metric: Metric,
+        server: Server,
+        cache_dir: Path,
+        *,
+        chromium_port: int = 9222,
+        vlc_port: int = 8080,
+        timeout_s: float | None = None,
+    ) -> MetricScore:
+        """One metric with its getters; a worker failure is a score of 0 with its reason."""
+        req = {
+            "op": "metric",
+            "server": {"host": server.host, "port": server.port, "token": server.token},
+            "cache_dir": str(cache_dir),
+            "func": metric.func,
+            "result": metric.result.model_dump() if metric.result else None,
+            "expected": metric.expected.model_dump() if metric.expected else None,
+            "options": metric.options,
+            "chromium_port": chromium_port,
+            "vlc_port": vlc_port,
+        }
+        t0 = time.monotonic()
+        try:
+            answer = self.request(req, timeout_s)
+        except WorkerError as e:
+            return MetricScore(metric.func, 0.0, str(e), time.monotonic() - t0)
+        return MetricScore(metric.func, float(answer["score"]), answer.get("reason"), answer["seconds"])
+
+
+def combine(scores: list[MetricScore], conj: str) -> tuple[float, str | None]:
+    """OSWorld's rule for a list of metrics (already cut short as ``evaluate`` does)."""
+    last = scores[-1]
+    if conj == "and" and last.score == 0.0:
+        return 0.0, last.reason or f"metric {last.func} scored 0"
+    if conj == "or" and last.score == 1.0:
+        return 1.0, None
+    values = [s.score for s in scores]
+    if conj == "and":
+        return sum(values) / len(values), None
+    return max(values), next((s.reason for s in scores if s.reason), None) if max(values) == 0 else None
+
+
+def evaluate(
+    task: Task,
+    server: Server,
+    *,
+    last_action: str | None,
+    cache_dir: Path,
+    worker: EvaluatorWorker,
+    setup: SetupContext | None = None,
+    chromium_port: int = 9222,
+    vlc_port: int = 8080,
+) -> Evaluation:
+    """Score ``task`` on ``server`` after the agent's run (``last_action``: its final action, e.g.
+    "DONE" or "FAIL", None when it took none). ``setup`` is the context postconfig runs in (default:
+    a client for ``server``, Chromium standing in for Chrome where Chrome is absent). Never raises
+    for the task's fault."""
+    t0 = time.monotonic()
+    ev = task.evaluator
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    report: SetupReport | None = None
+    if ev.postconfig:
+        own = setup is None
+        ctx = setup or SetupContext(
+            client=OSWorldClient(server.url, server.token), cache_dir=cache_dir, aliases=sandbox_aliases()
+        )
+        try:
+            report = run_postconfig(task, ctx)
+        finally:
+            if own:
+                ctx.client.close()
+
+    def done(score: float, reason: str | None, metrics: list[MetricScore] | None = None) -> Evaluation:
+        if report is not None and not report.ok and reason is None and score == 0.0:
+            problem = report.first_problem()
+            reason = f"postconfig {problem.line()}" if problem else None
+        return Evaluation(score, reason, metrics or [], report, time.monotonic() - t0)
+
+    if ev.func == "infeasible":
+        if last_action == FAIL:
+            return done(1.0, None)
+        return done(0.0, "infeasible task: the last action was not FAIL")
+    if last_action == FAIL:
+        return done(0.0, "the agent gave up (FAIL) on a feasible task")
+
+    scores: list[MetricScore] = []
+    for metric in ev.metrics():
+        scores.append(
+            worker.metric(metric, server, cache_dir, chromium_port=chromium_port, vlc_port=vlc_port)
+        )
+        s = scores[-1].score
+        if (ev.conj == "and" and s == 0.0) or (ev.conj == "or" and s == 1.0):
+            break
+    score, reason = combine(scores, ev.conj)
+    return done(score, reason, scores)

@@ -1,0 +1,174 @@
+"""kimi-agent's OSWorld evaluator worker. Runs in the evaluator venv (tasks/osworld/evalenv.py) with
+OSWorld's official ``desktop_env.evaluators``; imports only the standard library, desktop_env and its
+dependencies (kimi-agent's own are not in that venv).
+
+Protocol: one JSON object per line on stdin, one answer per line on stdout.
+  {"op": "ping"}                      -> {"ok": true, "pid", "import_s", "python"}
+  {"op": "metric", "server": {"host", "port", "token"}, "cache_dir", "func", "result", "expected",
+   "options", "chromium_port", "vlc_port"}
+                                      -> {"ok": true, "score": float, "reason": str | null, "seconds"}
+  {"op": "quit"}                      -> exits
+Anything the request itself gets wrong answers {"ok": false, "error": "..."}. A task's fault (a getter
+that raises, a missing file, a metric that raises) is a score of 0 with its reason, never an error.
+The getters print freely, so stdout is kept for the protocol alone: fd 1 is pointed at stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+from typing import Any
+
+_PROTOCOL = os.fdopen(os.dup(1), "w", buffering=1)
+os.dup2(2, 1)
+sys.stdout = sys.stderr
+
+
+def _stand_in_easyocr() -> None:
+    """metrics/docs.py imports easyocr at the top, for one metric (compare_image_text). It is not in
+    the evaluator venv (see requirements.txt): a stand-in lets every other metric load, and that one
+    scores 0 with this reason."""
+    try:
+        import easyocr  # noqa: F401
+    except ImportError:
+        import types
+
+        module = types.ModuleType("easyocr")
+
+        class Reader:
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                raise RuntimeError(
+                    "easyocr is not installed in the evaluator environment (its torchvision has no CPU "
+                    "build on PyPI and its models come from the internet)"
+                )
+
+        module.Reader = Reader  # type: ignore[attr-defined]
+        sys.modules["easyocr"] = module
+
+
+_t0 = time.monotonic()
+_stand_in_easyocr()
+import ours_getters  # noqa: E402
+import ours_metrics  # noqa: E402
+from desktop_env.controllers.python import PythonController  # noqa: E402
+from desktop_env.evaluators import getters, metrics  # noqa: E402
+
+IMPORT_S = time.monotonic() - _t0
+
+# Getters whose value is a path to a fetched file (None where the file is missing on the machine).
+FILE_GETTERS = {"vm_file", "cache_file", "cloud_file", "vlc_config", "content_from_vm_file"}
+
+
+class Env:
+    """What the official getters read from OSWorld's DesktopEnv (``env.vm_ip``, ``env.controller``, ...).
+
+    ``vm_ip`` is ``TOKEN:@HOST`` when the server wants a token: the getters that post to
+    ``http://{vm_ip}:{server_port}/execute`` themselves then send it as HTTP basic auth (requests takes
+    the URL's user part), which kimi-agent's server accepts; OSWorld's VMs want none.
+    """
+
+    def __init__(self, req: dict[str, Any]) -> None:
+        server = req["server"]
+        token = server.get("token")
+        self.vm_ip = f"{token}:@{server['host']}" if token else server["host"]
+        self.server_port = int(server["port"])
+        self.chromium_port = int(req.get("chromium_port", 9222))
+        self.vlc_port = int(req.get("vlc_port", 8080))
+        self.cache_dir = req["cache_dir"]
+        os.makedirs(self.cache_dir, exist_ok=True)
+        self.vm_platform = req.get("platform", "Linux")
+        self.vm_machine = req.get("machine", platform.machine())
+        self.current_use_proxy = False
+        self.controller = PythonController(vm_ip=self.vm_ip, server_port=self.server_port)
+
+
+def _find(kind: str, name: str) -> Any:
+    official = metrics if kind == "metric" else getters
+    ours = ours_metrics if kind == "metric" else ours_getters
+    attr = name if kind == "metric" else f"get_{name}"
+    return getattr(official, attr, None) or getattr(ours, attr, None)
+
+
+def _error(what: str, e: BaseException) -> str:
+    text = " ".join(str(e).split())[:300]
+    return f"{what}: {type(e).__name__}" + (f": {text}" if text else "")
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, list) and any(v is None for v in value))
+
+
+def metric(req: dict[str, Any]) -> tuple[float, str | None]:
+    func = req["func"]
+    fn = _find("metric", func)
+    if fn is None:
+        return 0.0, f"unknown metric {func}"
+    result_cfg, expected_cfg = req.get("result"), req.get("expected")
+    if not result_cfg:
+        return 0.0, f"metric {func} has no result getter"
+    env = Env(req)
+    states = []
+    for role, cfg in (("result", result_cfg), ("expected", expected_cfg)):
+        if not cfg:
+            continue
+        getter = _find("getter", cfg["type"])
+        if getter is None:
+            return 0.0, f"unknown getter {cfg['type']}"
+        try:
+            state = getter(env, cfg)
+        except FileNotFoundError as e:
+            return 0.0, _error(f"{role} file not found ({cfg['type']})", e)
+        except Exception as e:
+            traceback.print_exc()
+            return 0.0, _error(f"{role} getter {cfg['type']} failed", e)
+        if cfg["type"] in FILE_GETTERS and _missing(state):
+            where = cfg.get("path") or cfg.get("dest") or cfg["type"]
+            return 0.0, f"{role} file missing: {where}"
+        states.append(state)
+    try:
+        value = fn(*states, **(req.get("options") or {}))
+        score = float(value)
+    except Exception as e:
+        traceback.print_exc()
+        return 0.0, _error(f"metric {func} raised", e)
+    return score, None
+
+
+def handle(req: dict[str, Any]) -> dict[str, Any]:
+    op = req.get("op")
+    if op == "ping":
+        return {"ok": True, "pid": os.getpid(), "import_s": IMPORT_S, "python": sys.executable}
+    if op == "metric":
+        t0 = time.monotonic()
+        try:
+            score, reason = metric(req)
+        except KeyError as e:
+            return {"ok": False, "error": f"metric request lacks {e}"}
+        return {"ok": True, "score": score, "reason": reason, "seconds": time.monotonic() - t0}
+    if op == "crash":  # for the tests: a worker that dies mid-request must be restarted
+        os._exit(3)
+    return {"ok": False, "error": f"unknown op {op!r}"}
+
+
+def main() -> None:
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        try:
+            req = json.loads(line)
+        except ValueError as e:
+            answer: dict[str, Any] = {"ok": False, "error": f"not JSON: {e}"}
+        else:
+            if req.get("op") == "quit":
+                return
+            answer = handle(req)
+            answer["id"] = req.get("id")
+        _PROTOCOL.write(json.dumps(answer) + "\n")
+
+
+if __name__ == "__main__":
+    main()

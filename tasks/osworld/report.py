@@ -1,0 +1,294 @@
+"""The summary of an OSWorld run, from its files alone: per domain, per category (as OSWorld groups
+domains), the always-FAIL baseline beside it, per-step latency and tokens, and an HTML page linking
+each task's report.
+
+Rates divide by the run's task list (the split), not by the tasks that produced a result: a task that
+crashed, timed out, was unsupported here or never ran counts as 0 and is listed with its reason
+(OSWorld's show_result.py divides by finished tasks only, issues #279/#380).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from agent.trajectory import read_steps_lenient
+from tasks.osworld.results import (
+    Outcome,
+    RunManifest,
+    read_manifest,
+    read_outcome,
+    read_score,
+    task_dir,
+    write_atomic,
+)
+
+# The OSWorld paper's grouping of its domains (OS, Office, Daily, Professional, Workflow); show_result.py
+# prints Office, Daily and Professional with the same members.
+CATEGORIES: dict[str, tuple[str, ...]] = {
+    "OS": ("os",),
+    "Office": ("libreoffice_calc", "libreoffice_impress", "libreoffice_writer"),
+    "Daily": ("vlc", "thunderbird", "chrome"),
+    "Professional": ("gimp", "vs_code"),
+    "Workflow": ("multi_apps",),
+}
+# Published OSWorld success rates (%), printed beside a run of the same model.
+REFERENCES: dict[str, list[tuple[str, float]]] = {
+    "kimi-vl-a3b": [
+        ("Kimi-VL technical report, OSWorld", 8.22),
+        ("OpenCUA README, OSWorld-Verified, 15 steps", 9.7),
+        ("OpenCUA README, OSWorld-Verified, 100 steps", 10.3),
+    ],
+}
+SUMMARY_JSON = "summary.json"
+SUMMARY_HTML = "summary.html"
+
+
+@dataclass
+class TaskRow:
+    domain: str
+    task_id: str
+    score: float
+    status: str  # scored / crashed / timed_out / unsupported / setup_failed / not run
+    reason: str | None
+    infeasible: bool
+    outcome: Outcome | None
+
+
+@dataclass
+class Group:
+    name: str
+    tasks: int = 0
+    ran: int = 0
+    score: float = 0.0
+    baseline: float = 0.0  # what always answering FAIL scores: the infeasible tasks
+
+    @property
+    def rate(self) -> float:
+        return 100 * self.score / self.tasks if self.tasks else 0.0
+
+    @property
+    def baseline_rate(self) -> float:
+        return 100 * self.baseline / self.tasks if self.tasks else 0.0
+
+
+@dataclass
+class StepStats:
+    steps: int = 0
+    model_s: list[float] = field(default_factory=list)
+    step_s: list[float] = field(default_factory=list)
+    tokens_in: list[int] = field(default_factory=list)
+    tokens_out: list[int] = field(default_factory=list)
+    reset_s: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Summary:
+    root: Path
+    manifest: RunManifest
+    rows: list[TaskRow]
+    domains: list[Group]
+    categories: list[Group]
+    total: Group
+    stats: StepStats
+
+    def references(self) -> list[tuple[str, float]]:
+        name = self.manifest.model.lower()
+        return [r for key, refs in REFERENCES.items() if key in name for r in refs]
+
+
+def _collect(root: Path, manifest: RunManifest) -> tuple[list[TaskRow], StepStats]:
+    rows, stats = [], StepStats()
+    for ref in manifest.tasks:
+        d = task_dir(root, ref.domain, ref.task_id)
+        score = read_score(d)
+        outcome = read_outcome(d) if score is not None else None
+        if score is None:
+            status, reason = "not run", "no result (not reached, or killed mid-task: a resume runs it)"
+        elif outcome is None:
+            status, reason = "scored", None
+        else:
+            status, reason = outcome.kind, outcome.error
+            if outcome.timings.reset_s:
+                stats.reset_s.append(outcome.timings.reset_s)
+        rows.append(TaskRow(ref.domain, ref.task_id, score or 0.0, status, reason, ref.infeasible, outcome))
+        if score is not None and (d / "steps.jsonl").is_file():
+            steps, _ = read_steps_lenient(d)
+            for s in steps:
+                stats.steps += 1
+                stats.model_s.append(s.timing.model_s)
+                if s.finished_at:
+                    stats.step_s.append(s.finished_at - s.started_at)
+                if s.attempts:
+                    stats.tokens_in.append(s.tokens_in)
+                    stats.tokens_out.append(s.tokens_out)
+    return rows, stats
+
+
+def _group(name: str, rows: list[TaskRow]) -> Group:
+    g = Group(name)
+    for r in rows:
+        g.tasks += 1
+        g.ran += r.status != "not run"
+        g.score += r.score
+        g.baseline += 1.0 if r.infeasible else 0.0
+    return g
+
+
+def summarize(root: Path) -> Summary:
+    manifest = read_manifest(root)
+    rows, stats = _collect(root, manifest)
+    order = list(dict.fromkeys(r.domain for r in rows))
+    domains = [_group(d, [r for r in rows if r.domain == d]) for d in order]
+    categories = [
+        _group(c, [r for r in rows if r.domain in members])
+        for c, members in CATEGORIES.items()
+        if any(r.domain in members for r in rows)
+    ]
+    return Summary(root, manifest, rows, domains, categories, _group("all", rows), stats)
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def stats_lines(st: StepStats) -> list[str]:
+    out = [f"steps: {st.steps}"]
+    if st.model_s:
+        out.append(
+            f"model call per step: mean {statistics.fmean(st.model_s):.2f} s, p50 {_pct(st.model_s, 0.5):.2f} s, "
+            f"p90 {_pct(st.model_s, 0.9):.2f} s"
+        )
+    if st.step_s:
+        out.append(f"whole step: mean {statistics.fmean(st.step_s):.2f} s, p90 {_pct(st.step_s, 0.9):.2f} s")
+    if st.tokens_in:
+        out.append(
+            f"tokens per step: in mean {statistics.fmean(st.tokens_in):.0f} (max {max(st.tokens_in)}), "
+            f"out mean {statistics.fmean(st.tokens_out):.0f} (max {max(st.tokens_out)})"
+        )
+    if st.reset_s:
+        out.append(f"reset per task: mean {statistics.fmean(st.reset_s):.1f} s, max {max(st.reset_s):.1f} s")
+    return out
+
+
+def _table(title: str, groups: list[Group], total: Group) -> Table:
+    t = Table(title=title)
+    for col in ("", "tasks", "ran", "score", "success %", "always-FAIL %"):
+        t.add_column(col, justify="left" if not col else "right")
+    for g in [*groups, total]:
+        t.add_row(
+            g.name,
+            str(g.tasks),
+            str(g.ran),
+            f"{g.score:.2f}",
+            f"{g.rate:.2f}",
+            f"{g.baseline_rate:.2f}",
+            style="bold" if g is total else None,
+        )
+    return t
+
+
+def print_summary(s: Summary, console: Console) -> None:
+    m = s.manifest
+    console.print(Text(f"{m.model} on {m.split} ({len(m.tasks)} tasks, up to {m.max_steps} steps): {s.root}"))
+    console.print(_table("Success rate per domain (divided by every task of the split)", s.domains, s.total))
+    if s.categories:
+        console.print(_table("Per category (OSWorld's grouping)", s.categories, s.total))
+    failed = [r for r in s.rows if r.status not in ("scored",)]
+    if failed:
+        t = Table(title=f"Counted as 0: {len(failed)} tasks that did not produce a score")
+        for col in ("domain", "task", "status", "reason"):
+            t.add_column(col, overflow="fold")
+        for r in failed:
+            t.add_row(r.domain, r.task_id, r.status, escape(" ".join((r.reason or "").split())[:300]))
+        console.print(t)
+    for line in stats_lines(s.stats):
+        console.print(Text(line))
+    for name, value in s.references():
+        console.print(Text(f"published: {name}: {value:.2f}%  (this run: {s.total.rate:.2f}%)"))
+
+
+def summary_json(s: Summary) -> dict[str, Any]:
+    def g(x: Group) -> dict[str, Any]:
+        return {
+            "tasks": x.tasks,
+            "ran": x.ran,
+            "score": x.score,
+            "success_rate": x.rate,
+            "always_fail_rate": x.baseline_rate,
+        }
+
+    return {
+        "split": s.manifest.split,
+        "model": s.manifest.model,
+        "max_steps": s.manifest.max_steps,
+        "total": g(s.total),
+        "domains": {x.name: g(x) for x in s.domains},
+        "categories": {x.name: g(x) for x in s.categories},
+        "not_scored": [
+            {"domain": r.domain, "task_id": r.task_id, "status": r.status, "reason": r.reason}
+            for r in s.rows
+            if r.status != "scored"
+        ],
+        "steps": stats_lines(s.stats),
+        "references": [{"source": n, "success_rate": v} for n, v in s.references()],
+    }
+
+
+def _html_table(groups: list[Group], total: Group) -> str:
+    rows = "".join(
+        f"<tr{' class=total' if x is total else ''}><td>{html.escape(x.name)}</td><td>{x.tasks}</td>"
+        f"<td>{x.ran}</td><td>{x.score:.2f}</td><td>{x.rate:.2f}</td><td>{x.baseline_rate:.2f}</td></tr>"
+        for x in [*groups, total]
+    )
+    head = (
+        "<tr><th></th><th>tasks</th><th>ran</th><th>score</th><th>success %</th><th>always-FAIL %</th></tr>"
+    )
+    return f"<table>{head}{rows}</table>"
+
+
+def write_html(s: Summary) -> Path:
+    m = s.manifest
+    task_rows = []
+    for r in s.rows:
+        rel = f"{r.domain}/{r.task_id}"
+        link = (
+            f'<a href="{html.escape(rel)}/report.html">{html.escape(r.task_id)}</a>'
+            if (s.root / rel / "report.html").is_file()
+            else html.escape(r.task_id)
+        )
+        task_rows.append(
+            f"<tr><td>{html.escape(r.domain)}</td><td>{link}</td><td>{r.score:g}</td>"
+            f"<td>{html.escape(r.status)}</td><td>{html.escape(r.reason or '')}</td></tr>"
+        )
+    refs = "".join(f"<li>{html.escape(n)}: {v:.2f}%</li>" for n, v in s.references())
+    body = f"""<!doctype html><meta charset="utf-8"><title>OSWorld: {html.escape(m.model)}</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}td:first-child,td:nth-child(2){{text-align:left}}
+tr.total{{font-weight:bold}}</style>
+<h1>OSWorld: {html.escape(m.model)} on {html.escape(m.split)}</h1>
+<p>{len(m.tasks)} tasks, up to {m.max_steps} steps; {html.escape(m.policy)}. Rates divide by every task of the
+split; always-FAIL is what a run that only answers FAIL scores (the infeasible tasks).</p>
+<h2>Per domain</h2>{_html_table(s.domains, s.total)}
+<h2>Per category</h2>{_html_table(s.categories, s.total)}
+{"<h2>Published</h2><ul>" + refs + "</ul>" if refs else ""}
+<h2>Steps</h2><ul>{"".join(f"<li>{html.escape(x)}</li>" for x in stats_lines(s.stats))}</ul>
+<h2>Tasks</h2><table><tr><th>domain</th><th>task</th><th>score</th><th>status</th><th>reason</th></tr>
+{"".join(task_rows)}</table>
+"""
+    path = s.root / SUMMARY_HTML
+    write_atomic(path, body)
+    write_atomic(s.root / SUMMARY_JSON, json.dumps(summary_json(s), indent=2))
+    return path

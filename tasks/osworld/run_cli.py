@@ -1,0 +1,319 @@
+"""`kimi-agent bench osworld run SPLIT|TASK_IDS|TASK_FILES` and `kimi-agent bench osworld report OUT`.
+
+``run`` returns 0 when every task of the run has a result, 1 when some are left (a resume runs them);
+bad usage and an unavailable model raise, for tasks/cli.py to report on one line (status 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.text import Text
+
+from agent.policy import ScriptedPolicy
+from env.desktops import DESKTOPS
+from tasks.osworld.progress import Progress
+from tasks.osworld.report import print_summary, summarize, write_html
+from tasks.osworld.results import (
+    RunManifest,
+    TaskRef,
+    exclusive,
+    find_runs,
+    model_dir,
+    pending,
+    write_manifest,
+)
+from tasks.osworld.runner import (
+    SCREEN,
+    Agent,
+    AgentFactory,
+    OfficialScorer,
+    RunSettings,
+    SandboxTarget,
+    Target,
+    VMTarget,
+    run_tasks,
+)
+from tasks.osworld.task import DEFAULT_DIR_VAR, Task, TaskError, load_split, load_task, osworld_dir
+
+DEFAULT_SPLIT = "test_nogdrive"  # OSWorld-Verified's standard 361 tasks
+
+
+def run_parser() -> argparse.ArgumentParser:
+    from tasks.cli import model_flags
+
+    p = argparse.ArgumentParser(
+        prog="kimi-agent bench osworld run",
+        description="Run OSWorld tasks and score them with OSWorld's own evaluators; results in OSWorld's "
+        "layout (<out>/pyautogui/screenshot/<model>/<domain>/<task_id>/). Finished tasks are skipped, "
+        "so the same command resumes a killed run.",
+    )
+    p.add_argument(
+        "tasks",
+        nargs="*",
+        metavar="SPLIT|TASK_ID|TASK_FILE",
+        help=f"a split (file, or name in --osworld-dir; default {DEFAULT_SPLIT}), task ids, or task files",
+    )
+    p.add_argument(
+        "--osworld-dir",
+        type=Path,
+        help=f"OSWorld's evaluation_examples directory (default: ${DEFAULT_DIR_VAR}, else ./evaluation_examples)",
+    )
+    p.add_argument("--out", type=Path, default=Path("results"), help="results directory (default ./results)")
+    p.add_argument("--workers", type=int, help="sandboxes run at once (default 1; with --vm: one per VM)")
+    p.add_argument(
+        "--vm",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="run on this OSWorld-protocol server instead of sandboxes (repeatable: one worker per VM)",
+    )
+    p.add_argument(
+        "--vm-token", help="the --vm servers' token (default: $KIMI_VM_TOKEN; OSWorld's VMs: none)"
+    )
+    p.add_argument(
+        "--vm-revert",
+        metavar="CMD",
+        help="shell command that puts a VM back in its initial state before each task; $KIMI_VM_URL names it",
+    )
+    p.add_argument(
+        "--max-steps", type=int, default=15, help="model calls per task (OSWorld's max_steps; default 15)"
+    )
+    p.add_argument(
+        "--task-timeout", type=float, default=3600.0, help="seconds a task may take before it scores 0 (3600)"
+    )
+    p.add_argument(
+        "--script-dir",
+        type=Path,
+        help="play DIR/<task_id>.json (the --script format) instead of asking a model",
+    )
+    p.add_argument(
+        "--desktop-env", choices=DESKTOPS, default="xfce", help="the sandboxes' desktop (default xfce)"
+    )
+    p.add_argument("--no-network", action="store_true", help="no network inside the sandboxes")
+    p.add_argument(
+        "--no-isolation", action="store_true", help="sandboxes without bubblewrap (README: Sandboxes)"
+    )
+    p.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
+    model_flags(p)
+    return p
+
+
+def _is_task_file(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False  # load_split / load_task say what is wrong with it
+    return isinstance(data, dict) and "evaluator" in data and "id" in data
+
+
+def resolve(names: Sequence[str], examples: Path | None) -> tuple[str, list[TaskRef]]:
+    """The run's name and tasks: one split, or any mix of task files and task ids (looked up as
+    examples/<domain>/<id>.json under the OSWorld directory)."""
+    base = osworld_dir(examples)
+    names = list(names) or [DEFAULT_SPLIT]
+    split_file = _split_file(names[0], base) if len(names) == 1 else None
+    if split_file is not None:
+        split = load_split(split_file)
+        return split.name, [_ref(e.domain, e.task_id, e.path, load_task(e.path)) for e in split.entries]
+    refs: list[TaskRef] = []
+    for name in names:
+        path = Path(name)
+        if path.suffix == ".json":
+            task = load_task(path)
+            refs.append(_ref(task.domain, task.id, path, task))
+            continue
+        found = sorted((base / "examples").glob(f"*/{name}.json"))
+        if not found:
+            raise TaskError(f"task {name}: no file {base / 'examples'}/*/{name}.json (set --osworld-dir)")
+        refs.append(_ref(found[0].parent.name, name, found[0], load_task(found[0])))
+    ids = [r.task_id for r in refs]
+    if len(set(ids)) != len(ids):
+        raise TaskError(f"task {next(i for i in ids if ids.count(i) > 1)} is named twice")
+    return "tasks", refs
+
+
+def _split_file(name: str, base: Path) -> Path | None:
+    """The split ``name`` means, or None when it names a task (its file, or its id)."""
+    path = Path(name)
+    if path.suffix == ".json":
+        return None if _is_task_file(path) else path
+    if (base / f"{name}.json").is_file():
+        return base / f"{name}.json"
+    if not any((base / "examples").glob(f"*/{name}.json")):
+        raise TaskError(
+            f"{name}: neither a split ({base / name}.json) nor a task ({base / 'examples'}/*/{name}.json); "
+            f"set --osworld-dir or ${DEFAULT_DIR_VAR}"
+        )
+    return None
+
+
+def _ref(domain: str, task_id: str, path: Path, task: Task) -> TaskRef:
+    return TaskRef(
+        domain=domain,
+        task_id=task_id,
+        path=str(Path(path).resolve()),
+        infeasible="infeasible" in task.evaluator.funcs,
+    )
+
+
+def _targets(args: argparse.Namespace) -> list[Target]:
+    from tasks.cli import UsageError
+
+    if args.vm:
+        if args.workers not in (None, len(args.vm)):
+            raise UsageError(f"--workers {args.workers} with {len(args.vm)} --vm: there is one worker per VM")
+        token = args.vm_token or os.environ.get("KIMI_VM_TOKEN") or None
+        return [VMTarget(url, token, args.vm_revert) for url in args.vm]
+    if args.vm_revert:
+        raise UsageError("--vm-revert resets VMs; sandboxes are made fresh for every task")
+    n = args.workers or 1
+    if n < 1:
+        raise UsageError("--workers must be at least 1")
+    return [
+        SandboxTarget(f"sandbox-{i + 1}", args.desktop_env, not args.no_network, not args.no_isolation)
+        for i in range(n)
+    ]
+
+
+class _Locked:
+    """One backend for all workers; a local model generates for one of them at a time."""
+
+    def __init__(self, backend: Any) -> None:
+        self._backend = backend
+        self._lock = threading.Lock()
+
+    def generate(self, *a: Any, **kw: Any) -> Any:
+        with self._lock:
+            return self._backend.generate(*a, **kw)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
+
+
+def _agents(args: argparse.Namespace, console: Console, refs: list[TaskRef]) -> tuple[AgentFactory, str, str]:
+    """How each task gets its player; the model's name (for the results path) and a label."""
+    if args.script_dir is not None:
+        scripts = args.script_dir
+        if not scripts.is_dir():
+            raise FileNotFoundError(f"--script-dir {scripts}: not a directory")
+
+        def scripted(task: Task) -> Agent:
+            path = scripts / f"{task.id}.json"
+            if not path.is_file():
+                raise FileNotFoundError(f"no script for this task: {path}")
+            policy = ScriptedPolicy.from_file(path)
+            return Agent(policy, max(1, min(args.max_steps, len(policy))), f"script {path.name}")
+
+        return scripted, f"script-{scripts.resolve().name}", f"scripts in {scripts}"
+
+    from agent.kimi_policy import KimiPolicy
+    from tasks.cli import _ask_yes_no, _check_limits
+    from tasks.live import LiveView
+    from tasks.model import build_policy
+
+    instructions = [load_task(Path(r.path)).instruction for r in refs]
+    args.task = max(instructions, key=len) if instructions else "task"
+    args.desktop = "vm" if args.vm else "sandbox"
+    args.size = SCREEN
+    _check_limits(args)
+    setup = build_policy(args, LiveView(console, args.max_steps).say, _ask_yes_no(console))
+    first = setup.policy
+    backend = first.backend if args.backend == "openai" else _Locked(first.backend)
+    cfg = first.context.cfg
+
+    def model(task: Task) -> Agent:
+        policy = KimiPolicy(
+            backend,
+            first.variant,
+            count_text_tokens=cfg.count_text_tokens,
+            history_images=cfg.max_images,
+            max_context=cfg.max_context,
+            temperature=first.params.temperature,
+            max_new_tokens=first.params.max_new_tokens,
+            parse_retries=first.parse_retries,
+            prompt_profile=cfg.profile,
+            prompt_dir=cfg.prompt_dir,
+        )
+        return Agent(policy, args.max_steps, setup.label, setup.settings)
+
+    return model, args.model, setup.label
+
+
+def main_run(argv: Sequence[str], console: Console) -> int:
+    from tasks.cli import UsageError
+
+    args = run_parser().parse_args(list(argv))
+    if args.max_steps < 1:
+        raise UsageError("--max-steps must be at least 1")
+    if args.task_timeout <= 0:
+        raise UsageError("--task-timeout must be above 0")
+    split, refs = resolve(args.tasks, args.osworld_dir)
+    targets = _targets(args)
+    from tasks.osworld.evalenv import ready_python
+
+    ready_python()  # scoring needs the evaluator environment: say so now, not as 361 zeros
+    agents, model, label = _agents(args, console, refs)
+    root = model_dir(args.out, model)
+    with exclusive(root):
+        write_manifest(
+            root,
+            RunManifest(
+                split=split,
+                model=model,
+                policy=label,
+                max_steps=args.max_steps,
+                started_at=time.time(),
+                tasks=refs,
+            ),
+        )
+        todo = pending(root, refs)
+        done = len(refs) - len(todo)
+        console.print(
+            Text(
+                f"{split}: {len(refs)} tasks, {done} already finished, {len(todo)} to run on "
+                f"{len(targets)} worker{'s' if len(targets) != 1 else ''} ({label}); results in {root}"
+            ),
+            soft_wrap=True,
+        )
+        settings = RunSettings(root=root, task_timeout_s=args.task_timeout, network=not args.no_network)
+        scorer = OfficialScorer(settings.cache_dir)
+        with Progress(console, len(refs), done) as progress:
+            try:
+                run_tasks(todo, targets, agents, scorer, settings, progress.finished, progress.watch)
+            finally:
+                scorer.close()
+                summary = summarize(root)
+                path = write_html(summary)
+        print_summary(summary, console)
+        console.print(Text(f"summary: {path}"))
+    left = len(pending(root, refs))
+    if left:
+        console.print(Text(f"{left} tasks have no result yet: run the same command again to resume"))
+    return 0 if not left else 1
+
+
+def main_report(argv: Sequence[str], console: Console) -> int:
+    p = argparse.ArgumentParser(
+        prog="kimi-agent bench osworld report",
+        description="Print the summary of OSWorld runs again and rewrite their summary.html, from their files.",
+    )
+    p.add_argument("out", type=Path, help="a results directory (--out of run), or one model directory in it")
+    p.add_argument("--debug", action="store_true")
+    args = p.parse_args(list(argv))
+    runs = find_runs(args.out)
+    if not runs:
+        raise FileNotFoundError(f"{args.out}: no OSWorld run (kimi_run.json) under it")
+    for root in runs:
+        summary = summarize(root)
+        print_summary(summary, console)
+        console.print(Text(f"summary: {write_html(summary)}"))
+    return 0

@@ -1,0 +1,560 @@
+"""Running OSWorld tasks: N workers, each owning one desktop (a fresh sandbox per task, or a VM reset by
+the user's revert hook), pulling tasks from one queue, one model backend shared by all.
+
+Per task, as OSWorld's lib_run_single: reset, setup (``config``), start the recording, the agent loop
+(agent/loop.run on the client Desktop over the task's server: the same code for sandboxes and VMs),
+end the recording, then scoring by the official evaluators (postconfig first). The step budget counts
+model calls (OSWorld's max_steps). A model ``done`` is DONE (success) or FAIL (failure), ``wait`` is
+WAIT; a run that hits the step limit ends without DONE, and its last executed action is what
+infeasible scoring reads, as in OSWorld (``env.action_history[-1]``).
+
+A task that raises, times out, cannot be set up or is unsupported here still finishes: 0.0 with its
+reason in outcome.json. A model that becomes unreachable (BackendError) or a Ctrl-C stops the run
+instead, leaving the tasks in flight unfinished so that a resume runs them again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import queue
+import subprocess
+import threading
+import time
+import traceback
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from agent.backend import BackendError
+from agent.loop import Phase, StopFlag, run
+from agent.policy import Policy
+from agent.trajectory import ActionRecord, RunInfo, StepRecord, TrajectoryWriter
+from env.actions import Action, action_from_dict
+from env.osworld_client import OSWorldClient, OSWorldError
+from env.vm_desktop import VMDesktop, pyautogui_code
+from tasks.osworld.results import (
+    RECORDING_FILE,
+    Outcome,
+    TaskRef,
+    Timings,
+    TrajLog,
+    finish,
+    prepare,
+    task_dir,
+    write_atomic,
+)
+from tasks.osworld.setup import REGISTRY, SetupContext, SetupReport, run_config, sandbox_aliases
+from tasks.osworld.task import Task, load_task
+
+TargetKind = Literal["sandbox", "vm"]
+SCREEN = (1920, 1080)  # OSWorld's default screen
+VM_READY_S = 300.0
+
+
+class Target(Protocol):
+    """A desktop a worker owns: ``reset`` gives a fresh one and the client for its server."""
+
+    kind: TargetKind
+    name: str
+
+    def reset(self) -> OSWorldClient: ...
+
+    def close(self) -> None: ...
+
+
+class SandboxTarget:
+    kind: TargetKind = "sandbox"
+
+    def __init__(
+        self, name: str, desktop: str = "xfce", network: bool = True, isolation: bool = True
+    ) -> None:
+        self.name = name
+        self._desktop, self._network, self._isolation = desktop, network, isolation
+        self._box: Any = None
+
+    def reset(self) -> OSWorldClient:
+        from env.isolation import Isolation
+        from env.served_sandbox import ServedSandbox
+
+        self.close()
+        self._box = ServedSandbox(
+            *SCREEN,
+            desktop=self._desktop,  # type: ignore[arg-type]
+            isolation=Isolation(network=self._network) if self._isolation else None,
+        )
+        return OSWorldClient(self._box.url, token=self._box.token)
+
+    def close(self) -> None:
+        box, self._box = self._box, None
+        if box is not None:
+            box.close()
+
+
+class VMTarget:
+    """An OSWorld VM (or any server of the protocol). ``revert`` is the user's command that puts the
+    machine back in its initial state; it gets the URL in $KIMI_VM_URL. Without one the machine is
+    used as it is (fine for one task, not for a benchmark)."""
+
+    kind: TargetKind = "vm"
+
+    def __init__(
+        self, url: str, token: str | None, revert: str | None, revert_timeout_s: float = 900.0
+    ) -> None:
+        self.name = url
+        self.url, self.token, self.revert = url, token, revert
+        self.revert_timeout_s = revert_timeout_s
+
+    def reset(self) -> OSWorldClient:
+        if self.revert:
+            env = {**os.environ, "KIMI_VM_URL": self.url}
+            try:
+                r = subprocess.run(
+                    self.revert,
+                    shell=True,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=self.revert_timeout_s,
+                )
+            except subprocess.TimeoutExpired:
+                raise RuntimeError(f"--vm-revert took more than {self.revert_timeout_s:.0f} s") from None
+            if r.returncode != 0:
+                why = (r.stderr.strip().splitlines() or [f"exit status {r.returncode}"])[-1]
+                raise RuntimeError(f"--vm-revert failed for {self.url}: {why[:300]}")
+        client = OSWorldClient(self.url, token=self.token)
+        deadline = time.monotonic() + VM_READY_S
+        while True:  # a reverted VM takes a while to serve again
+            try:
+                client.screen_size()
+                return client
+            except OSWorldError:
+                if time.monotonic() > deadline:
+                    client.close()
+                    raise
+                time.sleep(2.0)
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class Agent:
+    """What plays one task: a policy (fresh per task: policies keep per-run context), its step
+    budget, its label, and run.json's model record."""
+
+    policy: Policy
+    max_steps: int
+    label: str
+    model: dict[str, Any] = field(default_factory=dict)
+
+
+AgentFactory = Callable[[Task], Agent]
+
+
+@dataclass(frozen=True)
+class Score:
+    score: float
+    details: dict[str, Any]
+
+
+# (task, client, setup context, last action) -> the official score; postconfig is its business.
+Scorer = Callable[[Task, OSWorldClient, SetupContext, "str | None"], Score]
+
+
+class OfficialScorer:
+    """OSWorld's own evaluators (tasks/osworld/evaluation.py): one evaluator worker process serves
+    every task of the run (importing the metrics takes seconds; it serialises requests)."""
+
+    def __init__(self, cache_dir: Path) -> None:
+        from tasks.osworld.evaluation import EvaluatorWorker
+
+        self.cache_dir = cache_dir
+        self.worker = EvaluatorWorker()
+
+    def __call__(
+        self, task: Task, client: OSWorldClient, ctx: SetupContext, last_action: str | None
+    ) -> Score:
+        from tasks.osworld.evaluation import Server, evaluate
+
+        url = urllib.parse.urlsplit(client.base_url)
+        if url.scheme != "http" or url.hostname is None:
+            raise ValueError(
+                f"{client.base_url}: OSWorld's getters reach a machine over http://HOST:PORT only"
+            )
+        server = Server(url.hostname, url.port or 80, client.token)
+        ev = evaluate(
+            task, server, last_action=last_action, cache_dir=self.cache_dir, worker=self.worker, setup=ctx
+        )
+        return Score(ev.score, ev.to_json())
+
+    def close(self) -> None:
+        self.worker.close()
+
+
+@dataclass
+class WorkerState:
+    """What the live view shows of a worker; written by its thread, read by the view."""
+
+    name: str
+    task: str = ""
+    domain: str = ""
+    phase: str = "idle"
+    step: int = 0
+    max_steps: int = 0
+    started: float = 0.0
+    finished: int = 0
+
+
+@dataclass
+class RunSettings:
+    root: Path  # <out>/<action_space>/<observation>/<model>
+    task_timeout_s: float = 3600.0
+    cache_dir: Path = field(default_factory=lambda: default_cache())
+    network: bool = True
+
+
+def default_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "kimi-agent" / "osworld-downloads"
+
+
+class RunAborted(Exception):
+    """The run stops (model unreachable, Ctrl-C); the task in flight stays unfinished."""
+
+
+def osworld_action(rec: ActionRecord) -> str:
+    """An executed action as OSWorld's trajectories write it: DONE / FAIL / WAIT, or the pyautogui
+    code that does the same thing (with the points where the pointer really went)."""
+    action: Action = action_from_dict(rec.action)
+    if action.kind == "done":
+        return "DONE" if action.status == "success" else "FAIL"
+    if action.kind == "wait":
+        return "WAIT"
+    points = [tuple(p) for p in rec.screen_points]
+    try:
+        return pyautogui_code(action, points)  # type: ignore[arg-type]
+    except (IndexError, ValueError):
+        return rec.description
+
+
+def last_action(steps: list[StepRecord]) -> str | None:
+    for rec in reversed(steps):
+        for a in reversed(rec.actions):
+            if a.executed:
+                return osworld_action(a)
+    return None
+
+
+class Worker:
+    def __init__(
+        self,
+        target: Target,
+        agents: AgentFactory,
+        scorer: Scorer,
+        settings: RunSettings,
+        stop: threading.Event,
+        state: WorkerState,
+    ) -> None:
+        self.target, self.agents, self.scorer, self.settings = target, agents, scorer, settings
+        self.stop, self.state = stop, state
+        self._flag: StopFlag | None = None
+        self.aborted: BaseException | None = None
+
+    def interrupt(self) -> None:
+        flag = self._flag
+        if flag is not None:
+            flag.set()
+
+    def work(self, tasks: queue.Queue[TaskRef], on_done: Callable[[Outcome], None]) -> None:
+        try:
+            while not self.stop.is_set():
+                try:
+                    ref = tasks.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    outcome = self.run_task(ref)
+                except RunAborted as e:
+                    self.aborted = e.__cause__ or e
+                    self.stop.set()
+                    return
+                self.state.finished += 1
+                on_done(outcome)
+        finally:
+            self.state.phase, self.state.task = "stopped", ""
+            with contextlib.suppress(Exception):  # a desktop that will not close must not hide the result
+                self.target.close()
+
+    def run_task(self, ref: TaskRef) -> Outcome:
+        s = self.state
+        s.task, s.domain, s.step, s.started, s.phase = ref.task_id, ref.domain, 0, time.time(), "starting"
+        out = task_dir(self.settings.root, ref.domain, ref.task_id)
+        prepare(out)
+        t0 = time.perf_counter()
+        timings = Timings()
+        base = {"task_id": ref.task_id, "domain": ref.domain, "worker": self.target.name}
+        try:
+            task = load_task(ref.path)
+            why = unsupported(task, ref.domain, self.target.kind, self.settings.network)
+            if why:
+                outcome = Outcome(**base, score=0.0, kind="unsupported", error=why)
+            else:
+                outcome = self._attempt(task, ref, out, timings)
+        except RunAborted:
+            raise
+        except Exception as e:
+            outcome = Outcome(
+                **base,
+                score=0.0,
+                kind="crashed",
+                error=_line(e),
+                details={"traceback": traceback.format_exc()},
+            )
+        timings.total_s = time.perf_counter() - t0
+        outcome = outcome.model_copy(update={"timings": timings})
+        finish(out, outcome)
+        s.phase = "idle"
+        return outcome
+
+    def _attempt(self, task: Task, ref: TaskRef, out: Path, timings: Timings) -> Outcome:
+        s = self.state
+        base = {"task_id": ref.task_id, "domain": ref.domain, "worker": self.target.name}
+        agent = self.agents(task)  # a missing script fails here, before a desktop starts
+        s.phase, s.max_steps = "reset", agent.max_steps
+        t = time.perf_counter()
+        client = self.target.reset()
+        timings.reset_s = time.perf_counter() - t
+        with client:
+            ctx = SetupContext(
+                client=client,
+                cache_dir=self.settings.cache_dir,
+                aliases=sandbox_aliases() if self.target.kind == "sandbox" else {},
+            )
+            s.phase = "setup"
+            t = time.perf_counter()
+            report = run_config(task, ctx)
+            timings.setup_s = time.perf_counter() - t
+            setup_notes = [o.line() for o in report.outcomes if not o.ok]
+            if stopped(report):
+                problem = report.first_problem()
+                return Outcome(
+                    **base,
+                    score=0.0,
+                    kind="setup_failed",
+                    error=problem.line() if problem else "setup stopped",
+                    details={"setup": setup_notes},
+                )
+            recording = _try(client.start_recording)
+            s.phase = "agent"
+            t = time.perf_counter()
+            traj, timed_out = self._play(task, agent, client, out)
+            timings.agent_s = time.perf_counter() - t
+            if traj.stop_reason == "interrupted" and self.stop.is_set() and not timed_out:
+                raise RunAborted("interrupted")
+            if isinstance(traj.exception, BackendError):
+                raise RunAborted(str(traj.exception)) from traj.exception
+            details: dict[str, Any] = {"setup": setup_notes}
+            if recording is None:
+                details["recording"] = _save_recording(client, out)
+            else:
+                details["recording"] = f"not started: {recording}"
+            last = last_action(traj.steps)
+            common = dict(base, last_action=last, stop_reason=traj.stop_reason, steps=len(traj.steps))
+            if timed_out:
+                return Outcome(
+                    **common,
+                    score=0.0,
+                    kind="timed_out",
+                    error=f"timed out after {self.settings.task_timeout_s:.0f} s",
+                    details=details,
+                )
+            if traj.stop_reason == "error":  # the desktop or the policy raised: the task crashed
+                return Outcome(**common, score=0.0, kind="crashed", error=traj.error, details=details)
+            s.phase = "evaluate"
+            t = time.perf_counter()
+            score = self.scorer(task, client, ctx, last)
+            timings.evaluate_s = time.perf_counter() - t
+            details["evaluation"] = score.details
+            return Outcome(**common, score=score.score, kind="scored", details=details)
+
+    def _play(self, task: Task, agent: Agent, client: OSWorldClient, out: Path) -> tuple[Any, bool]:
+        s = self.state
+        flag = StopFlag()
+        self._flag = flag
+        if self.stop.is_set():
+            flag.set()
+        timed_out = threading.Event()
+
+        def expire() -> None:
+            timed_out.set()
+            flag.set()
+
+        timer = threading.Timer(self.settings.task_timeout_s, expire)
+        timer.daemon = True
+        log = TrajLog(out)
+        # Our own client: VMDesktop closes it, and the one for setup and scoring stays open.
+        desktop = VMDesktop(OSWorldClient(client.base_url, token=client.token))
+        try:
+            g = desktop.geometry
+            writer = TrajectoryWriter(
+                out,
+                RunInfo(
+                    task=task.instruction,
+                    started_at=time.time(),
+                    policy=agent.label,
+                    desktop=f"{self.target.kind} {self.target.name}",
+                    screen=(g.width, g.height),
+                    model=agent.model,
+                ),
+            )
+
+            def on_step(rec: StepRecord, phase: Phase) -> None:
+                s.step = rec.step
+                if phase == "finished":
+                    _log_step(rec, desktop, writer, log)
+
+            timer.start()
+            traj = run(
+                task.instruction,
+                agent.policy,
+                desktop,
+                max_steps=agent.max_steps,
+                writer=writer,
+                on_step=on_step,
+                stop=flag,
+                repeat_limit=0,  # OSWorld plays on to max_steps whatever the agent repeats
+            )
+        finally:
+            timer.cancel()
+            self._flag = None
+            desktop.close()
+        return traj, timed_out.is_set()
+
+
+def _log_step(rec: StepRecord, desktop: VMDesktop, writer: TrajectoryWriter, log: TrajLog) -> None:
+    """OSWorld's traj.jsonl lines for a step's executed actions, with the screen after them."""
+    done = [a for a in rec.actions if a.executed]
+    if not done:
+        return
+    stamp = datetime.datetime.now().strftime("%Y%m%d@%H%M%S%f")
+    shot = f"step_{rec.step}_{stamp}.png"
+    try:
+        writer.screenshot(shot, desktop.screenshot())
+    except Exception:
+        shot = ""  # the desktop went away; the line still says what was done
+    lines = []
+    for a in done:
+        action = osworld_action(a)
+        lines.append(
+            {
+                "step_num": rec.step,
+                "action_timestamp": stamp,
+                "action": action,
+                "response": rec.raw or rec.thought,
+                "reward": 0,
+                "done": action in ("DONE", "FAIL"),
+                "info": {"ok": a.ok, **({"error": a.error} if a.error else {})},
+                "screenshot_file": shot,
+            }
+        )
+    log.append(lines)
+
+
+def stopped(report: SetupReport) -> bool:
+    """Setup did not get the machine ready: a step it could not run, or a failed step that OSWorld's
+    SetupController stops at (download, open); failed launches and commands go on there too."""
+    return bool(report.not_run or report.unsupported) or any(
+        o.status == "error" and (o.type not in REGISTRY or REGISTRY[o.type].fatal) for o in report.outcomes
+    )
+
+
+def _save_recording(client: OSWorldClient, out: Path) -> str:
+    try:
+        write_atomic(out / RECORDING_FILE, client.end_recording())
+    except (OSWorldError, OSError) as e:
+        return f"not saved: {_line(e)}"
+    return "saved"
+
+
+def _try(fn: Callable[[], object]) -> str | None:
+    try:
+        fn()
+    except OSWorldError as e:
+        return _line(e)
+    return None
+
+
+def _line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def unsupported(task: Task, domain: str, kind: TargetKind, network: bool) -> str | None:
+    """Why this task cannot run on this kind of desktop (coverage.py's reasons), or None."""
+    from tasks.osworld.coverage import check_task
+
+    cov = check_task(task, domain)
+    if not cov.supported(kind):
+        return "; ".join(cov.reasons(kind)) or "not supported"
+    if kind == "sandbox" and not network and cov.network:
+        return "needs the internet, and the sandbox has no network (--no-network)"
+    return None
+
+
+def run_tasks(
+    tasks: list[TaskRef],
+    targets: list[Target],
+    agents: AgentFactory,
+    scorer: Scorer,
+    settings: RunSettings,
+    on_done: Callable[[Outcome], None] = lambda o: None,
+    watch: Callable[[list[WorkerState]], None] | None = None,
+) -> list[Outcome]:
+    """Run ``tasks`` over ``targets`` (one worker thread each). Returns the outcomes of the tasks
+    finished now. Raises the cause when the model became unreachable, KeyboardInterrupt on Ctrl-C;
+    either way the tasks that were in flight stay unfinished (a resume runs them)."""
+    todo: queue.Queue[TaskRef] = queue.Queue()
+    for t in tasks:
+        todo.put(t)
+    stop = threading.Event()
+    outcomes: list[Outcome] = []
+    lock = threading.Lock()
+
+    def done(o: Outcome) -> None:
+        with lock:
+            outcomes.append(o)
+        on_done(o)
+
+    workers = [Worker(target, agents, scorer, settings, stop, WorkerState(target.name)) for target in targets]
+    threads = [
+        threading.Thread(target=w.work, args=(todo, done), name=f"osworld-{i}", daemon=True)
+        for i, w in enumerate(workers)
+    ]
+    for th in threads:
+        th.start()
+    try:
+        while any(th.is_alive() for th in threads):
+            if stop.is_set():  # one worker lost the model: the others stop at their next action
+                for w in workers:
+                    w.interrupt()
+            if watch is not None:
+                watch([w.state for w in workers])
+            for th in threads:
+                th.join(timeout=0.25)
+    except KeyboardInterrupt:
+        stop.set()
+        for w in workers:
+            w.interrupt()
+        for th in threads:
+            th.join()
+        raise
+    if watch is not None:
+        watch([w.state for w in workers])
+    for w in workers:
+        if w.aborted is not None and not isinstance(w.aborted, RunAborted):
+            raise w.aborted
+    return outcomes

@@ -1,0 +1,96 @@
+"""The OSWorld evaluator: venv build time and size, worker start (importing desktop_env's metrics
+and getters), and the time to score one metric through the official getters on a served sandbox.
+
+Run: .venv/bin/python tests/bench/bench_osworld_eval.py [--fresh]
+(--fresh builds a new venv in a temporary directory: pip's cache makes a rebuild faster than a first
+install on a new machine; without it, the repo-local .cache/osworld-eval is used, built if absent.)
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from env.osworld_client import OSWorldClient
+from env.served_sandbox import ServedSandbox
+from tasks.osworld import evalenv
+from tasks.osworld.evaluation import EvaluatorWorker, Server, evaluate
+from tasks.osworld.task import parse_task
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def size_of(path: Path) -> str:
+    out = subprocess.run(["du", "-sh", str(path)], capture_output=True, text=True).stdout
+    return out.split()[0] if out else "?"
+
+
+def main() -> None:
+    fresh = "--fresh" in sys.argv
+    with tempfile.TemporaryDirectory() as tmp:
+        venv = Path(tmp) / "osworld-eval" if fresh else REPO / ".cache" / "osworld-eval"
+        t0 = time.monotonic()
+        evalenv.build(venv)
+        print(
+            f"venv {venv}: ready in {time.monotonic() - t0:.1f} s ({'fresh' if fresh else 'cached'}), {size_of(venv)}"
+        )
+        t0 = time.monotonic()
+        again = evalenv.build(venv)
+        print(f"second build (ready marker): {1000 * (time.monotonic() - t0):.1f} ms -> {again}")
+
+        starts = []
+        for _ in range(3):
+            with EvaluatorWorker(venv=venv) as w:
+                t0 = time.monotonic()
+                ping = w.ping()
+                starts.append((time.monotonic() - t0, ping["import_s"]))
+        print(
+            "worker start to first answer: " + ", ".join(f"{s:.2f} s (imports {i:.2f} s)" for s, i in starts)
+        )
+
+        with (
+            ServedSandbox(640, 480, desktop="minimal", isolation=None) as box,
+            EvaluatorWorker(venv=venv) as w,
+        ):
+            with OSWorldClient(box.url, box.token) as c:
+                home = c.execute(["sh", "-c", 'printf %s "$HOME"']).output.strip()
+                c.upload(f"{home}/a.txt", b"hello\n" * 1000)
+            task = parse_task(
+                {
+                    "id": "bench",
+                    "snapshot": "os",
+                    "instruction": "bench",
+                    "evaluator": {
+                        "func": "compare_text_file",
+                        "result": {"type": "vm_file", "path": f"{home}/a.txt", "dest": "a.txt"},
+                        "expected": {"type": "vm_file", "path": f"{home}/a.txt", "dest": "b.txt"},
+                    },
+                }
+            )
+            w.ping()
+            times = []
+            for _ in range(10):
+                t0 = time.monotonic()
+                ev = evaluate(
+                    task,
+                    Server(box.host, box.port, box.token),
+                    last_action="DONE",
+                    cache_dir=Path(tmp) / "cache",
+                    worker=w,
+                )
+                times.append(time.monotonic() - t0)
+                assert ev.score == 1.0, ev
+            print(
+                f"evaluate (2 x vm_file + compare_text_file, warm worker): median "
+                f"{1000 * statistics.median(times):.0f} ms, max {1000 * max(times):.0f} ms"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""Wall time of `kimi-agent bench osworld run` on a small suite with 1 and 2 workers, and the per-task
+reset time (a fresh sandbox with its server, ready for setup), read from the runs' outcome.json.
+
+The suite plays its reference scripts (--script-dir), so the figures measure the runner, the sandboxes,
+setup and scoring, not a model. Each worker count runs in a fresh results directory.
+
+Run: .venv/bin/python tests/bench/bench_osworld_run.py [SPLIT --scripts DIR] [--workers 1 2] [--desktop-env xfce]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = REPO / "tests" / "data" / "osworld_run"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("split", nargs="?", type=Path, default=DATA / "split.json")
+    ap.add_argument("--scripts", type=Path, default=DATA / "scripts")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--desktop-env", default="minimal")
+    ap.add_argument("--isolation", action="store_true", help="isolated sandboxes (default: --no-isolation)")
+    args = ap.parse_args()
+    print(
+        f"suite {args.split} with scripts {args.scripts}, desktop {args.desktop_env}, {os.cpu_count()} cores"
+    )
+    for n in args.workers:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "results"
+            cmd = [
+                sys.executable, "-m", "tasks.cli", "bench", "osworld", "run", str(args.split),
+                "--script-dir", str(args.scripts), "--out", str(out), "--workers", str(n),
+                "--desktop-env", args.desktop_env, *([] if args.isolation else ["--no-isolation"]),
+            ]  # fmt: skip
+            env = {**os.environ, "XDG_CACHE_HOME": str(Path(tmp) / "cache")}
+            t0 = time.perf_counter()
+            r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+            wall = time.perf_counter() - t0
+            if r.returncode != 0:
+                sys.exit(f"run failed ({r.returncode}):\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
+            outcomes = [json.loads(p.read_text()) for p in out.glob("*/*/*/*/*/outcome.json")]
+            resets = [o["timings"]["reset_s"] for o in outcomes if o["timings"]["reset_s"]]
+            scores = sum(o["score"] for o in outcomes)
+            print(
+                f"{n} worker{'s' if n > 1 else ' '}: wall {wall:.1f} s for {len(outcomes)} tasks "
+                f"(score {scores:g}); reset per task median {statistics.median(resets):.2f} s "
+                f"(min {min(resets):.2f}, max {max(resets):.2f}, n={len(resets)})"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,432 @@
+"""Scoring with OSWorld's own evaluators (desktop-env 1.0.2, in the evaluator venv that .ci/setup
+builds): the rules of DesktopEnv.evaluate, real getters against a real served sandbox, real metrics
+on files made here, the worker's restarts, and the token the official getters carry."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image, ImageDraw
+
+from env.osworld_client import OSWorldClient
+from env.served_sandbox import ServedSandbox
+from tasks.osworld import evalenv
+from tasks.osworld.evaluation import EvaluatorWorker, Server, WorkerError, evaluate
+from tasks.osworld.task import Task, parse_task
+
+REPO = Path(__file__).resolve().parent.parent
+VENV = REPO / ".cache" / "osworld-eval"
+
+
+def task(evaluator: dict[str, Any], **extra: Any) -> Task:
+    return parse_task(
+        {
+            "id": "kimi-eval-test",
+            "snapshot": "os",
+            "instruction": "scored by a test",
+            "evaluator": evaluator,
+            **extra,
+        }
+    )
+
+
+# -- rules decided before any getter runs ---------------------------------------------------------
+
+
+@pytest.fixture
+def idle_worker(tmp_path: Path) -> EvaluatorWorker:
+    """A worker that must never be started: its venv does not exist."""
+    return EvaluatorWorker(venv=tmp_path / "no-venv")
+
+
+NOWHERE = Server("127.0.0.1", 9, "unused")  # the discard port: these tests never reach a server
+
+
+@pytest.mark.parametrize(("last", "score"), [("FAIL", 1.0), ("DONE", 0.0), (None, 0.0), ("WAIT", 0.0)])
+def test_infeasible_scores_1_only_after_a_final_fail(
+    last: str | None, score: float, idle_worker: EvaluatorWorker, tmp_path: Path
+) -> None:
+    ev = evaluate(
+        task({"func": "infeasible"}), NOWHERE, last_action=last, cache_dir=tmp_path, worker=idle_worker
+    )
+    assert ev.score == score
+    assert (ev.reason is None) == (score == 1.0)
+    assert idle_worker.starts == 0
+
+
+def test_fail_on_a_feasible_task_scores_0_without_evaluating(
+    idle_worker: EvaluatorWorker, tmp_path: Path
+) -> None:
+    t = task({"func": "exact_match", "result": {"type": "rule", "rules": {}}})
+    ev = evaluate(t, NOWHERE, last_action="FAIL", cache_dir=tmp_path, worker=idle_worker)
+    assert (ev.score, ev.metrics) == (0.0, [])
+    assert "FAIL" in (ev.reason or "")
+    assert idle_worker.starts == 0
+
+
+def test_an_absent_evaluator_venv_scores_0_and_says_how_to_build_it(
+    idle_worker: EvaluatorWorker, tmp_path: Path
+) -> None:
+    t = task({"func": "exact_match", "result": {"type": "rule", "rules": {}}})
+    ev = evaluate(t, NOWHERE, last_action="DONE", cache_dir=tmp_path, worker=idle_worker)
+    assert ev.score == 0.0
+    assert "kimi-agent bench osworld setup" in (ev.reason or "")
+    with pytest.raises(evalenv.EvalEnvError, match="not built: run kimi-agent bench osworld setup"):
+        evalenv.ready_python(tmp_path / "no-venv")
+
+
+# -- the evaluator venv and its worker ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def venv() -> Path:
+    try:
+        evalenv.build(VENV)
+    except evalenv.EvalEnvError as e:
+        pytest.skip(f"the OSWorld evaluator venv cannot be built here: {e}")
+    return VENV
+
+
+@pytest.fixture(scope="module")
+def worker(venv: Path) -> Iterator[EvaluatorWorker]:
+    with EvaluatorWorker(venv=venv, timeout_s=120) as w:
+        yield w
+
+
+def test_the_venv_has_the_official_evaluators_and_no_torch(venv: Path) -> None:
+    python = evalenv.python_of(venv)
+    code = "import importlib.util as u; print(u.find_spec('torch') is None, u.find_spec('desktop_env') is not None)"
+    out = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "True"]
+    assert evalenv.build(venv) == python  # ready: a second build is a no-op
+
+
+def test_the_worker_survives_a_crash(worker: EvaluatorWorker) -> None:
+    first = worker.ping()
+    assert first["import_s"] > 0
+    with pytest.raises(WorkerError, match="exited"):
+        worker.request({"op": "crash"})
+    second = worker.ping()
+    assert second["pid"] != first["pid"]
+    with pytest.raises(WorkerError, match="unknown op"):
+        worker.request({"op": "nonsense"})
+    assert worker.ping()["pid"] == second["pid"]  # a refused request does not cost a restart
+
+
+# -- real getters against a real served sandbox ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def box() -> Iterator[ServedSandbox]:
+    with ServedSandbox(640, 480, desktop="minimal", isolation=None) as b:
+        yield b
+
+
+@pytest.fixture(scope="module")
+def home(box: ServedSandbox) -> str:
+    """A fresh directory on the sandbox's machine for this module's files."""
+    with OSWorldClient(box.url, box.token) as c:
+        r = c.execute(["sh", "-c", 'd=$(mktemp -d "$HOME/kimi-eval.XXXXXX") && printf %s "$d"'])
+    assert r.returncode == 0, r.error
+    return r.output.strip()
+
+
+def put(box: ServedSandbox, path: str, data: bytes) -> None:
+    with OSWorldClient(box.url, box.token) as c:
+        c.upload(path, data)
+
+
+def server_of(box: ServedSandbox) -> Server:
+    return Server(box.host, box.port, box.token)
+
+
+def score(box: ServedSandbox, worker: EvaluatorWorker, tmp_path: Path, evaluator: dict[str, Any], **kw: Any):
+    return evaluate(
+        task(evaluator, **kw), server_of(box), last_action="DONE", cache_dir=tmp_path, worker=worker
+    )
+
+
+def vm_file(path: str, dest: str) -> dict[str, str]:
+    return {"type": "vm_file", "path": path, "dest": dest}
+
+
+@pytest.mark.x11
+def test_compare_text_file_on_files_fetched_by_vm_file(
+    box: ServedSandbox, home: str, worker: EvaluatorWorker, tmp_path: Path
+) -> None:
+    put(box, f"{home}/gold.txt", b"line one\nline two\n")
+    put(box, f"{home}/same.txt", b"line one\nline two\n")
+    put(box, f"{home}/other.txt", b"line one\nline 2\n")
+    same = {"func": "compare_text_file", "result": vm_file(f"{home}/same.txt", "same.txt"),
+            "expected": vm_file(f"{home}/gold.txt", "gold.txt")}  # fmt: skip
+    ev = score(box, worker, tmp_path, same)
+    assert (ev.score, ev.reason) == (1.0, None)
+    assert (tmp_path / "same.txt").read_bytes() == b"line one\nline two\n"  # fetched, not read locally
+    other = {**same, "result": vm_file(f"{home}/other.txt", "other.txt")}
+    ev = score(box, worker, tmp_path, other)
+    assert ev.score == 0.0
+    assert [m.func for m in ev.metrics] == ["compare_text_file"]
+
+
+@pytest.mark.x11
+def test_vm_command_line_posts_to_the_token_server_and_check_include_exclude_reads_it(
+    box: ServedSandbox, worker: EvaluatorWorker, tmp_path: Path
+) -> None:
+    evaluator = {
+        "func": "check_include_exclude",
+        "result": {"type": "vm_command_line", "command": "echo kimi-says-hello", "shell": True},
+        "expected": {"type": "rule", "rules": {"include": ["kimi-says-hello"], "exclude": ["goodbye"]}},
+    }
+    assert score(box, worker, tmp_path, evaluator).score == 1.0
+    evaluator["expected"] = {"type": "rule", "rules": {"include": ["goodbye"], "exclude": []}}
+    assert score(box, worker, tmp_path, evaluator).score == 0.0
+
+
+@pytest.mark.x11
+def test_the_official_getters_direct_post_carries_the_token_and_nothing_else_gets_in(
+    box: ServedSandbox, venv: Path
+) -> None:
+    """What get_vm_command_line does, in the evaluator venv with its requests: the URL's user part
+    (vm_ip = TOKEN:@HOST) is sent as basic auth and accepted; no token or a wrong one is refused."""
+    probe = (
+        "import json, sys, requests\n"
+        "for vm_ip in sys.argv[1:]:\n"
+        "    r = requests.post(f'http://{vm_ip}:" + str(box.port) + "/execute',"
+        " json={'command': 'echo ok', 'shell': True})\n"
+        "    print(r.status_code)\n"
+    )
+    ips = [box.vm_ip, box.host, f"wrong-{box.token}:@{box.host}"]
+    out = subprocess.run(
+        [str(evalenv.python_of(venv)), "-c", probe, *ips], capture_output=True, text=True, timeout=60
+    )
+    assert out.stdout.split() == ["200", "401", "401"], out.stderr
+
+
+@pytest.mark.x11
+def test_and_stops_at_the_first_zero_or_stops_at_the_first_one(
+    box: ServedSandbox, home: str, worker: EvaluatorWorker, tmp_path: Path
+) -> None:
+    put(box, f"{home}/a.txt", b"alpha\n")
+    match = ("compare_text_file", vm_file(f"{home}/a.txt", "a1.txt"), vm_file(f"{home}/a.txt", "a2.txt"))
+    miss = ("check_include_exclude", {"type": "vm_command_line", "command": ["echo", "x"]},
+            {"type": "rule", "rules": {"include": ["absent"], "exclude": []}})  # fmt: skip
+
+    def listed(conj: str, *metrics: tuple[str, dict, dict]) -> dict[str, Any]:
+        return {"func": [m[0] for m in metrics], "conj": conj,
+                "result": [m[1] for m in metrics], "expected": [m[2] for m in metrics]}  # fmt: skip
+
+    ev = score(box, worker, tmp_path, listed("and", miss, match))
+    assert ev.score == 0.0 and [m.func for m in ev.metrics] == ["check_include_exclude"]
+    ev = score(box, worker, tmp_path, listed("and", match, match))
+    assert ev.score == 1.0 and len(ev.metrics) == 2
+    ev = score(box, worker, tmp_path, listed("or", match, miss))
+    assert ev.score == 1.0 and [m.func for m in ev.metrics] == ["compare_text_file"]
+    ev = score(box, worker, tmp_path, listed("or", miss, miss))
+    assert ev.score == 0.0 and len(ev.metrics) == 2
+
+
+@pytest.mark.x11
+def test_a_missing_result_file_and_a_failing_getter_score_0_with_their_reasons(
+    box: ServedSandbox, home: str, worker: EvaluatorWorker, tmp_path: Path
+) -> None:
+    put(box, f"{home}/gold2.txt", b"gold\n")
+    missing = {"func": "compare_text_file", "result": vm_file(f"{home}/never-written.txt", "n.txt"),
+               "expected": vm_file(f"{home}/gold2.txt", "g.txt")}  # fmt: skip
+    ev = score(box, worker, tmp_path, missing)
+    assert ev.score == 0.0
+    assert ev.reason == f"result file missing: {home}/never-written.txt"
+    broken = {
+        "func": "exact_match",
+        "result": {"type": "vm_command_line"},
+        "expected": {"type": "rule", "rules": {}},
+    }
+    ev = score(box, worker, tmp_path, broken)
+    assert ev.score == 0.0
+    assert ev.reason == "result getter vm_command_line failed: KeyError: 'command'"
+    unknown = {"func": "no_such_metric", "result": {"type": "rule", "rules": {}}}
+    assert score(box, worker, tmp_path, unknown).reason == "unknown metric no_such_metric"
+
+
+@pytest.mark.x11
+def test_postconfig_runs_before_the_getters(
+    box: ServedSandbox, home: str, worker: EvaluatorWorker, tmp_path: Path
+) -> None:
+    path = f"{home}/made-by-postconfig.txt"
+    evaluator = {
+        "postconfig": [{"type": "execute", "parameters": {"command": ["sh", "-c", f"echo done > {path}"]}}],
+        "func": "check_include_exclude",
+        "result": {"type": "vm_command_line", "command": ["cat", path]},
+        "expected": {"type": "rule", "rules": {"include": ["done"], "exclude": []}},
+    }
+    ev = score(box, worker, tmp_path, evaluator)
+    assert ev.score == 1.0
+    assert ev.postconfig is not None and ev.postconfig.ok
+
+
+@pytest.mark.x11
+def test_a_getter_that_hangs_times_out_and_the_next_task_gets_a_fresh_worker(
+    box: ServedSandbox, venv: Path, tmp_path: Path
+) -> None:
+    hang = {"func": "check_include_exclude", "result": {"type": "vm_command_line", "command": ["sleep", "30"]},
+            "expected": {"type": "rule", "rules": {"include": [], "exclude": []}}}  # fmt: skip
+    quick = {**hang, "result": {"type": "vm_command_line", "command": ["echo", "ok"]}}
+    with EvaluatorWorker(venv=venv, timeout_s=4) as w:
+        ev = evaluate(task(hang), server_of(box), last_action="DONE", cache_dir=tmp_path, worker=w)
+        assert ev.score == 0.0
+        assert ev.reason == "the evaluator worker did not answer metric within 4 s"
+        ev = evaluate(task(quick), server_of(box), last_action="DONE", cache_dir=tmp_path, worker=w)
+        assert (ev.score, w.starts) == (1.0, 2)
+
+
+# -- what kimi-agent adds to desktop-env 1.0.2 --------------------------------------------------------
+
+
+@pytest.mark.x11
+def test_check_play_and_exit_reads_vlcrc(
+    box: ServedSandbox, home: str, worker: EvaluatorWorker, tmp_path: Path
+) -> None:
+    rule = {"type": "rule", "rules": {"expected_play_and_exit": 0}}
+    evaluator = {"func": "check_play_and_exit", "result": vm_file(f"{home}/vlcrc", "vlcrc"), "expected": rule}
+    put(box, f"{home}/vlcrc", b"[playlist]\n# Play and exit (boolean)\nplay-and-exit=1\n[core]\n")
+    assert score(box, worker, tmp_path, evaluator).score == 0.0
+    put(box, f"{home}/vlcrc", b"[playlist]\n# Play and exit (boolean)\n#play-and-exit=0\n[core]\n")
+    assert score(box, worker, tmp_path, evaluator).score == 1.0
+    put(box, f"{home}/vlcrc", b"[core]\n")  # the default, never written: 0
+    assert score(box, worker, tmp_path, evaluator).score == 1.0
+
+
+def _png(shift: int, scale: int = 1) -> bytes:
+    """Blue bars on white, 128x64, the bars moved right by ``shift``; scaled up by ``scale``."""
+    img = Image.new("RGB", (128, 64), (255, 255, 255))
+    d = ImageDraw.Draw(img)
+    for i in range(0, 128, 16):
+        d.rectangle([i + shift, 8, i + shift + 7, 56], fill=(20, 40, 200))
+    img = img.resize((128 * scale, 64 * scale), Image.Resampling.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.x11
+def test_check_structure_sim_with_threshold_on_real_pngs(
+    box: ServedSandbox, home: str, worker: EvaluatorWorker, tmp_path: Path
+) -> None:
+    put(box, f"{home}/gold.png", _png(0))
+    put(box, f"{home}/twice.png", _png(0, scale=2))  # the same picture, twice the size: resized, similar
+    put(box, f"{home}/shifted.png", _png(8))
+
+    def ev(name: str, threshold: float) -> float:
+        e = {"func": "check_structure_sim_with_threshold", "result": vm_file(f"{home}/{name}", name),
+             "expected": vm_file(f"{home}/gold.png", "gold.png"), "options": {"ssim_threshold": threshold}}  # fmt: skip
+        return score(box, worker, tmp_path, e).score
+
+    assert ev("twice.png", 0.85) == 1.0
+    assert ev("shifted.png", 0.85) == 0.0
+    assert ev("shifted.png", -1.0) == 1.0  # the threshold is the option's
+
+
+@pytest.mark.x11
+@pytest.mark.slow
+def test_chrome_appearance_mode_ui_reads_preferences_without_a_browser(
+    box: ServedSandbox, worker: EvaluatorWorker, tmp_path: Path
+) -> None:
+    with OSWorldClient(box.url, box.token) as c:
+        home = c.execute(["sh", "-c", 'printf %s "$HOME"']).output.strip()
+    prefs = f"{home}/.config/google-chrome/Default/Preferences"
+    evaluator = {"func": "match_in_list", "result": {"type": "chrome_appearance_mode_ui"},
+                 "expected": {"type": "rule", "rules": {"expected": ["light", "system"]}}}  # fmt: skip
+    # chromium_port 9: no DevTools there, so the getter falls back to the profile's Preferences.
+    for scheme, want in ((1, 1.0), (0, 1.0), (2, 0.0)):
+        put(box, prefs, json.dumps({"browser": {"theme": {"color_scheme2": scheme}}}).encode())
+        ev = evaluate(
+            task(evaluator),
+            server_of(box),
+            last_action="DONE",
+            cache_dir=tmp_path,
+            worker=worker,
+            chromium_port=9,
+        )
+        assert ev.score == want, (scheme, ev)
+
+
+def test_the_coverage_check_counts_exactly_what_the_worker_adds() -> None:
+    import ast
+
+    from tasks.osworld import official
+
+    def public(name: str) -> set[str]:
+        tree = ast.parse((evalenv.WORKER_DIR / name).read_text())
+        return {n.name for n in tree.body if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")}
+
+    assert public("ours_metrics.py") == official.OURS_METRICS
+    assert {n.removeprefix("get_") for n in public("ours_getters.py")} == official.OURS_GETTERS
+    assert not (official.OURS_METRICS & official.METRICS) and not (official.OURS_GETTERS & official.GETTERS)
+
+
+@pytest.mark.x11
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
+def test_chrome_appearance_mode_ui_reads_the_settings_page_over_devtools(
+    box: ServedSandbox, home: str, worker: EvaluatorWorker, tmp_path: Path
+) -> None:
+    """A real Chromium in the sandbox, dark mode in a profile the Preferences fallback never reads:
+    only the settings page, reached over the DevTools port (at vm_ip = TOKEN:@HOST), can say "dark".
+    (extensions.theme.system_theme is 1, GTK: upstream's probe reads 0, Classic, as "light" and
+    light wins, a quirk kept.)"""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    profile = f"{home}/chromium-profile"
+    prefs = {"browser": {"theme": {"color_scheme2": 2}}, "extensions": {"theme": {"system_theme": 1}}}
+    put(box, f"{profile}/Default/Preferences", json.dumps(prefs).encode())
+    flags = ["--no-first-run", "--no-default-browser-check", f"--user-data-dir={profile}"]
+    flags += [f"--remote-debugging-port={port}", *(["--no-sandbox"] if os.geteuid() == 0 else [])]
+    with OSWorldClient(box.url, box.token) as c:
+        started = c.execute(["sh", "-c", 'chromium "$@" about:blank >/dev/null 2>&1 & echo $!', "sh", *flags])
+        pid = started.output.strip()
+        assert pid.isdigit(), started
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+                time.sleep(0.3)
+            evaluator = {"func": "exact_match", "result": {"type": "chrome_appearance_mode_ui"},
+                         "expected": {"type": "rule", "rules": {"expected": "dark"}}}  # fmt: skip
+            ev = evaluate(
+                task(evaluator),
+                server_of(box),
+                last_action="DONE",
+                cache_dir=tmp_path,
+                worker=worker,
+                chromium_port=port,
+            )
+            assert (ev.score, ev.reason) == (1.0, None)
+        finally:
+            c.execute(["kill", pid])
+
+
+def test_the_setup_command_reports_a_ready_venv_and_the_env_var_moves_it(venv: Path, tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "tasks.cli", "bench", "osworld", "setup"]
+    done = subprocess.run([*cmd, "--venv", str(venv)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "ready" in done.stdout and str(venv.name) in done.stdout
+    env = {**os.environ, evalenv.VENV_VAR: str(venv)}
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0 and "ready" in done.stdout, done.stderr
+    xdg = {k: v for k, v in os.environ.items() if k != evalenv.VENV_VAR} | {"XDG_CACHE_HOME": str(tmp_path)}
+    code = "from tasks.osworld.evalenv import default_venv; print(default_venv())"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, env=xdg)
+    assert out.stdout.strip() == str(tmp_path / "kimi-agent" / "osworld-eval")

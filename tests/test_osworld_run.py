@@ -1,0 +1,349 @@
+"""`kimi-agent bench osworld run` / `report` as users run them: real subprocesses, real sandboxes with
+our OSWorld-protocol server, real setup steps, the official evaluators, OSWorld's results layout.
+
+The tasks (tests/data/osworld_run) are small OSWorld-format files scored by official metrics: a file
+written in a terminal (check_include_exclude over vm_command_line), an infeasible task, and a task
+with no reference script, whose play raises (it must score 0.0 with its error kept).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tasks.osworld.report import summarize
+from tasks.osworld.results import RESULT_FILE, model_dir
+from tasks.osworld.run_cli import resolve
+from tasks.osworld.task import TaskError
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO / "tests" / "data" / "osworld_run"
+SPLIT = DATA / "split.json"
+SCRIPTS = DATA / "scripts"
+EVAL_VENV = REPO / ".cache" / "osworld-eval"
+WRITE, INFEASIBLE, NO_SCRIPT = (f"a1b2c3d4-0000-4000-8000-00000000000{i}" for i in (1, 2, 3))
+TRAJ_FIELDS = {
+    "step_num",
+    "action_timestamp",
+    "action",
+    "response",
+    "reward",
+    "done",
+    "info",
+    "screenshot_file",
+}
+# The sandboxes' server runs on the host for now (ServedSandbox): it cannot read an isolated
+# sandbox's cookie, so these runs use --no-isolation until the server moves inside.
+SANDBOX_FLAGS = ["--desktop-env", "minimal", "--no-isolation"]
+
+
+def cli(*args: str | Path, tmp: Path) -> list[str]:
+    return [sys.executable, "-m", "tasks.cli", "bench", "osworld", *map(str, args)]
+
+
+def env_for(tmp: Path) -> dict[str, str]:
+    """The evaluator venv .ci/setup built; downloads cached per test."""
+    return {
+        **os.environ,
+        "XDG_CACHE_HOME": str(tmp / "cache"),
+        "KIMI_OSWORLD_EVAL_VENV": str(EVAL_VENV),
+        "COLUMNS": "200",
+    }
+
+
+def run_cli(
+    *args: str | Path, tmp: Path, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        cli(*args, tmp=tmp),
+        cwd=REPO,
+        env={**env_for(tmp), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def scripted_root(out: Path) -> Path:
+    return model_dir(out, f"script-{SCRIPTS.name}")
+
+
+def results_like_show_result(root: Path) -> dict[str, dict[str, float]]:
+    """What OSWorld's show_result.py reads: <root>/<domain>/<task_id>/result.txt."""
+    found: dict[str, dict[str, float]] = {}
+    for domain in sorted(p for p in root.iterdir() if p.is_dir()):
+        for task in sorted(p for p in domain.iterdir() if p.is_dir()):
+            if (task / RESULT_FILE).is_file():
+                found.setdefault(domain.name, {})[task.name] = float((task / RESULT_FILE).read_text())
+    return found
+
+
+needs_x = pytest.mark.skipif(shutil.which("Xvfb") is None, reason="Xvfb is not installed")
+
+
+@pytest.mark.slow
+@needs_x
+def test_a_scripted_run_on_two_workers_scores_in_osworlds_layout(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    r = run_cli(
+        "run", SPLIT, "--script-dir", SCRIPTS, "--out", out, "--workers", "2", *SANDBOX_FLAGS, tmp=tmp_path
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    root = scripted_root(out)
+    assert results_like_show_result(root) == {"os": {WRITE: 1.0, INFEASIBLE: 1.0, NO_SCRIPT: 0.0}}
+
+    task = root / "os" / WRITE
+    lines = [json.loads(x) for x in (task / "traj.jsonl").read_text().splitlines()]
+    assert lines and all(set(line) == TRAJ_FIELDS for line in lines)
+    assert [line["step_num"] for line in lines] == [1, 2, 2, 3, 4]
+    assert lines[-1]["action"] == "DONE" and lines[-1]["done"] is True
+    assert lines[1]["action"] == "pyautogui.write('echo hello > ~/answer.txt')"
+    assert all((task / line["screenshot_file"]).stat().st_size > 0 for line in lines)
+    assert (task / "recording.mp4").stat().st_size > 0
+    for ours in ("run.json", "steps.jsonl", "report.html", "outcome.json"):
+        assert (task / ours).is_file(), ours
+
+    infeasible = [json.loads(x) for x in (root / "os" / INFEASIBLE / "traj.jsonl").read_text().splitlines()]
+    assert [line["action"] for line in infeasible] == ["FAIL"]
+
+    crashed = json.loads((root / "os" / NO_SCRIPT / "outcome.json").read_text())
+    assert crashed["kind"] == "crashed" and "no script for this task" in crashed["error"]
+    workers = {
+        json.loads((root / "os" / t / "outcome.json").read_text())["worker"] for t in (WRITE, INFEASIBLE)
+    }
+    assert workers == {"sandbox-1", "sandbox-2"}
+
+    s = summarize(root)
+    assert (s.total.tasks, s.total.score) == (3, 2.0)
+    assert round(s.total.baseline_rate, 2) == 33.33  # the always-FAIL baseline: 1 infeasible of 3
+    assert "crashed" in r.stdout and "66.67" in r.stdout
+    assert (root / "summary.html").read_text().count('/report.html"') == 2
+
+    # Report re-renders from files; a second run skips every finished task.
+    again = run_cli("report", out, tmp=tmp_path)
+    assert again.returncode == 0 and "66.67" in again.stdout, again.stdout + again.stderr
+    rerun = run_cli("run", SPLIT, "--script-dir", SCRIPTS, "--out", out, *SANDBOX_FLAGS, tmp=tmp_path)
+    assert rerun.returncode == 0 and "3 already finished, 0 to run" in rerun.stdout
+
+
+def _newer(path: Path, t0: float) -> bool:
+    try:
+        return path.stat().st_mtime >= t0
+    except FileNotFoundError:
+        return False
+
+
+def _kill_when(args: list[str], tmp: Path, ready: Callable[[float], bool], limit_s: float = 120.0) -> bool:
+    """Start a run, SIGKILL it once ``ready(start time)`` holds; whether it was still running then."""
+    t0 = time.time() - 0.01
+    proc = subprocess.Popen(
+        args, cwd=REPO, env=env_for(tmp), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + limit_s
+    while not ready(t0) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    running = proc.poll() is None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return running
+
+
+@pytest.mark.slow
+@needs_x
+def test_sigkill_at_any_moment_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    root = scripted_root(out)
+    args = cli("run", SPLIT, "--script-dir", SCRIPTS, "--out", out, *SANDBOX_FLAGS, tmp=tmp_path)
+    write = root / "os" / WRITE
+    infeasible = root / "os" / INFEASIBLE
+    moments: list[Callable[[float], bool]] = [
+        lambda t0: _newer(write, t0),  # the task directory was just made: setup not even started
+        lambda t0: _newer(write / "traj.jsonl", t0),  # mid-play
+        lambda t0: _newer(write / RESULT_FILE, t0),  # one task finished, the next one starting
+        lambda t0: _newer(infeasible / "run.json", t0),  # the second task mid-play
+    ]
+    for ready in moments:
+        assert _kill_when(args, tmp_path, ready)
+        for task in (root / "os").iterdir():  # result.txt comes last: its outcome is there before it
+            assert not (task / RESULT_FILE).is_file() or (task / "outcome.json").is_file()
+    assert (write / RESULT_FILE).is_file() and not (infeasible / RESULT_FILE).is_file()
+    r = subprocess.run(args, cwd=REPO, env=env_for(tmp_path), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert results_like_show_result(root) == {"os": {WRITE: 1.0, INFEASIBLE: 1.0, NO_SCRIPT: 0.0}}
+    steps = [json.loads(x)["step_num"] for x in (write / "traj.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 2, 3, 4]  # one play's lines, none left from a killed attempt
+    assert summarize(root).total.tasks == 3
+
+
+@pytest.mark.slow
+@needs_x
+def test_a_task_over_its_time_scores_zero_with_the_reason(tmp_path: Path) -> None:
+    scripts = tmp_path / "slow"
+    scripts.mkdir()
+    (scripts / f"{WRITE}.json").write_text(json.dumps([{"kind": "wait", "seconds": 2}] * 10))
+    out = tmp_path / "results"
+    r = run_cli("run", WRITE, "--osworld-dir", DATA, "--script-dir", scripts, "--out", out, "--task-timeout", "3",
+                *SANDBOX_FLAGS, tmp=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    outcome = json.loads((model_dir(out, "script-slow") / "os" / WRITE / "outcome.json").read_text())
+    assert (outcome["kind"], outcome["score"]) == ("timed_out", 0.0)
+    assert outcome["error"] == "timed out after 3 s" and outcome["steps"] < 10
+
+
+@pytest.mark.slow
+@needs_x
+def test_a_vm_is_reset_by_the_users_hook_before_each_task(tmp_path: Path) -> None:
+    from env.served_sandbox import ServedSandbox
+
+    log = tmp_path / "reverts.log"
+    out = tmp_path / "results"
+    with ServedSandbox(1920, 1080, desktop="minimal", isolation=None) as vm:
+        r = run_cli("run", WRITE, INFEASIBLE, "--osworld-dir", DATA, "--script-dir", SCRIPTS, "--out", out,
+                    "--vm", vm.url, "--vm-token", vm.token, "--vm-revert", f'echo "$KIMI_VM_URL" >> {log}',
+                    tmp=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert log.read_text().splitlines() == [vm.url, vm.url]
+    assert results_like_show_result(scripted_root(out)) == {"os": {WRITE: 1.0, INFEASIBLE: 1.0}}
+
+
+@pytest.mark.slow
+@needs_x
+def test_kimi_vl_through_the_tiny_random_model_completes_with_a_score(
+    tmp_path: Path, tiny_kimi: Path
+) -> None:
+    out = tmp_path / "results"
+    r = run_cli("run", WRITE, INFEASIBLE, "--osworld-dir", DATA, "--out", out, "--backend", "transformers",
+                "--model", tiny_kimi, "--offline", "--max-steps", "2", "--max-new-tokens", "32", "--in-token-limit", "256", *SANDBOX_FLAGS,
+                tmp=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    root = model_dir(out, str(tiny_kimi))
+    for task in (WRITE, INFEASIBLE):
+        outcome = json.loads((root / "os" / task / "outcome.json").read_text())
+        assert outcome["kind"] == "scored", outcome
+        assert 0.0 <= outcome["score"] <= 1.0
+        assert 1 <= outcome["steps"] <= 2
+    assert summarize(root).stats.tokens_in  # per-step tokens made it into the summary
+
+
+def test_tasks_are_named_by_split_ids_or_files_and_bad_names_are_one_line() -> None:
+    name, refs = resolve([str(SPLIT)], None)
+    assert (name, [r.task_id for r in refs]) == ("split", [WRITE, INFEASIBLE, NO_SCRIPT])
+    assert [r.infeasible for r in refs] == [False, True, False]
+    _, by_id = resolve([INFEASIBLE, str(DATA / "examples" / "os" / f"{WRITE}.json")], DATA)
+    assert [(r.domain, r.task_id) for r in by_id] == [("os", INFEASIBLE), ("os", WRITE)]
+    with pytest.raises(TaskError, match="00000000-0000-4000-8000-000000000009: neither a split"):
+        resolve(["00000000-0000-4000-8000-000000000009"], DATA)
+    with pytest.raises(TaskError, match="no-such-task: no file"):
+        resolve([WRITE, "no-such-task"], DATA)
+    with pytest.raises(TaskError, match="named twice"):
+        resolve([WRITE, WRITE], DATA)
+
+
+def test_usage_errors_are_one_line(tmp_path: Path) -> None:
+    r = run_cli("run", SPLIT, "--script-dir", SCRIPTS, "--out", tmp_path, tmp=tmp_path,
+                env={"KIMI_OSWORLD_EVAL_VENV": str(tmp_path / "no-venv")})  # fmt: skip
+    assert r.returncode == 2 and "kimi-agent bench osworld setup" in r.stdout, r.stdout
+    r = run_cli("run", SPLIT, "--vm-revert", "true", "--script-dir", SCRIPTS, "--out", tmp_path, tmp=tmp_path)
+    assert r.returncode == 2 and "--vm-revert resets VMs" in r.stdout
+    r = run_cli(
+        "run", SPLIT, "--vm", "http://127.0.0.1:9", "--workers", "2", "--script-dir", SCRIPTS, tmp=tmp_path
+    )
+    assert r.returncode == 2 and "one worker per VM" in r.stdout
+    r = run_cli("report", tmp_path / "nothing", tmp=tmp_path)
+    assert r.returncode == 2 and "no OSWorld run" in r.stdout
+
+
+def test_the_summary_divides_by_the_split_and_lists_what_scored_nothing(tmp_path: Path) -> None:
+    """Outcomes written as the runner writes them; one task never ran (killed before it started)."""
+    from tasks.osworld.report import write_html
+    from tasks.osworld.results import Outcome, RunManifest, finish, prepare, task_dir, write_manifest
+
+    _, refs = resolve([str(SPLIT)], None)
+    root = tmp_path / "run"
+    write_manifest(root, RunManifest(split="split", model="Kimi-VL-A3B-Instruct", policy="p", max_steps=15,
+                                     started_at=0.0, tasks=refs))  # fmt: skip
+    for ref, score, kind, error in ((refs[0], 1.0, "scored", None), (refs[2], 0.0, "crashed", "boom")):
+        d = task_dir(root, ref.domain, ref.task_id)
+        prepare(d)
+        finish(d, Outcome(task_id=ref.task_id, domain=ref.domain, score=score, kind=kind, error=error))
+    s = summarize(root)
+    assert (s.total.tasks, s.total.ran, s.total.score) == (3, 2, 1.0)
+    assert [(c.name, c.tasks) for c in s.categories] == [("OS", 3)]
+    assert [(r.task_id, r.status) for r in s.rows if r.status != "scored"] == [
+        (INFEASIBLE, "not run"),
+        (NO_SCRIPT, "crashed"),
+    ]
+    assert [v for _, v in s.references()] == [8.22, 9.7, 10.3]
+    page = write_html(s).read_text()
+    assert "boom" in page and "33.33" in page
+
+
+@pytest.mark.slow
+@needs_x
+def test_unsupported_and_unready_tasks_score_zero_with_their_reasons(tmp_path: Path) -> None:
+    base = json.loads((DATA / "examples" / "os" / f"{WRITE}.json").read_text())
+    tasks = tmp_path / "examples" / "os"
+    tasks.mkdir(parents=True)
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    unknown = {**base, "id": "unknown-metric", "evaluator": {**base["evaluator"], "func": "no_such_metric"}}
+    unready = {
+        **base,
+        "id": "missing-file",
+        "config": [{"type": "open", "parameters": {"path": "/home/user/gone.txt"}}],
+    }
+    for task in (unknown, unready):
+        (tasks / f"{task['id']}.json").write_text(json.dumps(task))
+        (scripts / f"{task['id']}.json").write_text(json.dumps([{"kind": "done"}]))
+    out = tmp_path / "results"
+    r = run_cli("run", "unknown-metric", "missing-file", "--osworld-dir", tmp_path, "--script-dir", scripts,
+                "--out", out, *SANDBOX_FLAGS, tmp=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    root = model_dir(out, "script-scripts")
+    first = json.loads((root / "os" / "unknown-metric" / "outcome.json").read_text())
+    assert (first["kind"], first["score"]) == ("unsupported", 0.0) and "no_such_metric" in first["error"]
+    second = json.loads((root / "os" / "missing-file" / "outcome.json").read_text())
+    assert (second["kind"], second["score"]) == ("setup_failed", 0.0)
+    assert second["error"].startswith("step 1 open: error") and "gone.txt" in second["error"]
+    assert first["timings"]["reset_s"] == 0.0  # nothing was started for a task that cannot run here
+
+
+GIVE_UP = "## Action:\ngive up\n## Code:\n```python\ncomputer.terminate(status='failure')\n```"
+
+
+@pytest.mark.slow
+@needs_x
+def test_losing_the_model_stops_the_run_and_a_resume_finishes_it(tmp_path: Path) -> None:
+    """A model server that fails is the user's to fix: the run stops (status 2) without scoring the
+    task in flight as 0; the same command, once the server answers, scores both tasks."""
+    from fake_openai_server import FakeOpenAI, Reply
+
+    out = tmp_path / "results"
+    server = FakeOpenAI(models=("kimi-vl",))
+    try:
+        args = ("run", WRITE, INFEASIBLE, "--osworld-dir", DATA, "--out", out, "--backend", "openai",
+                "--model", "kimi-vl", "--base-url", server.url, "--retries", "0", *SANDBOX_FLAGS)  # fmt: skip
+        server.default = Reply(status=500, body={"error": {"message": "the GPU fell off"}})
+        r = run_cli(*args, tmp=tmp_path)
+        assert r.returncode == 2, r.stdout + r.stderr
+        root = model_dir(out, "kimi-vl")
+        assert results_like_show_result(root) == {}
+        assert summarize(root).rows[0].status == "not run"
+        server.default = Reply(text=GIVE_UP)
+        r = run_cli(*args, tmp=tmp_path)
+        assert r.returncode == 0, r.stdout + r.stderr
+    finally:
+        server.close()
+    # FAIL is right on the infeasible task and scores 0 on the feasible one, as OSWorld scores it.
+    assert results_like_show_result(root) == {"os": {WRITE: 0.0, INFEASIBLE: 1.0}}
+    line = json.loads((root / "os" / INFEASIBLE / "traj.jsonl").read_text())
+    assert (line["action"], line["response"]) == ("FAIL", GIVE_UP)
