@@ -290,6 +290,32 @@ def test_a_getter_that_hangs_times_out_and_the_next_task_gets_a_fresh_worker(
         assert (ev.score, w.starts) == (1.0, 2)
 
 
+@pytest.mark.x11
+def test_home_user_in_getters_means_the_sandbox_home(
+    box: ServedSandbox, worker: EvaluatorWorker, tmp_path: Path
+) -> None:
+    """Task files name OSWorld's /home/user; on a sandbox the getters look in its HOME instead, as the
+    setup steps do, while dest stays a file name in the local cache."""
+    with OSWorldClient(box.url, box.token) as c:
+        sandbox_home = c.execute(["sh", "-c", 'printf %s "$HOME"']).output.strip()
+    assert sandbox_home != "/home/user"
+    put(box, f"{sandbox_home}/Desktop/report.txt", b"quarterly\n")
+    evaluator = {
+        "func": ["compare_text_file", "check_include_exclude"],
+        "result": [
+            vm_file("/home/user/Desktop/report.txt", "report.txt"),
+            {"type": "vm_command_line", "command": "cat /home/user/Desktop/report.txt", "shell": True},
+        ],
+        "expected": [
+            vm_file(f"{sandbox_home}/Desktop/report.txt", "gold.txt"),
+            {"type": "rule", "rules": {"include": ["quarterly"], "exclude": []}},
+        ],
+    }
+    ev = score(box, worker, tmp_path, evaluator)
+    assert (ev.score, ev.reason) == (1.0, None)
+    assert (tmp_path / "report.txt").read_bytes() == b"quarterly\n"
+
+
 # -- what kimi-agent adds to desktop-env 1.0.2 --------------------------------------------------------
 
 
