@@ -290,6 +290,69 @@ def test_a_getter_that_hangs_times_out_and_the_next_task_gets_a_fresh_worker(
         assert (ev.score, w.starts) == (1.0, 2)
 
 
+@pytest.mark.x11
+def test_home_user_in_getters_means_the_sandbox_home(
+    box: ServedSandbox, worker: EvaluatorWorker, tmp_path: Path
+) -> None:
+    """Task files name OSWorld's /home/user; on a sandbox the getters look in its HOME instead, as the
+    setup steps do, while dest stays a file name in the local cache."""
+    with OSWorldClient(box.url, box.token) as c:
+        sandbox_home = c.execute(["sh", "-c", 'printf %s "$HOME"']).output.strip()
+    assert sandbox_home != "/home/user"
+    put(box, f"{sandbox_home}/Desktop/report.txt", b"quarterly\n")
+    evaluator = {
+        "func": ["compare_text_file", "check_include_exclude"],
+        "result": [
+            vm_file("/home/user/Desktop/report.txt", "report.txt"),
+            {"type": "vm_command_line", "command": "cat /home/user/Desktop/report.txt", "shell": True},
+        ],
+        "expected": [
+            vm_file(f"{sandbox_home}/Desktop/report.txt", "gold.txt"),
+            {"type": "rule", "rules": {"include": ["quarterly"], "exclude": []}},
+        ],
+    }
+    ev = score(box, worker, tmp_path, evaluator)
+    assert (ev.score, ev.reason) == (1.0, None)
+    assert (tmp_path / "report.txt").read_bytes() == b"quarterly\n"
+
+
+@pytest.mark.x11
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("soffice") is None, reason="LibreOffice is not installed")
+def test_compare_table_on_sheets_libreoffice_wrote(
+    box: ServedSandbox, home: str, worker: EvaluatorWorker, tmp_path: Path
+) -> None:
+    """The most used metric (60 tasks), on .xlsx files LibreOffice Calc writes in the sandbox, with a
+    rule list as the corpus writes it."""
+    put(box, f"{home}/gold.csv", b"Name,Q1,Q2\nAda,3,4\nBob,5,6\n")
+    put(box, f"{home}/wrong.csv", b"Name,Q1,Q2\nAda,3,4\nBob,5,7\n")
+    with OSWorldClient(box.url, box.token) as c:
+        r = c.execute(
+            [
+                "soffice",
+                "--headless",
+                "--convert-to",
+                "xlsx",
+                "--outdir",
+                home,
+                f"{home}/gold.csv",
+                f"{home}/wrong.csv",
+            ],
+            timeout_s=180,
+        )
+        assert r.returncode == 0, r.error
+        c.execute(["cp", f"{home}/gold.xlsx", f"{home}/result.xlsx"])
+    rules = {"rules": [{"type": "sheet_data", "sheet_idx0": 0, "sheet_idx1": "EI0"}]}
+
+    def ev(name: str) -> float:
+        e = {"func": "compare_table", "result": vm_file(f"{home}/{name}", name),
+             "expected": vm_file(f"{home}/gold.xlsx", "gold.xlsx"), "options": rules}  # fmt: skip
+        return score(box, worker, tmp_path, e).score
+
+    assert ev("result.xlsx") == 1.0
+    assert ev("wrong.xlsx") == 0.0
+
+
 # -- what kimi-agent adds to desktop-env 1.0.2 --------------------------------------------------------
 
 

@@ -28,8 +28,16 @@ from typing import Any
 
 from env.osworld_client import OSWorldClient
 from tasks.osworld.evalenv import WORKER_DIR, EvalEnvError, default_venv, ready_python
-from tasks.osworld.setup import SetupContext, SetupReport, run_postconfig, sandbox_aliases
-from tasks.osworld.task import Metric, Task
+from tasks.osworld.setup import (
+    _VM_HOME_RE,
+    VM_HOME,
+    SetupContext,
+    SetupReport,
+    StepFailed,
+    run_postconfig,
+    sandbox_aliases,
+)
+from tasks.osworld.task import Getter, Metric, Task
 
 FAIL = "FAIL"
 
@@ -235,6 +243,26 @@ def combine(scores: list[MetricScore], conj: str) -> tuple[float, str | None]:
     return max(values), next((s.reason for s in scores if s.reason), None) if max(values) == 0 else None
 
 
+def rehome(metric: Metric, home: str) -> Metric:
+    """The metric for a machine whose HOME is not OSWorld's /home/user (a sandbox): /home/user in its
+    getters' parameters (paths, commands) becomes that HOME, as setup steps are rehomed; ``dest``, a
+    file name in the local cache, stays."""
+    if home == VM_HOME:
+        return metric
+    escaped = json.dumps(home)[1:-1]
+
+    def fix(g: Getter | None) -> Getter | None:
+        if g is None:
+            return None
+        data = g.model_dump()
+        for k, v in data.items():
+            if k != "dest":
+                data[k] = json.loads(_VM_HOME_RE.sub(lambda _: escaped, json.dumps(v)))
+        return Getter.model_validate(data)
+
+    return metric.model_copy(update={"result": fix(metric.result), "expected": fix(metric.expected)})
+
+
 def evaluate(
     task: Task,
     server: Server,
@@ -253,38 +281,43 @@ def evaluate(
     t0 = time.monotonic()
     ev = task.evaluator
     cache_dir.mkdir(parents=True, exist_ok=True)
-    report: SetupReport | None = None
-    if ev.postconfig:
-        own = setup is None
-        ctx = setup or SetupContext(
-            client=OSWorldClient(server.url, server.token), cache_dir=cache_dir, aliases=sandbox_aliases()
-        )
-        try:
-            report = run_postconfig(task, ctx)
-        finally:
-            if own:
-                ctx.client.close()
+    own = setup is None
+    ctx = setup or SetupContext(
+        client=OSWorldClient(server.url, server.token), cache_dir=cache_dir, aliases=sandbox_aliases()
+    )
+    try:
+        report = run_postconfig(task, ctx) if ev.postconfig else None
 
-    def done(score: float, reason: str | None, metrics: list[MetricScore] | None = None) -> Evaluation:
-        if report is not None and not report.ok and reason is None and score == 0.0:
-            problem = report.first_problem()
-            reason = f"postconfig {problem.line()}" if problem else None
-        return Evaluation(score, reason, metrics or [], report, time.monotonic() - t0)
+        def done(score: float, reason: str | None, metrics: list[MetricScore] | None = None) -> Evaluation:
+            if report is not None and not report.ok and reason is None and score == 0.0:
+                problem = report.first_problem()
+                reason = f"postconfig {problem.line()}" if problem else None
+            return Evaluation(score, reason, metrics or [], report, time.monotonic() - t0)
 
-    if ev.func == "infeasible":
+        if ev.func == "infeasible":
+            if last_action == FAIL:
+                return done(1.0, None)
+            return done(0.0, "infeasible task: the last action was not FAIL")
         if last_action == FAIL:
-            return done(1.0, None)
-        return done(0.0, "infeasible task: the last action was not FAIL")
-    if last_action == FAIL:
-        return done(0.0, "the agent gave up (FAIL) on a feasible task")
+            return done(0.0, "the agent gave up (FAIL) on a feasible task")
 
-    scores: list[MetricScore] = []
-    for metric in ev.metrics():
-        scores.append(
-            worker.metric(metric, server, cache_dir, chromium_port=chromium_port, vlc_port=vlc_port)
-        )
-        s = scores[-1].score
-        if (ev.conj == "and" and s == 0.0) or (ev.conj == "or" and s == 1.0):
-            break
-    score, reason = combine(scores, ev.conj)
-    return done(score, reason, scores)
+        metrics = ev.metrics()
+        if any(_VM_HOME_RE.search(m.model_dump_json()) for m in metrics):
+            try:
+                home = ctx.machine_home()
+            except StepFailed:
+                home = VM_HOME  # unreachable: the getters will say so
+            metrics = [rehome(m, home) for m in metrics]
+        scores: list[MetricScore] = []
+        for metric in metrics:
+            scores.append(
+                worker.metric(metric, server, cache_dir, chromium_port=chromium_port, vlc_port=vlc_port)
+            )
+            s = scores[-1].score
+            if (ev.conj == "and" and s == 0.0) or (ev.conj == "or" and s == 1.0):
+                break
+        score, reason = combine(scores, ev.conj)
+        return done(score, reason, scores)
+    finally:
+        if own:
+            ctx.client.close()

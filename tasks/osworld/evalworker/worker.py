@@ -128,13 +128,16 @@ def metric(req: dict[str, Any]) -> tuple[float, str | None]:
         if cfg["type"] in FILE_GETTERS and _missing(state):
             where = cfg.get("path") or cfg.get("dest") or cfg["type"]
             return 0.0, f"{role} file missing: {where}"
-        states.append(state)
+        states.append((role, cfg["type"], state))
     try:
-        value = fn(*states, **(req.get("options") or {}))
+        value = fn(*(s for _, _, s in states), **(req.get("options") or {}))
         score = float(value)
     except Exception as e:
         traceback.print_exc()
         return 0.0, _error(f"metric {func} raised", e)
+    empty = [f"the {role} getter {kind} returned nothing" for role, kind, s in states if s is None]
+    if score == 0.0 and empty:
+        return 0.0, f"metric {func} scored 0; " + ", ".join(empty)
     return score, None
 
 
