@@ -20,6 +20,7 @@ from rich.text import Text
 
 from agent.policy import ScriptedPolicy
 from env.desktops import DESKTOPS
+from tasks.osworld import suite
 from tasks.osworld.progress import Progress
 from tasks.osworld.report import print_summary, summarize, write_html
 from tasks.osworld.results import (
@@ -45,6 +46,7 @@ from tasks.osworld.runner import (
 from tasks.osworld.task import DEFAULT_DIR_VAR, Task, TaskError, load_split, load_task, osworld_dir
 
 DEFAULT_SPLIT = "test_nogdrive"  # OSWorld-Verified's standard 361 tasks
+SUITE = "suite"  # names tasks/osworld/suite: its split, and for --script-dir its solutions
 
 
 def run_parser() -> argparse.ArgumentParser:
@@ -60,7 +62,8 @@ def run_parser() -> argparse.ArgumentParser:
         "tasks",
         nargs="*",
         metavar="SPLIT|TASK_ID|TASK_FILE",
-        help=f"a split (file, or name in --osworld-dir; default {DEFAULT_SPLIT}), task ids, or task files",
+        help=f"a split (file, or name in --osworld-dir; default {DEFAULT_SPLIT}; `suite`: the tasks that run "
+        "on our sandboxes), task ids, or task files",
     )
     p.add_argument(
         "--osworld-dir",
@@ -93,7 +96,8 @@ def run_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--script-dir",
         type=Path,
-        help="play DIR/<task_id>.json (the --script format) instead of asking a model",
+        help="play DIR/<task_id>.json (the --script format) instead of asking a model; "
+        "`suite`: the packaged suite's reference solutions",
     )
     p.add_argument(
         "--desktop-env", choices=DESKTOPS, default="xfce", help="the sandboxes' desktop (default xfce)"
@@ -120,6 +124,8 @@ def resolve(names: Sequence[str], examples: Path | None) -> tuple[str, list[Task
     examples/<domain>/<id>.json under the OSWorld directory)."""
     base = osworld_dir(examples)
     names = list(names) or [DEFAULT_SPLIT]
+    if names == [SUITE] and not (base / f"{SUITE}.json").is_file():
+        names = [str(suite.SPLIT)]  # the packaged suite that runs on our sandboxes
     split_file = _split_file(names[0], base) if len(names) == 1 else None
     if split_file is not None:
         split = load_split(split_file)
@@ -203,6 +209,8 @@ def _agents(args: argparse.Namespace, console: Console, refs: list[TaskRef]) -> 
     """How each task gets its player; the model's name (for the results path) and a label."""
     if args.script_dir is not None:
         scripts = args.script_dir
+        if str(scripts) == SUITE and not scripts.is_dir():
+            scripts = suite.SOLUTIONS  # the packaged suite's reference solutions
         if not scripts.is_dir():
             raise FileNotFoundError(f"--script-dir {scripts}: not a directory")
 
