@@ -165,6 +165,34 @@ def test_unreachable_or_missing_downloads_stop_setup_with_a_clear_reason(
     assert not list(ctx.cache_dir.glob("*.part"))
 
 
+def test_relative_download_paths_are_read_beside_the_task_file(
+    served: Served, ctx: SetupContext, tmp_path: Path
+) -> None:
+    # A suite ships its inputs beside its task files: `files/a.txt` and `file:../files/a.txt`.
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "a.txt").write_text("beside the task\n")
+    (tmp_path / "examples").mkdir()
+    files = [
+        {"url": "../files/a.txt", "path": "~/rel1.txt"},
+        {"url": "file:../files/a.txt", "path": "~/rel2.txt"},
+    ]
+    task_file = tmp_path / "examples" / "t.json"
+    task_file.write_text(
+        json.dumps(
+            {"id": "t", "snapshot": "os", "instruction": "x", "evaluator": {"func": "infeasible"},
+             "config": [{"type": "download", "parameters": {"files": files}}]}
+        )
+    )  # fmt: skip
+    report = run_config(load_task(task_file), ctx)
+    assert report.ok, report.outcomes
+    assert ctx.task_dir == task_file.parent
+    for name in ("rel1.txt", "rel2.txt"):
+        assert (served.home / name).read_text() == "beside the task\n"
+    elsewhere = run_steps(_steps([{"type": "download", "parameters": {"files": [files[0]]}}]), SetupContext(
+        served.client, cache_dir=tmp_path / "cache2"))  # fmt: skip
+    assert not elsewhere.ok and "no such local file ../files/a.txt" in elsewhere.outcomes[0].detail
+
+
 def _free_port() -> int:
     import socket
 

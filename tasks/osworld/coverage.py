@@ -35,6 +35,7 @@ APP_PROGRAMS: dict[str, tuple[str, ...]] = {
     "vscode": ("code",),
     "os": ("xterm", "gnome-terminal"),
     "terminal": ("xterm", "gnome-terminal"),
+    "mousepad": ("mousepad",),  # the text editor of our suite (tasks/osworld/suite)
     "pdf": ("evince", "okular", "chromium", "google-chrome"),
     "image": ("eog", "ristretto", "gimp"),
     "picard": ("picard",),
