@@ -23,6 +23,7 @@ from env.supervisor import SandboxProcess
 from env.unix_forward import UnixForward
 
 SOCKET_NAME = "osworld.sock"
+MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes with the final NUL
 
 
 class ServedSandbox:
@@ -50,6 +51,11 @@ class ServedSandbox:
             box = self.sandbox
             token_file = box.control_file("osworld-token", self.token.encode())
             self.socket_path = token_file.with_name(SOCKET_NAME)
+            if len(bytes(self.socket_path)) > MAX_SOCKET_PATH:
+                raise SandboxError(
+                    f"{self.socket_path} is too long for a unix socket ({MAX_SOCKET_PATH} bytes at most): "
+                    "put the sandbox in a directory with a shorter path"
+                )
             argv = [sys.executable, "-m", "env.osworld_server"]
             argv += [box.inside(self.socket_path), box.inside(token_file), f"{execute_timeout_s:g}"]
             # The code the host runs, wherever it is imported from (a checkout or site-packages).
