@@ -53,14 +53,6 @@ SUBSET = [
     "vlc-snapshot",
     "gimp-export-png",
 ]
-# The sandboxes' server runs on the host for now (env/served_sandbox.py): with bubblewrap it cannot
-# use the sandbox's /home/user, so the runs use --no-isolation until the server moves inside. Unwalled,
-# apps run as this user, and VLC refuses to run as root (inside bubblewrap it is user 1000).
-SANDBOX_FLAGS = ["--no-isolation"]
-
-
-def runnable(task_ids: list[str]) -> list[str]:
-    return [i for i in task_ids if not (i.startswith("vlc-") and os.geteuid() == 0)]
 
 
 def suite_tasks() -> list[tuple[str, Task]]:
@@ -121,7 +113,7 @@ def run_suite(tmp: Path, scripts: Path | str, task_ids: list[str], workers: int 
     out = tmp / "results"
     r = subprocess.run(
         [sys.executable, "-m", "tasks.cli", "bench", "osworld", "run", *(str(files[i]) for i in task_ids),
-         "--script-dir", str(scripts), "--out", str(out), "--workers", str(workers), *SANDBOX_FLAGS],
+         "--script-dir", str(scripts), "--out", str(out), "--workers", str(workers)],
         cwd=REPO,
         env={**os.environ, "XDG_CACHE_HOME": str(tmp / "cache"), "KIMI_OSWORLD_EVAL_VENV": str(EVAL_VENV)},
         capture_output=True,
@@ -153,11 +145,11 @@ def _check(tmp: Path, task_ids: list[str], workers: int) -> None:
 @pytest.mark.slow
 @needs_e2e
 def test_reference_solutions_score_one_and_doing_nothing_scores_zero(tmp_path: Path) -> None:
-    _check(tmp_path, runnable(SUBSET), workers=2)
+    _check(tmp_path, SUBSET, workers=2)
 
 
 @pytest.mark.slow
 @needs_e2e
 @pytest.mark.skipif(os.environ.get("KIMI_SUITE_FULL") != "1", reason="the whole suite: set KIMI_SUITE_FULL=1")
 def test_the_whole_suite_end_to_end(tmp_path: Path) -> None:
-    _check(tmp_path, runnable([t.id for _, t in suite_tasks()]), workers=2)
+    _check(tmp_path, [t.id for _, t in suite_tasks()], workers=2)
