@@ -493,3 +493,19 @@ def test_the_setup_command_reports_a_ready_venv_and_the_env_var_moves_it(venv: P
     code = "from tasks.osworld.evalenv import default_venv; print(default_venv())"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, env=xdg)
     assert out.stdout.strip() == str(tmp_path / "kimi-agent" / "osworld-eval")
+
+
+def test_devtools_getters_are_those_that_read_chromium_port(venv: Path) -> None:
+    import ast
+
+    from tasks.osworld.evaluation import DEVTOOLS_GETTERS
+
+    found = set()
+    for root in (venv / "lib").glob("python*/site-packages/desktop_env/evaluators/getters"):
+        for f in root.glob("*.py"):
+            for node in ast.parse(f.read_text()).body:
+                if isinstance(node, ast.FunctionDef) and "chromium_port" in ast.unparse(node):
+                    found.add(node.name.removeprefix("get_"))
+    ours = (evalenv.WORKER_DIR / "ours_getters.py").read_text()
+    assert "chromium_port" in ours
+    assert found | {"chrome_appearance_mode_ui"} == DEVTOOLS_GETTERS

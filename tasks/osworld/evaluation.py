@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import queue
+import socket
 import subprocess
 import threading
 import time
@@ -30,6 +31,7 @@ from env.osworld_client import OSWorldClient
 from tasks.osworld.evalenv import WORKER_DIR, EvalEnvError, default_venv, ready_python
 from tasks.osworld.setup import (
     _VM_HOME_RE,
+    CDP_PORTS,
     VM_HOME,
     SetupContext,
     SetupReport,
@@ -263,6 +265,36 @@ def rehome(metric: Metric, home: str) -> Metric:
     return metric.model_copy(update={"result": fix(metric.result), "expected": fix(metric.expected)})
 
 
+# The getters that read the browser over its DevTools port (desktop-env 1.0.2's getters/chrome.py, and
+# ours): they connect from the scoring host to http://{vm_ip}:{chromium_port}.
+DEVTOOLS_GETTERS = frozenset(
+    {
+        "active_tab_html_parse",
+        "active_tab_info",
+        "chrome_appearance_mode_ui",
+        "chrome_saved_address",
+        "gotoRecreationPage_and_get_html_content",
+        "info_from_website",
+        "number_of_search_results",
+        "open_tabs_info",
+        "page_info",
+        "pdf_from_url",
+    }
+)
+
+
+def devtools_port(host: str, timeout_s: float = 0.5) -> int:
+    """9222, OSWorld's port (socat forwards it to Chrome's 1337 in its image), unless only 1337
+    answers: a sandbox without socat, where Chrome listens on the port its task launched it with."""
+    for port in CDP_PORTS:
+        try:
+            with socket.create_connection((host, port), timeout=timeout_s):
+                return port
+        except OSError:
+            continue
+    return CDP_PORTS[0]
+
+
 def evaluate(
     task: Task,
     server: Server,
@@ -271,13 +303,14 @@ def evaluate(
     cache_dir: Path,
     worker: EvaluatorWorker,
     setup: SetupContext | None = None,
-    chromium_port: int = 9222,
+    chromium_port: int | None = None,
     vlc_port: int = 8080,
 ) -> Evaluation:
     """Score ``task`` on ``server`` after the agent's run (``last_action``: its final action, e.g.
     "DONE" or "FAIL", None when it took none). ``setup`` is the context postconfig runs in (default:
-    a client for ``server``, Chromium standing in for Chrome where Chrome is absent). Never raises
-    for the task's fault."""
+    a client for ``server``, Chromium standing in for Chrome where Chrome is absent).
+    ``chromium_port``: where the DevTools getters reach the browser (default: see ``devtools_port``).
+    Never raises for the task's fault."""
     t0 = time.monotonic()
     ev = task.evaluator
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -308,6 +341,9 @@ def evaluate(
             except StepFailed:
                 home = VM_HOME  # unreachable: the getters will say so
             metrics = [rehome(m, home) for m in metrics]
+        if chromium_port is None:
+            uses = {g.type for m in metrics for g in (m.result, m.expected) if g is not None}
+            chromium_port = devtools_port(server.host) if uses & DEVTOOLS_GETTERS else CDP_PORTS[0]
         scores: list[MetricScore] = []
         for metric in metrics:
             scores.append(
