@@ -282,12 +282,14 @@ def test_a_getter_that_hangs_times_out_and_the_next_task_gets_a_fresh_worker(
     hang = {"func": "check_include_exclude", "result": {"type": "vm_command_line", "command": ["sleep", "30"]},
             "expected": {"type": "rule", "rules": {"include": [], "exclude": []}}}  # fmt: skip
     quick = {**hang, "result": {"type": "vm_command_line", "command": ["echo", "ok"]}}
-    with EvaluatorWorker(venv=venv, timeout_s=4) as w:
+    log = tmp_path / "worker.log"
+    with EvaluatorWorker(venv=venv, timeout_s=4, log=log) as w:
         ev = evaluate(task(hang), server_of(box), last_action="DONE", cache_dir=tmp_path, worker=w)
         assert ev.score == 0.0
         assert ev.reason == "the evaluator worker did not answer metric within 4 s"
         ev = evaluate(task(quick), server_of(box), last_action="DONE", cache_dir=tmp_path, worker=w)
         assert (ev.score, w.starts) == (1.0, 2)
+    assert "'output': 'ok\\n'" in log.read_text()  # get_vm_command_line prints the reply; both workers append
 
 
 @pytest.mark.x11

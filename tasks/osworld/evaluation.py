@@ -92,9 +92,10 @@ class EvaluatorWorker:
     serves every task). Started on first use; restarted on the next request after a crash or a
     timeout. Thread-safe: requests are serialised."""
 
-    def __init__(self, venv: Path | None = None, timeout_s: float = 300.0) -> None:
+    def __init__(self, venv: Path | None = None, timeout_s: float = 300.0, log: Path | None = None) -> None:
         self.venv = venv or default_venv()
         self.timeout_s = timeout_s
+        self.log = log  # where the worker's stderr goes (the getters' and metrics' own logging)
         self._proc: subprocess.Popen[str] | None = None
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._lock = threading.Lock()
@@ -117,16 +118,26 @@ class EvaluatorWorker:
         except EvalEnvError as e:
             raise WorkerError(str(e)) from None
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
-        proc = subprocess.Popen(
-            [str(python), str(WORKER_DIR / "worker.py")],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            cwd=WORKER_DIR,
-            env=env,
-            start_new_session=True,
-        )
+        stderr: Any = subprocess.DEVNULL
+        if self.log is not None:
+            self.log.parent.mkdir(parents=True, exist_ok=True)
+            stderr = self.log.open("ab")
+        try:
+            proc = subprocess.Popen(
+                [str(python), str(WORKER_DIR / "worker.py")],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+                cwd=WORKER_DIR,
+                env=env,
+                start_new_session=True,
+            )
+        except OSError as e:
+            raise WorkerError(f"cannot start the evaluator worker with {python}: {e}") from None
+        finally:
+            if stderr is not subprocess.DEVNULL:
+                stderr.close()  # the child has its own copy
         self._lines = queue.Queue()
         lines = self._lines
         out = proc.stdout
