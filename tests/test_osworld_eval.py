@@ -87,6 +87,14 @@ def test_an_absent_evaluator_venv_scores_0_and_says_how_to_build_it(
         evalenv.ready_python(tmp_path / "no-venv")
 
 
+def test_server_from_a_vm_url() -> None:
+    assert Server.from_url("http://10.0.0.5:5000") == Server("10.0.0.5", 5000, None)
+    assert Server.from_url("http://tok%2Fen:@127.0.0.1:8123") == Server("127.0.0.1", 8123, "tok/en")
+    assert Server.from_url("http://vm.local", token="t") == Server("vm.local", 5000, "t")
+    with pytest.raises(ValueError, match="http://HOST:PORT"):
+        Server.from_url("unix:/tmp/sock")
+
+
 # -- the evaluator venv and its worker ---------------------------------------------------------------
 
 

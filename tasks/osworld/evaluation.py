@@ -23,6 +23,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,16 @@ class Server:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @classmethod
+    def from_url(cls, url: str, token: str | None = None) -> Server:
+        """``http://[TOKEN:@]HOST[:PORT]`` (``--vm`` URLs; the port defaults to OSWorld's 5000)."""
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"server URL must be http://HOST:PORT, got {url!r}")
+        if token is None and parts.username:
+            token = urllib.parse.unquote(parts.username)
+        return cls(parts.hostname, parts.port or 5000, token)
 
 
 @dataclass(frozen=True)
