@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import queue
+import signal
 import socket
 import subprocess
 import threading
@@ -155,8 +156,9 @@ class EvaluatorWorker:
         assert out is not None
 
         def pump() -> None:
-            for line in out:
-                lines.put(line)
+            with contextlib.suppress(OSError, ValueError):  # ValueError: closed by _stop meanwhile
+                for line in out:
+                    lines.put(line)
             lines.put(None)
 
         threading.Thread(target=pump, daemon=True).start()
@@ -175,8 +177,14 @@ class EvaluatorWorker:
             try:
                 proc.wait(timeout=2)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                # Stuck in a getter: end it with what it started (its own session, e.g. Playwright's driver).
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+        for pipe in (proc.stdin, proc.stdout):
+            with contextlib.suppress(OSError):
+                if pipe is not None:
+                    pipe.close()
 
     def close(self) -> None:
         with self._lock:
@@ -209,7 +217,7 @@ class EvaluatorWorker:
                     ) from None
                 if line is None:
                     code = proc.wait()
-                    self._proc = None
+                    self._stop()
                     raise WorkerError(f"the evaluator worker exited (status {code}) during {req.get('op')}")
                 try:
                     answer = json.loads(line)
