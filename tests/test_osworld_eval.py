@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -367,6 +368,44 @@ def test_compare_table_on_sheets_libreoffice_wrote(
 
 
 @pytest.mark.x11
+def test_rule_relative_time_dates_by_the_machines_clock(
+    box: ServedSandbox, worker: EvaluatorWorker, tmp_path: Path
+) -> None:
+    """Task 82bc8d6a's rule (a list of formats, which 1.0.2's getter cannot read) and a range rule
+    as b7895e80 writes it, against dates computed here (the sandbox shares this machine's clock)."""
+    today = datetime.now().astimezone()
+    monday = today + timedelta(days=7 - today.weekday())
+    saturday, sunday = monday + timedelta(days=5), monday + timedelta(days=6)
+    single = {
+        "func": "exact_match",
+        "result": {"type": "rule", "rules": {"fromStation": ["BOM"], "time": [monday.strftime("%Y-%m-%d")]}},
+        "expected": {
+            "type": "rule_relativeTime",
+            "rules": {
+                "relativeTime": {"from": "next Monday"},
+                "expected": {"fromStation": ["BOM"], "time": ["{Year}-{Month0D}-{Day0D}"]},
+            },
+        },
+    }
+    assert score(box, worker, tmp_path, single).score == 1.0
+    day = "%a, %b %d"  # {DoW}, {Month} {Day0D} in an English locale
+    ranged = {
+        "func": "exact_match",
+        "result": {"type": "rule", "rules": {"from": saturday.strftime(day), "to": sunday.strftime(day)}},
+        "expected": {
+            "type": "rule_relativeTime",
+            "rules": {
+                "relativeTime": {"from": "next week Saturday", "to": "next week Sunday"},
+                "expected": {"from": "{DoW}, {Month} {Day0D}", "to": "{DoW}, {Month} {Day0D}"},
+            },
+        },
+    }
+    assert score(box, worker, tmp_path, ranged).score == 1.0
+    ranged["expected"]["rules"]["relativeTime"]["from"] = "this Saturday"  # a different day: 0
+    assert score(box, worker, tmp_path, ranged).score == 0.0
+
+
+@pytest.mark.x11
 def test_check_play_and_exit_reads_vlcrc(
     box: ServedSandbox, home: str, worker: EvaluatorWorker, tmp_path: Path
 ) -> None:
@@ -445,7 +484,15 @@ def test_the_coverage_check_counts_exactly_what_the_worker_adds() -> None:
 
     assert public("ours_metrics.py") == official.OURS_METRICS
     assert {n.removeprefix("get_") for n in public("ours_getters.py")} == official.OURS_GETTERS
-    assert not (official.OURS_METRICS & official.METRICS) and not (official.OURS_GETTERS & official.GETTERS)
+    assert not official.OURS_METRICS & official.METRICS
+    # Those 1.0.2 has too are replaced, and the worker says so.
+    worker = ast.parse((evalenv.WORKER_DIR / "worker.py").read_text())
+    overrides = next(
+        ast.literal_eval(n.value)
+        for n in worker.body
+        if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "OVERRIDES"
+    )
+    assert overrides == official.OURS_GETTERS & official.GETTERS
 
 
 @pytest.mark.x11
