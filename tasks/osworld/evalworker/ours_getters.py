@@ -100,12 +100,14 @@ def _color_scheme_from_preferences(env: Any, config: dict[str, Any]) -> str:
     """The mode written in the newest profile's Preferences, polled for up to 5 s because Chrome
     writes the file a moment after the toggle; an explicit light/dark beats system."""
     try:
-        out = env.controller.execute_python_command(_PREFERENCES_PROBE).get("output", "").strip()
-        paths = json.loads(out) if out else []
+        out = env.controller.execute_python_command(_PREFERENCES_PROBE)["output"].strip()
+        paths = json.loads(out)
     except Exception:
-        paths = []
+        paths = ["/home/user/.config/google-chrome/Default/Preferences"]  # upstream's fallback
     if not paths:
-        paths = ["/home/user/.config/google-chrome/Default/Preferences"]
+        # No profile at all: upstream polls its fallback path 5 times (a minute of the controller's
+        # retries) to end at "system"; so do we, at once.
+        return "system"
     final = "system"
     for _ in range(5):
         best = None
