@@ -44,6 +44,7 @@ from tasks.osworld.setup import (
 from tasks.osworld.task import Getter, Metric, Task
 
 FAIL = "FAIL"
+START_TIMEOUT_S = 120.0  # a worker's start: Python plus desktop_env's imports (~2 s idle)
 
 
 @dataclass(frozen=True)
@@ -191,46 +192,52 @@ class EvaluatorWorker:
             self._stop()
 
     def request(self, req: dict[str, Any], timeout_s: float | None = None) -> dict[str, Any]:
-        """One request, one answer. WorkerError when the worker dies, hangs or answers an error."""
+        """One request, one answer. WorkerError when the worker dies, hangs or answers an error.
+        ``timeout_s`` (default: the worker's) counts from the request, not from a (re)start, which
+        has its own limit: importing the evaluators takes seconds, more on a busy machine."""
         with self._lock:
             if self._proc is None or self._proc.poll() is not None:
                 self._stop()
                 self._proc = self._start()
-            proc = self._proc
-            self._next_id += 1
-            rid = self._next_id
+                self._exchange({"op": "ping"}, START_TIMEOUT_S)
+            return self._exchange(req, timeout_s or self.timeout_s)
+
+    def _exchange(self, req: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        proc = self._proc
+        assert proc is not None and proc.stdin is not None
+        self._next_id += 1
+        rid = self._next_id
+        try:
+            proc.stdin.write(json.dumps({**req, "id": rid}) + "\n")
+            proc.stdin.flush()
+        except OSError as e:
+            self._stop()
+            raise WorkerError(f"the evaluator worker died: {e}") from None
+        deadline = time.monotonic() + timeout_s
+        while True:
             try:
-                assert proc.stdin is not None
-                proc.stdin.write(json.dumps({**req, "id": rid}) + "\n")
-                proc.stdin.flush()
-            except OSError as e:
+                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                self._stop()  # it may be stuck in a getter; a fresh one answers the next request
+                raise WorkerError(
+                    f"the evaluator worker did not answer {req.get('op')} within {timeout_s:.0f} s"
+                ) from None
+            if line is None:
+                code = proc.wait()
                 self._stop()
-                raise WorkerError(f"the evaluator worker died: {e}") from None
-            deadline = time.monotonic() + (timeout_s or self.timeout_s)
-            while True:
-                try:
-                    line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    self._stop()  # it may be stuck in a getter; a fresh one answers the next request
-                    raise WorkerError(
-                        f"the evaluator worker did not answer {req.get('op')} within {timeout_s or self.timeout_s:.0f} s"
-                    ) from None
-                if line is None:
-                    code = proc.wait()
-                    self._stop()
-                    raise WorkerError(f"the evaluator worker exited (status {code}) during {req.get('op')}")
-                try:
-                    answer = json.loads(line)
-                except ValueError:
-                    continue  # not ours: a library that wrote to the real stdout
-                if answer.get("id") != rid:
-                    continue  # a late answer to a request that timed out
-                if not answer.get("ok"):
-                    raise WorkerError(f"the evaluator worker refused the request: {answer.get('error')}")
-                return answer
+                raise WorkerError(f"the evaluator worker exited (status {code}) during {req.get('op')}")
+            try:
+                answer = json.loads(line)
+            except ValueError:
+                continue  # not ours: a library that wrote to the real stdout
+            if answer.get("id") != rid:
+                continue  # a late answer to a request that timed out
+            if not answer.get("ok"):
+                raise WorkerError(f"the evaluator worker refused the request: {answer.get('error')}")
+            return answer
 
     def ping(self) -> dict[str, Any]:
-        return self.request({"op": "ping"}, timeout_s=120)
+        return self.request({"op": "ping"}, timeout_s=START_TIMEOUT_S)
 
     def metric(
         self,
