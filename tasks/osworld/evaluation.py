@@ -39,7 +39,6 @@ from tasks.osworld.setup import (
     SetupReport,
     StepFailed,
     run_postconfig,
-    sandbox_aliases,
 )
 from tasks.osworld.task import Getter, Metric, Task
 
@@ -344,17 +343,16 @@ def evaluate(
     vlc_port: int = 8080,
 ) -> Evaluation:
     """Score ``task`` on ``server`` after the agent's run (``last_action``: its final action, e.g.
-    "DONE" or "FAIL", None when it took none). ``setup`` is the context postconfig runs in (default:
-    a client for ``server``, Chromium standing in for Chrome where Chrome is absent).
+    "DONE" or "FAIL", None when it took none). ``setup`` is the context postconfig runs in: pass the one
+    the task's config ran in (a sandbox's has Chromium standing in for Chrome); default: a plain
+    client for ``server``, as for an OSWorld VM.
     ``chromium_port``: where the DevTools getters reach the browser (default: see ``devtools_port``).
     Never raises for the task's fault."""
     t0 = time.monotonic()
     ev = task.evaluator
     cache_dir.mkdir(parents=True, exist_ok=True)
     own = setup is None
-    ctx = setup or SetupContext(
-        client=OSWorldClient(server.url, server.token), cache_dir=cache_dir, aliases=sandbox_aliases()
-    )
+    ctx = setup or SetupContext(client=OSWorldClient(server.url, server.token), cache_dir=cache_dir)
     try:
         report = run_postconfig(task, ctx) if ev.postconfig else None
 
