@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,14 @@ def test_an_absent_evaluator_venv_scores_0_and_says_how_to_build_it(
     assert "kimi-agent bench osworld setup" in (ev.reason or "")
     with pytest.raises(evalenv.EvalEnvError, match="not built: run kimi-agent bench osworld setup"):
         evalenv.ready_python(tmp_path / "no-venv")
+
+
+def test_server_from_a_vm_url() -> None:
+    assert Server.from_url("http://10.0.0.5:5000") == Server("10.0.0.5", 5000, None)
+    assert Server.from_url("http://tok%2Fen:@127.0.0.1:8123") == Server("127.0.0.1", 8123, "tok/en")
+    assert Server.from_url("http://vm.local", token="t") == Server("vm.local", 5000, "t")
+    with pytest.raises(ValueError, match="http://HOST:PORT"):
+        Server.from_url("unix:/tmp/sock")
 
 
 # -- the evaluator venv and its worker ---------------------------------------------------------------
@@ -282,12 +291,14 @@ def test_a_getter_that_hangs_times_out_and_the_next_task_gets_a_fresh_worker(
     hang = {"func": "check_include_exclude", "result": {"type": "vm_command_line", "command": ["sleep", "30"]},
             "expected": {"type": "rule", "rules": {"include": [], "exclude": []}}}  # fmt: skip
     quick = {**hang, "result": {"type": "vm_command_line", "command": ["echo", "ok"]}}
-    with EvaluatorWorker(venv=venv, timeout_s=4) as w:
+    log = tmp_path / "worker.log"
+    with EvaluatorWorker(venv=venv, timeout_s=4, log=log) as w:
         ev = evaluate(task(hang), server_of(box), last_action="DONE", cache_dir=tmp_path, worker=w)
         assert ev.score == 0.0
         assert ev.reason == "the evaluator worker did not answer metric within 4 s"
         ev = evaluate(task(quick), server_of(box), last_action="DONE", cache_dir=tmp_path, worker=w)
         assert (ev.score, w.starts) == (1.0, 2)
+    assert "'output': 'ok\\n'" in log.read_text()  # get_vm_command_line prints the reply; both workers append
 
 
 @pytest.mark.x11
@@ -354,6 +365,44 @@ def test_compare_table_on_sheets_libreoffice_wrote(
 
 
 # -- what kimi-agent adds to desktop-env 1.0.2 --------------------------------------------------------
+
+
+@pytest.mark.x11
+def test_rule_relative_time_dates_by_the_machines_clock(
+    box: ServedSandbox, worker: EvaluatorWorker, tmp_path: Path
+) -> None:
+    """Task 82bc8d6a's rule (a list of formats, which 1.0.2's getter cannot read) and a range rule
+    as b7895e80 writes it, against dates computed here (the sandbox shares this machine's clock)."""
+    today = datetime.now().astimezone()
+    monday = today + timedelta(days=7 - today.weekday())
+    saturday, sunday = monday + timedelta(days=5), monday + timedelta(days=6)
+    single = {
+        "func": "exact_match",
+        "result": {"type": "rule", "rules": {"fromStation": ["BOM"], "time": [monday.strftime("%Y-%m-%d")]}},
+        "expected": {
+            "type": "rule_relativeTime",
+            "rules": {
+                "relativeTime": {"from": "next Monday"},
+                "expected": {"fromStation": ["BOM"], "time": ["{Year}-{Month0D}-{Day0D}"]},
+            },
+        },
+    }
+    assert score(box, worker, tmp_path, single).score == 1.0
+    day = "%a, %b %d"  # {DoW}, {Month} {Day0D} in an English locale
+    ranged = {
+        "func": "exact_match",
+        "result": {"type": "rule", "rules": {"from": saturday.strftime(day), "to": sunday.strftime(day)}},
+        "expected": {
+            "type": "rule_relativeTime",
+            "rules": {
+                "relativeTime": {"from": "next week Saturday", "to": "next week Sunday"},
+                "expected": {"from": "{DoW}, {Month} {Day0D}", "to": "{DoW}, {Month} {Day0D}"},
+            },
+        },
+    }
+    assert score(box, worker, tmp_path, ranged).score == 1.0
+    ranged["expected"]["rules"]["relativeTime"]["from"] = "this Saturday"  # a different day: 0
+    assert score(box, worker, tmp_path, ranged).score == 0.0
 
 
 @pytest.mark.x11
@@ -435,7 +484,15 @@ def test_the_coverage_check_counts_exactly_what_the_worker_adds() -> None:
 
     assert public("ours_metrics.py") == official.OURS_METRICS
     assert {n.removeprefix("get_") for n in public("ours_getters.py")} == official.OURS_GETTERS
-    assert not (official.OURS_METRICS & official.METRICS) and not (official.OURS_GETTERS & official.GETTERS)
+    assert not official.OURS_METRICS & official.METRICS
+    # Those 1.0.2 has too are replaced, and the worker says so.
+    worker = ast.parse((evalenv.WORKER_DIR / "worker.py").read_text())
+    overrides = next(
+        ast.literal_eval(n.value)
+        for n in worker.body
+        if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "OVERRIDES"
+    )
+    assert overrides == official.OURS_GETTERS & official.GETTERS
 
 
 @pytest.mark.x11
@@ -493,3 +550,19 @@ def test_the_setup_command_reports_a_ready_venv_and_the_env_var_moves_it(venv: P
     code = "from tasks.osworld.evalenv import default_venv; print(default_venv())"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, env=xdg)
     assert out.stdout.strip() == str(tmp_path / "kimi-agent" / "osworld-eval")
+
+
+def test_devtools_getters_are_those_that_read_chromium_port(venv: Path) -> None:
+    import ast
+
+    from tasks.osworld.evaluation import DEVTOOLS_GETTERS
+
+    found = set()
+    for root in (venv / "lib").glob("python*/site-packages/desktop_env/evaluators/getters"):
+        for f in root.glob("*.py"):
+            for node in ast.parse(f.read_text()).body:
+                if isinstance(node, ast.FunctionDef) and "chromium_port" in ast.unparse(node):
+                    found.add(node.name.removeprefix("get_"))
+    ours = (evalenv.WORKER_DIR / "ours_getters.py").read_text()
+    assert "chromium_port" in ours
+    assert found | {"chrome_appearance_mode_ui"} == DEVTOOLS_GETTERS

@@ -19,9 +19,12 @@ import contextlib
 import json
 import os
 import queue
+import signal
+import socket
 import subprocess
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,16 +33,17 @@ from env.osworld_client import OSWorldClient
 from tasks.osworld.evalenv import WORKER_DIR, EvalEnvError, default_venv, ready_python
 from tasks.osworld.setup import (
     _VM_HOME_RE,
+    CDP_PORTS,
     VM_HOME,
     SetupContext,
     SetupReport,
     StepFailed,
     run_postconfig,
-    sandbox_aliases,
 )
 from tasks.osworld.task import Getter, Metric, Task
 
 FAIL = "FAIL"
+START_TIMEOUT_S = 120.0  # a worker's start: Python plus desktop_env's imports (~2 s idle)
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,16 @@ class Server:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @classmethod
+    def from_url(cls, url: str, token: str | None = None) -> Server:
+        """``http://[TOKEN:@]HOST[:PORT]`` (``--vm`` URLs; the port defaults to OSWorld's 5000)."""
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"server URL must be http://HOST:PORT, got {url!r}")
+        if token is None and parts.username:
+            token = urllib.parse.unquote(parts.username)
+        return cls(parts.hostname, parts.port or 5000, token)
 
 
 @dataclass(frozen=True)
@@ -90,9 +104,10 @@ class EvaluatorWorker:
     serves every task). Started on first use; restarted on the next request after a crash or a
     timeout. Thread-safe: requests are serialised."""
 
-    def __init__(self, venv: Path | None = None, timeout_s: float = 300.0) -> None:
+    def __init__(self, venv: Path | None = None, timeout_s: float = 300.0, log: Path | None = None) -> None:
         self.venv = venv or default_venv()
         self.timeout_s = timeout_s
+        self.log = log  # where the worker's stderr goes (the getters' and metrics' own logging)
         self._proc: subprocess.Popen[str] | None = None
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._lock = threading.Lock()
@@ -115,24 +130,35 @@ class EvaluatorWorker:
         except EvalEnvError as e:
             raise WorkerError(str(e)) from None
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
-        proc = subprocess.Popen(
-            [str(python), str(WORKER_DIR / "worker.py")],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            cwd=WORKER_DIR,
-            env=env,
-            start_new_session=True,
-        )
+        stderr: Any = subprocess.DEVNULL
+        if self.log is not None:
+            self.log.parent.mkdir(parents=True, exist_ok=True)
+            stderr = self.log.open("ab")
+        try:
+            proc = subprocess.Popen(
+                [str(python), str(WORKER_DIR / "worker.py")],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+                cwd=WORKER_DIR,
+                env=env,
+                start_new_session=True,
+            )
+        except OSError as e:
+            raise WorkerError(f"cannot start the evaluator worker with {python}: {e}") from None
+        finally:
+            if stderr is not subprocess.DEVNULL:
+                stderr.close()  # the child has its own copy
         self._lines = queue.Queue()
         lines = self._lines
         out = proc.stdout
         assert out is not None
 
         def pump() -> None:
-            for line in out:
-                lines.put(line)
+            with contextlib.suppress(OSError, ValueError):  # ValueError: closed by _stop meanwhile
+                for line in out:
+                    lines.put(line)
             lines.put(None)
 
         threading.Thread(target=pump, daemon=True).start()
@@ -151,54 +177,66 @@ class EvaluatorWorker:
             try:
                 proc.wait(timeout=2)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                # Stuck in a getter: end it with what it started (its own session, e.g. Playwright's driver).
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+        for pipe in (proc.stdin, proc.stdout):
+            with contextlib.suppress(OSError):
+                if pipe is not None:
+                    pipe.close()
 
     def close(self) -> None:
         with self._lock:
             self._stop()
 
     def request(self, req: dict[str, Any], timeout_s: float | None = None) -> dict[str, Any]:
-        """One request, one answer. WorkerError when the worker dies, hangs or answers an error."""
+        """One request, one answer. WorkerError when the worker dies, hangs or answers an error.
+        ``timeout_s`` (default: the worker's) counts from the request, not from a (re)start, which
+        has its own limit: importing the evaluators takes seconds, more on a busy machine."""
         with self._lock:
             if self._proc is None or self._proc.poll() is not None:
                 self._stop()
                 self._proc = self._start()
-            proc = self._proc
-            self._next_id += 1
-            rid = self._next_id
+                self._exchange({"op": "ping"}, START_TIMEOUT_S)
+            return self._exchange(req, timeout_s or self.timeout_s)
+
+    def _exchange(self, req: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        proc = self._proc
+        assert proc is not None and proc.stdin is not None
+        self._next_id += 1
+        rid = self._next_id
+        try:
+            proc.stdin.write(json.dumps({**req, "id": rid}) + "\n")
+            proc.stdin.flush()
+        except OSError as e:
+            self._stop()
+            raise WorkerError(f"the evaluator worker died: {e}") from None
+        deadline = time.monotonic() + timeout_s
+        while True:
             try:
-                assert proc.stdin is not None
-                proc.stdin.write(json.dumps({**req, "id": rid}) + "\n")
-                proc.stdin.flush()
-            except OSError as e:
+                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                self._stop()  # it may be stuck in a getter; a fresh one answers the next request
+                raise WorkerError(
+                    f"the evaluator worker did not answer {req.get('op')} within {timeout_s:.0f} s"
+                ) from None
+            if line is None:
+                code = proc.wait()
                 self._stop()
-                raise WorkerError(f"the evaluator worker died: {e}") from None
-            deadline = time.monotonic() + (timeout_s or self.timeout_s)
-            while True:
-                try:
-                    line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    self._stop()  # it may be stuck in a getter; a fresh one answers the next request
-                    raise WorkerError(
-                        f"the evaluator worker did not answer {req.get('op')} within {timeout_s or self.timeout_s:.0f} s"
-                    ) from None
-                if line is None:
-                    code = proc.wait()
-                    self._proc = None
-                    raise WorkerError(f"the evaluator worker exited (status {code}) during {req.get('op')}")
-                try:
-                    answer = json.loads(line)
-                except ValueError:
-                    continue  # not ours: a library that wrote to the real stdout
-                if answer.get("id") != rid:
-                    continue  # a late answer to a request that timed out
-                if not answer.get("ok"):
-                    raise WorkerError(f"the evaluator worker refused the request: {answer.get('error')}")
-                return answer
+                raise WorkerError(f"the evaluator worker exited (status {code}) during {req.get('op')}")
+            try:
+                answer = json.loads(line)
+            except ValueError:
+                continue  # not ours: a library that wrote to the real stdout
+            if answer.get("id") != rid:
+                continue  # a late answer to a request that timed out
+            if not answer.get("ok"):
+                raise WorkerError(f"the evaluator worker refused the request: {answer.get('error')}")
+            return answer
 
     def ping(self) -> dict[str, Any]:
-        return self.request({"op": "ping"}, timeout_s=120)
+        return self.request({"op": "ping"}, timeout_s=START_TIMEOUT_S)
 
     def metric(
         self,
@@ -263,6 +301,36 @@ def rehome(metric: Metric, home: str) -> Metric:
     return metric.model_copy(update={"result": fix(metric.result), "expected": fix(metric.expected)})
 
 
+# The getters that read the browser over its DevTools port (desktop-env 1.0.2's getters/chrome.py, and
+# ours): they connect from the scoring host to http://{vm_ip}:{chromium_port}.
+DEVTOOLS_GETTERS = frozenset(
+    {
+        "active_tab_html_parse",
+        "active_tab_info",
+        "chrome_appearance_mode_ui",
+        "chrome_saved_address",
+        "gotoRecreationPage_and_get_html_content",
+        "info_from_website",
+        "number_of_search_results",
+        "open_tabs_info",
+        "page_info",
+        "pdf_from_url",
+    }
+)
+
+
+def devtools_port(host: str, timeout_s: float = 0.5) -> int:
+    """9222, OSWorld's port (socat forwards it to Chrome's 1337 in its image), unless only 1337
+    answers: a sandbox without socat, where Chrome listens on the port its task launched it with."""
+    for port in CDP_PORTS:
+        try:
+            with socket.create_connection((host, port), timeout=timeout_s):
+                return port
+        except OSError:
+            continue
+    return CDP_PORTS[0]
+
+
 def evaluate(
     task: Task,
     server: Server,
@@ -271,20 +339,20 @@ def evaluate(
     cache_dir: Path,
     worker: EvaluatorWorker,
     setup: SetupContext | None = None,
-    chromium_port: int = 9222,
+    chromium_port: int | None = None,
     vlc_port: int = 8080,
 ) -> Evaluation:
     """Score ``task`` on ``server`` after the agent's run (``last_action``: its final action, e.g.
-    "DONE" or "FAIL", None when it took none). ``setup`` is the context postconfig runs in (default:
-    a client for ``server``, Chromium standing in for Chrome where Chrome is absent). Never raises
-    for the task's fault."""
+    "DONE" or "FAIL", None when it took none). ``setup`` is the context postconfig runs in: pass the one
+    the task's config ran in (a sandbox's has Chromium standing in for Chrome); default: a plain
+    client for ``server``, as for an OSWorld VM.
+    ``chromium_port``: where the DevTools getters reach the browser (default: see ``devtools_port``).
+    Never raises for the task's fault."""
     t0 = time.monotonic()
     ev = task.evaluator
     cache_dir.mkdir(parents=True, exist_ok=True)
     own = setup is None
-    ctx = setup or SetupContext(
-        client=OSWorldClient(server.url, server.token), cache_dir=cache_dir, aliases=sandbox_aliases()
-    )
+    ctx = setup or SetupContext(client=OSWorldClient(server.url, server.token), cache_dir=cache_dir)
     try:
         report = run_postconfig(task, ctx) if ev.postconfig else None
 
@@ -308,6 +376,9 @@ def evaluate(
             except StepFailed:
                 home = VM_HOME  # unreachable: the getters will say so
             metrics = [rehome(m, home) for m in metrics]
+        if chromium_port is None:
+            uses = {g.type for m in metrics for g in (m.result, m.expected) if g is not None}
+            chromium_port = devtools_port(server.host) if uses & DEVTOOLS_GETTERS else CDP_PORTS[0]
         scores: list[MetricScore] = []
         for metric in metrics:
             scores.append(

@@ -4,6 +4,11 @@ and getters), and the time to score one metric through the official getters on a
 Run: .venv/bin/python tests/bench/bench_osworld_eval.py [--fresh]
 (--fresh builds a new venv in a temporary directory: pip's cache makes a rebuild faster than a first
 install on a new machine; without it, the repo-local .cache/osworld-eval is used, built if absent.)
+
+     .venv/bin/python tests/bench/bench_osworld_eval.py --corpus SPLIT.json
+scores every distinct evaluator of a split (one task per func + getter combination) on an untouched
+sandbox, internet cut off by a dead proxy: what each costs, and that none crashes the scoring (every
+score is 0 with a reason, unless the untouched machine already satisfies the task).
 """
 
 from __future__ import annotations
@@ -31,7 +36,50 @@ def size_of(path: Path) -> str:
     return out.split()[0] if out else "?"
 
 
+def corpus(split_path: str) -> None:
+    import collections
+    import os
+
+    from tasks.osworld.task import load_split
+
+    dead = "http://127.0.0.1:9"  # the discard port: cloud files and web pages fail at once
+    os.environ.update({k: dead for k in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")})
+    os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
+    seen, tasks = set(), []
+    for t in load_split(split_path).load():
+        key = (tuple(t.evaluator.funcs), tuple(t.evaluator.getter_types()))
+        if key not in seen:
+            seen.add(key)
+            tasks.append(t)
+    reasons: collections.Counter[str] = collections.Counter()
+    times, passed = [], []
+    venv = REPO / ".cache" / "osworld-eval"
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        ServedSandbox(800, 600, desktop="minimal", isolation=None) as box,
+        EvaluatorWorker(venv=venv, timeout_s=60) as w,
+    ):
+        server = Server(box.host, box.port, box.token)
+        for t in tasks:
+            ev = evaluate(t, server, last_action="DONE", cache_dir=Path(tmp) / t.id, worker=w)
+            times.append(ev.seconds)
+            if ev.score > 0:
+                passed.append(f"{t.domain}/{t.id} {ev.score}")
+            reasons[(ev.reason or "").split(":")[0][:60]] += 1
+        starts = w.starts
+    print(
+        f"{len(tasks)} distinct evaluators: {sum(times):.0f} s, median {statistics.median(times):.2f} s, max {max(times):.0f} s"
+    )
+    print(f"worker starts: {starts} (1 + one per timeout)")
+    print(f"scored > 0 untouched: {passed or 'none'}")
+    for reason, n in reasons.most_common(12):
+        print(f"  {n:4d}  {reason}")
+
+
 def main() -> None:
+    if "--corpus" in sys.argv:
+        corpus(sys.argv[sys.argv.index("--corpus") + 1])
+        return
     fresh = "--fresh" in sys.argv
     with tempfile.TemporaryDirectory() as tmp:
         venv = Path(tmp) / "osworld-eval" if fresh else REPO / ".cache" / "osworld-eval"
