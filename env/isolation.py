@@ -15,11 +15,14 @@ import contextlib
 import os
 import secrets
 import shutil
+import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 USER, UID, HOME = "user", 1000, "/home/user"  # OSWorld's VM user and home
 RUNTIME_DIR = f"/run/user/{UID}"
+HOSTNAME = "kimi-sandbox"
 CONTROL_DIR = "/run/kimi"  # the sandbox directory's ``ctl``: logs and I/O files of run()
 PATH = "/usr/local/bin:/usr/bin:/bin:/usr/local/games:/usr/games"
 # Host variables a desktop program may want and that carry no secrets. Anything else (API keys,
@@ -68,8 +71,15 @@ def passwd_files(ctl: Path) -> tuple[Path, Path]:
     return passwd, group
 
 
-def bwrap_argv(iso: Isolation, root: Path, x_socket: Path, hostname: str = "kimi-sandbox") -> list[str]:
-    """bubblewrap's options for a sandbox whose directory is ``root`` (home, tmp, run, ctl)."""
+def bwrap_argv(
+    iso: Isolation,
+    root: Path,
+    x_socket: Path,
+    hostname: str = HOSTNAME,
+    runtime: Sequence[tuple[Path, Path]] = (),
+) -> list[str]:
+    """bubblewrap's options for a sandbox whose directory is ``root`` (home, tmp, run, ctl).
+    ``runtime``: (source, place) pairs bound back read-only over what the sandbox hides."""
     passwd, group = passwd_files(root / "ctl")
     argv = [
         "bwrap",
@@ -90,10 +100,57 @@ def bwrap_argv(iso: Isolation, root: Path, x_socket: Path, hostname: str = "kimi
         # clients use when the network is off.
         *("--ro-bind", str(x_socket), f"/tmp/.X11-unix/{x_socket.name}"),
     ]
-    host_home = Path(os.environ.get("HOME", "/root")).resolve()
-    if host_home != Path("/") and not host_home.is_relative_to("/home") and host_home != Path("/root"):
-        argv += ["--tmpfs", str(host_home)]  # a home elsewhere (/work/me) is hidden too
+    home = _host_home()
+    if home != Path("/") and not home.is_relative_to("/home") and home != Path("/root"):
+        argv += ["--tmpfs", str(home)]  # a home elsewhere (/work/me) is hidden too
+    for source, place in runtime:
+        argv += ["--ro-bind", str(source), str(place)]
     return argv
+
+
+def _host_home() -> Path:
+    return Path(os.environ.get("HOME", "/root")).resolve()
+
+
+def hidden_inside(path: Path) -> bool:
+    """Whether the sandbox hides ``path`` (under a home, /root, /tmp, /run or /var/tmp of the host)."""
+    home = _host_home()
+    hidden = [Path(p) for p in ("/home", "/root", "/tmp", "/run", "/var/tmp")]
+    if home != Path("/"):
+        hidden.append(home)
+    return any(path.is_relative_to(h) for h in hidden)
+
+
+def python_runtime() -> list[Path]:
+    """What our own Python programs need to run inside (the OSWorld server, /run_python): the
+    interpreter's installation, the virtual environment, and where this package is imported from."""
+    package_parent = Path(__file__).resolve().parent.parent
+    paths = sorted({Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), package_parent})
+    return [p for p in paths if not any(p != q and p.is_relative_to(q) for q in paths)]
+
+
+def runtime_binds(root: Path, uid: int | None) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """The python runtime paths the sandbox would hide, as (source, place) pairs for bwrap_argv, and
+    the command prefix that stages the ones the sandbox's own uid cannot reach (a python under root's
+    0700 /root when we drop from root): bind-mounted into the sandbox directory in a private mount
+    namespace of the sandbox's processes, so the host's mount table never changes."""
+    binds: list[tuple[Path, Path]] = []
+    staged: list[str] = []
+    for path in python_runtime():
+        if not hidden_inside(path):
+            continue
+        if uid is not None and unreachable_by_others(path) is not None:
+            stage = root / "runtime" / str(len(staged) // 2)
+            stage.mkdir(parents=True)
+            staged += [str(path), str(stage)]
+            binds.append((stage, path))
+        else:
+            binds.append((path, path))
+    if not staged:
+        return binds, []
+    script = 'while [ "$1" != -- ]; do mount --bind "$1" "$2" || exit 125; shift 2; done; shift; exec "$@"'
+    prefix = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, "sh", *staged, "--"]
+    return binds, prefix
 
 
 def unreachable_by_others(path: Path) -> Path | None:
@@ -108,9 +165,9 @@ def unreachable_by_others(path: Path) -> Path | None:
     return None
 
 
-def limits_argv(iso: Isolation, uid: int | None) -> list[str]:
+def limits_argv(iso: Isolation, uid: int | None, before_drop: Sequence[str] = ()) -> list[str]:
     """prlimit and setpriv in front of bubblewrap: limits the whole sandbox inherits, and the drop
-    to the sandbox's own uid when we are root."""
+    to the sandbox's own uid when we are root (``before_drop`` runs as root just before it)."""
     argv = [
         "prlimit",
         f"--nproc={iso.max_procs}",
@@ -118,6 +175,7 @@ def limits_argv(iso: Isolation, uid: int | None) -> list[str]:
         "--core=0",
         "--",
     ]
+    argv += before_drop
     if uid is not None:
         argv += ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
     return argv

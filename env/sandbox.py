@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from env.actions import Action
@@ -35,6 +35,7 @@ from env.geometry import ScreenGeometry
 from env.isolation import (
     CONTROL_DIR,
     HOME,
+    HOSTNAME,
     RUNTIME_DIR,
     CGroup,
     Isolation,
@@ -44,6 +45,7 @@ from env.isolation import (
     join_cgroup_argv,
     limits_argv,
     make_cgroup,
+    runtime_binds,
     sandbox_env,
     sandbox_uid,
     unreachable_by_others,
@@ -156,7 +158,7 @@ class Sandbox:
         server_auth = self.root / "xauth-server"  # outside what the sandbox can see
         write_authority(server_auth, cookie)
         self.display = self._start_xvfb(width, height, depth, server_auth, timeout_s)
-        write_authority(self.xauthority, cookie, int(self.display[1:]))
+        write_authority(self.xauthority, cookie, int(self.display[1:]), also_hosts=(HOSTNAME,))
         iso = self.isolation
         inside = {"KIMI_CTL": CONTROL_DIR} if iso else {"KIMI_CTL": str(self._ctl)}
         if iso:
@@ -249,10 +251,16 @@ class Sandbox:
             else:
                 for d in self._cgroup.dirs:
                     self._tell_reaper(f"CGROUP {d}")
+            runtime, stage = runtime_binds(self.root, uid)
             chown_tree(self.root, uid)
             x_socket = Path(f"/tmp/.X11-unix/X{display_number}")
-            bwrap = bwrap_argv(iso, self.root, x_socket)
-            prefix = [*join_cgroup_argv(self._cgroup), *limits_argv(iso, uid), *bwrap, "--chdir", HOME, "--"]
+            bwrap = bwrap_argv(iso, self.root, x_socket, runtime=runtime)
+            prefix = [
+                *join_cgroup_argv(self._cgroup),
+                *limits_argv(iso, uid, before_drop=stage),
+                *bwrap,
+                *("--chdir", HOME, "--"),
+            ]
         errors = self._ctl / "sandbox.log"
         with open(errors, "wb") as err:
             proc = self._spawn_host(
@@ -294,14 +302,15 @@ class Sandbox:
         for cls in desk.ready_windows:
             self._wait(lambda c=cls: self._x.find_window(c), timeout_s, f"the {name} {cls}", poll_s=0.01)
 
-    def launch(self, argv: Sequence[str]) -> SandboxProcess:
-        """Start a program on this desktop (not waited for); it dies with the sandbox."""
+    def launch(self, argv: Sequence[str], extra_env: Mapping[str, str] | None = None) -> SandboxProcess:
+        """Start a program on this desktop (not waited for); it dies with the sandbox.
+        ``extra_env`` adds to the sandbox's environment for this program only."""
         if not argv:
             raise SandboxError("cannot start a program from an empty command line")
         # Its stderr goes to a file in the sandbox, to quote when it fails at start.
         log_path = self._ctl / f"{len(self._logs)}-{Path(argv[0]).name}.log"
         self._own(log_path)
-        p = self._spawn(argv, stderr=log_path)
+        p = self._spawn(argv, stderr=log_path, extra_env=extra_env)
         self._logs[p.pid] = log_path
         return p
 
@@ -311,11 +320,12 @@ class Sandbox:
         stdin: Path | None = None,
         stdout: Path | None = None,
         stderr: Path | None = None,
+        extra_env: Mapping[str, str] | None = None,
     ) -> SandboxProcess:
         try:
             p = self._supervisor.spawn(
                 argv,
-                self.env,
+                {**self.env, **(extra_env or {})},
                 cwd=self.inside(self.home),
                 stdin=self.inside(stdin) if stdin else None,
                 stdout=self.inside(stdout) if stdout else None,
@@ -356,9 +366,16 @@ class Sandbox:
         if p.returncode == 0:
             self._warn(what)
             return
-        logged = self._logs[p.pid].read_text(errors="replace")
-        last = next((line.strip() for line in reversed(logged.splitlines()) if line.strip()), "")
-        raise SandboxError(f"{what}: {last[:200]}" if last else what)
+        last = self.last_log_line(p)
+        raise SandboxError(f"{what}: {last}" if last else what)
+
+    def last_log_line(self, p: SandboxProcess) -> str:
+        """The last line a program started with launch() wrote to stderr (at most 200 characters)."""
+        try:
+            logged = self._logs[p.pid].read_text(errors="replace")
+        except (KeyError, OSError):
+            return ""
+        return next((line.strip() for line in reversed(logged.splitlines()) if line.strip()), "")[:200]
 
     def _warn(self, message: str) -> None:
         self.warnings.append(message)
@@ -394,6 +411,15 @@ class Sandbox:
         finally:
             for f in (fin, fout, ferr):
                 f.unlink(missing_ok=True)
+
+    def control_file(self, name: str, data: bytes = b"") -> Path:
+        """A file in the sandbox's private control directory (``/run/kimi`` inside) that only the
+        sandbox's user and we can read: how a secret (a server's token) reaches a program inside."""
+        path = self._ctl / name
+        path.touch(mode=0o600)
+        path.write_bytes(data)
+        self._own(path)
+        return path
 
     def _own(self, path: Path) -> None:
         """Create ``path`` (if need be) for the sandbox's user to read and write."""

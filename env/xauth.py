@@ -21,19 +21,22 @@ def new_cookie() -> bytes:
     return secrets.token_bytes(16)
 
 
-def write_authority(path: Path, cookie: bytes, display_number: int | None = None) -> None:
+def write_authority(
+    path: Path, cookie: bytes, display_number: int | None = None, also_hosts: tuple[str, ...] = ()
+) -> None:
     """An Xauthority file holding ``cookie``: for the server (``-auth``; it reads every entry and
     ignores their addresses) or, with the display number, for clients. A local entry for this host
-    and a wildcard one, since clients look entries up by hostname and display number."""
+    (and ``also_hosts``: a sandbox's own hostname) and a wildcard one, since clients look entries up
+    by hostname and display number, and python-xlib knows no wildcard."""
     number = b"" if display_number is None else str(display_number).encode()
 
     def field(b: bytes) -> bytes:
         return struct.pack(">H", len(b)) + b
 
-    host = socket.gethostname().encode()
+    hosts = [(FAMILY_LOCAL, h.encode()) for h in (socket.gethostname(), *also_hosts)]
     entries = [
         struct.pack(">H", family) + field(addr) + field(number) + field(PROTOCOL) + field(cookie)
-        for family, addr in ((FAMILY_LOCAL, host), (FAMILY_WILD, b""))
+        for family, addr in (*hosts, (FAMILY_WILD, b""))
     ]
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:

@@ -7,7 +7,6 @@ import argparse
 import contextlib
 import os
 import re
-import shlex
 import signal
 import sys
 import time
@@ -28,8 +27,8 @@ from agent.text import visible
 from agent.trajectory import RunInfo, TrajectoryWriter
 from agent.weights import DEFAULT_MODEL
 from env.desktop import Desktop
-from env.desktops import DESKTOPS
 from tasks.live import LiveView, clip
+from tasks.sandbox_args import add_sandbox_flags, make_sandbox
 
 if TYPE_CHECKING:
     from env.sandbox import Sandbox
@@ -42,13 +41,6 @@ PROFILES = ["append", "osworld"]
 
 class UsageError(Exception):
     """Bad flags or inputs: reported as one line, exit status 2."""
-
-
-def _size(text: str) -> tuple[int, int]:
-    m = re.fullmatch(r"(\d+)x(\d+)", text)
-    if not m or not (64 <= int(m[1]) <= 8192 and 64 <= int(m[2]) <= 8192):
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT between 64 and 8192, got {text!r}")
-    return int(m[1]), int(m[2])
 
 
 def _desktop_flags(p: argparse.ArgumentParser) -> None:
@@ -76,7 +68,7 @@ def _desktop_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--monitor", type=int, default=1, help="monitor to use with --desktop (mss index, 1 = primary)"
     )
-    _sandbox_flags(p)
+    add_sandbox_flags(p)
     p.add_argument("--out", type=Path, help="run directory (default runs/<time>-<task>)")
     p.add_argument(
         "--max-steps",
@@ -93,46 +85,6 @@ def _desktop_flags(p: argparse.ArgumentParser) -> None:
         help="ask before each action: y runs it, n skips it and tells the model, q quits",
     )
     p.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
-
-
-def _sandbox_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("sandbox")
-    g.add_argument("--size", type=_size, default=(1920, 1080), help="screen size (default 1920x1080)")
-    g.add_argument(
-        "--app",
-        action="append",
-        default=[],
-        metavar="CMD",
-        help="start CMD in the sandbox first (repeatable)",
-    )
-    g.add_argument(
-        "--desktop-env",
-        choices=DESKTOPS,
-        default="xfce",
-        help="xfce: a full light desktop (panel, menu, icons, Ctrl+Alt+T; default); minimal: bare openbox",
-    )
-    g.add_argument("--no-network", action="store_true", help="no network inside the sandbox (default: on)")
-    g.add_argument(
-        "--no-isolation",
-        action="store_true",
-        help="run the sandbox's programs unisolated, as you (for machines without user namespaces)",
-    )
-    g.add_argument("--keep", action="store_true", help="keep the sandbox's directory (its /home/user, /tmp)")
-
-
-def _make_sandbox(args: argparse.Namespace) -> Sandbox:
-    from env.isolation import Isolation
-    from env.sandbox import Sandbox
-
-    w, h = args.size
-    return Sandbox(
-        width=w,
-        height=h,
-        apps=[shlex.split(a) for a in args.app],
-        desktop=args.desktop_env,
-        isolation=None if args.no_isolation else Isolation(network=not args.no_network),
-        keep=args.keep,
-    )
 
 
 def _run_parser() -> argparse.ArgumentParser:
@@ -225,7 +177,7 @@ def _sandbox_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="kimi-agent sandbox", description="Start a sandbox and keep it until Ctrl-C."
     )
-    _sandbox_flags(p)
+    add_sandbox_flags(p)
     p.add_argument("--debug", action="store_true")
     return p
 
@@ -252,7 +204,7 @@ def _open_desktop(args: argparse.Namespace, console: Console) -> Iterator[tuple[
         finally:
             desktop.close()
         return
-    with _make_sandbox(args) as box:
+    with make_sandbox(args) as box:
         for warning in box.warnings:  # an --app that showed no window, say
             console.print(Text(f"warning: {clip(warning, 300)}", style="yellow"))
         yield box, f"sandbox {box.display}", _watch_hint(box)
@@ -394,7 +346,7 @@ def _cmd_replay(console: Console, argv: Sequence[str]) -> int:
 def _cmd_sandbox(console: Console, argv: Sequence[str]) -> int:
     args = _sandbox_parser().parse_args(argv)
     w, h = args.size
-    with _make_sandbox(args) as box:
+    with make_sandbox(args) as box:
         shot = box.root / "screen.png"
         console.print(f"sandbox running on DISPLAY={box.display} ({w}x{h}), /home/user is {box.home}")
         for warning in box.warnings:

@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import shlex
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
 from rich.text import Text
+
+from tasks.sandbox_args import add_sandbox_flags, isolation
 
 
 class ServeUsageError(Exception):
@@ -45,6 +49,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="serve OSWorld's endpoints only, without our faster /kimi/*",
     )
+    p.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="serve a fresh isolated sandbox, the server running inside it (a light local OSWorld VM); "
+        "the sandbox flags below apply",
+    )
+    add_sandbox_flags(p)
     p.add_argument("--debug", action="store_true")
     return p
 
@@ -68,6 +79,8 @@ def _token(args: argparse.Namespace) -> str | None:
 
 def cmd_serve(console: Console, argv: Sequence[str]) -> int:
     args = _parser().parse_args(argv)
+    if args.sandbox:
+        return _serve_sandbox(console, args)
     if not args.display:
         raise ServeUsageError("no X display to serve: pass --display :N or set DISPLAY")
     if not 0 < args.port < 65536:
@@ -109,3 +122,46 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _serve_sandbox(console: Console, args: argparse.Namespace) -> int:
+    """A sandbox with the server inside it, reachable on --host/--port as an OSWorld VM is."""
+    from env.sandbox import SandboxError
+    from env.served_sandbox import ServedSandbox
+
+    if args.socket is not None or args.token or args.token_file or args.osworld_only:
+        raise ServeUsageError("--sandbox takes no --socket, --token, --token-file or --osworld-only")
+    if not _is_loopback(args.host):
+        raise ServeUsageError("--sandbox serves on loopback only; put a tunnel in front for other machines")
+    w, h = args.size
+    try:
+        served = ServedSandbox(
+            w,
+            h,
+            [shlex.split(a) for a in args.app],
+            desktop=args.desktop_env,
+            isolation=isolation(args),
+            keep=args.keep,
+            execute_timeout_s=args.execute_timeout,
+            port=args.port,
+        )
+    except (SandboxError, OSError) as e:
+        raise ServeUsageError(f"cannot start the sandbox: {e}") from None
+    with served:
+        console.print(
+            Text(f"serving sandbox DISPLAY={served.sandbox.display} at {served.url}; Ctrl-C stops it")
+        )
+        console.print(Text(f"token: {served.token}"))
+        console.print(Text(f"OSWorld's controllers: vm_ip={served.vm_ip!r}, server_port={served.port}"))
+        if args.keep:
+            console.print(Text(f"kept: {served.sandbox.root}"))
+        try:
+            while served.server_process.poll() is None:
+                time.sleep(0.5)
+            console.print(
+                Text(f"the server inside exited: {served.sandbox.last_log_line(served.server_process)}")
+            )
+            return 1
+        except KeyboardInterrupt:
+            console.print("stopped")
+    return 0

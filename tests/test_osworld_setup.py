@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from env.osworld_client import OSWorldClient
-from env.osworld_server import RunningServer, ServerConfig, start_server
 from env.sandbox import Sandbox
+from env.served_sandbox import ServedSandbox
 from tasks.osworld.setup import (
     REGISTRY,
     SetupContext,
@@ -36,13 +36,22 @@ DATA = Path(__file__).resolve().parent / "data"
 
 @dataclass
 class Served:
-    box: Sandbox
-    server: RunningServer
+    served: ServedSandbox
     client: OSWorldClient
 
     @property
+    def box(self) -> Sandbox:
+        return self.served.sandbox
+
+    @property
     def home(self) -> Path:
+        """The sandbox's /home/user, as the host sees it."""
         return self.box.home
+
+    @property
+    def inner_home(self) -> str:
+        """The same directory as the server and programs inside see it."""
+        return self.box.inside(self.box.home)
 
     def active_title(self) -> str:
         return self.box.run(["xdotool", "getactivewindow", "getwindowname"]).stdout.decode().strip()
@@ -53,12 +62,10 @@ def served() -> Iterator[Served]:
     if shutil.which("Xvfb") is None:
         pytest.skip("Xvfb is not installed")
     apps = [["xterm", "-title", "Terminal", "-geometry", "60x10+0+0"]]
-    with (
-        Sandbox(1280, 800, apps=apps, desktop="minimal", isolation=None) as box,  # the server runs host-side
-        start_server(ServerConfig(display=box.display, env=box.env, execute_timeout_s=20)) as server,
-    ):
-        client = OSWorldClient(server.url, token=server.token)
-        yield Served(box, server, client)
+    # The server runs inside the isolated sandbox, as for a benchmark task.
+    with ServedSandbox(1280, 800, apps=apps, desktop="minimal", execute_timeout_s=20) as served:
+        client = OSWorldClient(served.url, token=served.token)
+        yield Served(served, client)
         client.close()
 
 
@@ -115,7 +122,7 @@ def test_a_real_os_task_setup_runs_with_placeholders(
     assert report.ok, [o.line() for o in report.outcomes]
     assert [o.type for o in report.outcomes] == [s.type for s in task.config]
     # setup.sh landed in the machine's HOME and ran there (the server's cwd is elsewhere).
-    assert (served.home / "test_environment" / "ran-in").read_text().strip() == str(served.home)
+    assert (served.home / "test_environment" / "ran-in").read_text().strip() == served.inner_home
     assert served.client.cursor_position() == (640, 400)
     _wait(lambda: served.active_title() == "Terminal")
 

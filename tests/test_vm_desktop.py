@@ -17,8 +17,8 @@ from test_sandbox import _wait_file
 
 from env.actions import Click, Drag, Hotkey, KeyDown, KeyPress, KeyUp, Point, Scroll, TypeText, Wait
 from env.osworld_client import OSWorldClient
-from env.osworld_server import ServerConfig, start_server
 from env.sandbox import Sandbox
+from env.served_sandbox import ServedSandbox
 from env.vm_desktop import VMDesktop, pyautogui_code
 
 pytestmark = pytest.mark.x11
@@ -26,26 +26,26 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def sandbox() -> Iterator[Sandbox]:
-    """The server runs on the host, on the sandbox's display, as in a VM or container of the
-    user's: what it starts is not walled off, so the sandbox is not either."""
-    with Sandbox(1280, 800, desktop="minimal", isolation=None) as box:
-        yield box
+def served() -> Iterator[ServedSandbox]:
+    """The server runs inside the isolated sandbox, as for a benchmark task."""
+    with ServedSandbox(1280, 800, desktop="minimal") as served:
+        yield served
+
+
+@pytest.fixture
+def sandbox(served: ServedSandbox) -> Sandbox:
+    return served.sandbox
 
 
 @pytest.fixture(params=["kimi", "osworld"])
-def vm(request, sandbox) -> Iterator[VMDesktop]:  # type: ignore[no-untyped-def]
-    with start_server(ServerConfig(display=sandbox.display, env=sandbox.env)) as server:
-        desktop = VMDesktop(OSWorldClient(server.url, token=server.token), fast=request.param == "kimi")
-        yield desktop
-        desktop.close()
+def vm(request, served: ServedSandbox) -> Iterator[VMDesktop]:  # type: ignore[no-untyped-def]
+    desktop = VMDesktop(OSWorldClient(served.url, token=served.token), fast=request.param == "kimi")
+    yield desktop
+    desktop.close()
 
 
-def test_the_probe_tells_our_server_from_others(sandbox) -> None:
-    with (
-        start_server(ServerConfig(display=sandbox.display, env=sandbox.env)) as server,
-        VMDesktop(OSWorldClient(server.url, token=server.token)) as d,
-    ):
+def test_the_probe_tells_our_server_from_others(served: ServedSandbox) -> None:
+    with VMDesktop(OSWorldClient(served.url, token=served.token)) as d:
         assert d.fast and "kimi-agent server" in d.name
         assert (d.geometry.width, d.geometry.height) == (1280, 800)
         frame = d.screenshot()
@@ -150,16 +150,15 @@ def test_generated_code_quotes_every_string() -> None:
     assert pyautogui_code(Hotkey(keys=["ctrl", "c"]), []) == "pyautogui.hotkey('ctrl', 'c')"
 
 
-def test_cli_runs_a_script_through_the_server(sandbox, clickpad_on, tmp_path: Path) -> None:
+def test_cli_runs_a_script_through_the_server(served, sandbox, clickpad_on, tmp_path: Path) -> None:
     """`kimi-agent "task" --vm URL --vm-token T --script S`: the run's trajectory is recorded as locally."""
     pad = clickpad_on(sandbox)
     script = tmp_path / "steps.json"
     script.write_text(json.dumps([{"kind": "click", "point": {"x": 0.5, "y": 0.5}}, {"kind": "done"}]))
     out = tmp_path / "run"
-    with start_server(ServerConfig(display=sandbox.display, env=sandbox.env)) as server:
-        cmd = [sys.executable, "-m", "tasks.cli", "click the middle", "--vm", server.url]
-        cmd += ["--vm-token", server.token, "--script", str(script), "--out", str(out)]
-        done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60)
+    cmd = [sys.executable, "-m", "tasks.cli", "click the middle", "--vm", served.url]
+    cmd += ["--vm-token", served.token, "--script", str(script), "--out", str(out)]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
     [ev] = _down(pad)
     assert _near(ev, 640, 400)
@@ -168,18 +167,17 @@ def test_cli_runs_a_script_through_the_server(sandbox, clickpad_on, tmp_path: Pa
     assert list(out.glob("step_*.png")), sorted(p.name for p in out.iterdir())
 
 
-def test_cli_refuses_a_wrong_token_in_one_line(sandbox, tmp_path: Path) -> None:
-    with start_server(ServerConfig(display=sandbox.display, env=sandbox.env)) as server:
-        script = tmp_path / "s.json"
-        script.write_text(json.dumps([{"kind": "done"}]))
-        cmd = [sys.executable, "-m", "tasks.cli", "t", "--vm", server.url, "--vm-token", "x" * 20]
-        done = subprocess.run(
-            [*cmd, "--script", str(script), "--out", str(tmp_path / "r")],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+def test_cli_refuses_a_wrong_token_in_one_line(served, tmp_path: Path) -> None:
+    script = tmp_path / "s.json"
+    script.write_text(json.dumps([{"kind": "done"}]))
+    cmd = [sys.executable, "-m", "tasks.cli", "t", "--vm", served.url, "--vm-token", "x" * 20]
+    done = subprocess.run(
+        [*cmd, "--script", str(script), "--out", str(tmp_path / "r")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2
     assert "refused the token" in done.stdout and "Traceback" not in done.stdout + done.stderr
 

@@ -9,6 +9,8 @@ the transport's cost, not the app's. Paths, all on one 1920x1080 sandbox with an
   osworld     OSWorld's own way through our server: POST /execute `python -c "import pyautogui; ..."`
               + GET /screenshot (PNG with the cursor)
   vm-osworld  VMDesktop on OSWorld's protocol only (generated pyautogui code, PNG screenshots)
+  served      VMDesktop through /kimi/* to the server inside an isolated sandbox (a benchmark
+              worker's path): over the loopback TCP port that forwards to it, and over its socket
 
 Run: .venv/bin/python tests/bench/bench_vm.py [--steps 30]
 """
@@ -29,6 +31,7 @@ from env.actions import Move, Point
 from env.osworld_client import OSWorldClient
 from env.osworld_server import ServerConfig, start_server
 from env.sandbox import Sandbox
+from env.served_sandbox import ServedSandbox
 from env.settle import Settle
 from env.vm_desktop import OSWORLD_PREFIX, VMDesktop
 
@@ -93,12 +96,23 @@ def main() -> None:
             rows.append(("VMDesktop, OSWorld protocol only", measure(slow, args.steps)))
             vm.close()
             client.close()
+    with ServedSandbox(1920, 1080, apps=[["xterm"]], desktop="minimal") as served:
+        for name, url in (("tcp forward", served.url), ("its socket", served.socket_url)):
+            vm = VMDesktop(OSWorldClient(url, token=served.token), settle=NO_SETTLE)
+            assert vm.fast
+
+            def inside(i: int, vm: VMDesktop = vm) -> None:
+                assert vm.execute(Move(point=point(i))).ok
+                vm.screenshot()
+
+            rows.append((f"server in isolated sandbox, {name}", measure(inside, args.steps)))
+            vm.close()
     base = statistics.median(rows[0][1])
     print(f"per step (execute one move + the next screenshot), 1920x1080, {args.steps} steps, settle off:")
     for name, times in rows:
         med = statistics.median(times)
         print(
-            f"  {name:36s} median {med * 1000:7.1f} ms  p90 {sorted(times)[int(len(times) * 0.9)] * 1000:7.1f} ms"
+            f"  {name:40s} median {med * 1000:7.1f} ms  p90 {sorted(times)[int(len(times) * 0.9)] * 1000:7.1f} ms"
             f"  ({med / base:.1f}x direct)"
         )
 

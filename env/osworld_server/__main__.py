@@ -1,0 +1,31 @@
+"""``python -m env.osworld_server SOCKET TOKEN_FILE [EXECUTE_TIMEOUT_S]``: the server as a sandbox
+starts it inside itself (env/served_sandbox.py), on a unix socket in the sandbox's control directory,
+for the display and environment it inherits. Users run ``kimi-agent serve``."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from env.osworld_server.app import ServerConfig
+from env.osworld_server.auth import check_token
+from env.osworld_server.runner import serve_forever
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) not in (2, 3):
+        print(__doc__, file=sys.stderr)
+        return 2
+    socket_path, token_file = Path(argv[0]), Path(argv[1])
+    config = ServerConfig(
+        display=os.environ["DISPLAY"],
+        token=check_token(token_file.read_text()),
+        execute_timeout_s=float(argv[2]) if len(argv) == 3 else 120.0,
+    )
+    serve_forever(config, socket_path=socket_path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
