@@ -35,18 +35,20 @@ def main() -> None:
     )
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--desktop-env", default="minimal")
-    ap.add_argument("--isolation", action="store_true", help="isolated sandboxes (default: --no-isolation)")
+    ap.add_argument("--no-isolation", action="store_true", help="sandboxes without bubblewrap")
     args = ap.parse_args()
     ids = sorted(p.stem for p in (args.suite / "examples").glob("*/*.json"))
     scripts = args.suite / "solutions" if (args.suite / "solutions").is_dir() else args.suite / "scripts"
-    print(f"suite {args.suite}: {len(ids)} tasks, desktop {args.desktop_env}, {os.cpu_count()} cores")
+    print(
+        f"suite {args.suite}: {len(ids)} tasks, desktop {args.desktop_env}{', no isolation' if args.no_isolation else ''}, {os.cpu_count()} cores"
+    )
     for n in args.workers:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "results"
             cmd = [
                 sys.executable, "-m", "tasks.cli", "bench", "osworld", "run", *ids, "--osworld-dir", str(args.suite),
                 "--script-dir", str(scripts), "--out", str(out), "--workers", str(n),
-                "--desktop-env", args.desktop_env, *([] if args.isolation else ["--no-isolation"]),
+                "--desktop-env", args.desktop_env, *(["--no-isolation"] if args.no_isolation else []),
             ]  # fmt: skip
             env = {
                 "KIMI_OSWORLD_EVAL_VENV": str(REPO / ".cache" / "osworld-eval"),  # as .ci/setup builds it
