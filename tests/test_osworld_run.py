@@ -41,9 +41,7 @@ TRAJ_FIELDS = {
     "info",
     "screenshot_file",
 }
-# The sandboxes' server runs on the host for now (ServedSandbox): it cannot read an isolated
-# sandbox's cookie, so these runs use --no-isolation until the server moves inside.
-SANDBOX_FLAGS = ["--desktop-env", "minimal", "--no-isolation"]
+SANDBOX_FLAGS = ["--desktop-env", "minimal"]  # isolated sandboxes, as users get them
 
 
 def cli(*args: str | Path, tmp: Path) -> list[str]:
@@ -206,7 +204,7 @@ def test_a_vm_is_reset_by_the_users_hook_before_each_task(tmp_path: Path) -> Non
 
     log = tmp_path / "reverts.log"
     out = tmp_path / "results"
-    with ServedSandbox(1920, 1080, desktop="minimal", isolation=None) as vm:
+    with ServedSandbox(1920, 1080, desktop="minimal") as vm:
         r = run_cli("run", WRITE, INFEASIBLE, "--osworld-dir", DATA, "--script-dir", SCRIPTS, "--out", out,
                     "--vm", vm.url, "--vm-token", vm.token, "--vm-revert", f'echo "$KIMI_VM_URL" >> {log}',
                     tmp=tmp_path)  # fmt: skip

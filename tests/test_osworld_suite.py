@@ -8,7 +8,8 @@ with our server, the tasks' own setup steps and OSWorld's official evaluators: e
 solution scores 1.0, and doing nothing (one WAIT) scores 0.0, infeasible tasks included.
 
 CI runs a representative subset end to end (one task per app, plus the infeasible one); the whole
-suite takes ~8 minutes a pass on 2 cores, so it runs only with KIMI_SUITE_FULL=1.
+suite takes ~5 minutes a pass with 1 worker and ~3 with 2 on 2 cores (tests/bench/bench_osworld_run.py),
+so it runs only with KIMI_SUITE_FULL=1.
 """
 
 from __future__ import annotations

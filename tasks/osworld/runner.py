@@ -63,6 +63,10 @@ class Target(Protocol):
 
     def reset(self) -> OSWorldClient: ...
 
+    def desktop_url(self) -> str | None:
+        """A quicker way to the same server for the agent's actions and frames, if there is one."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -87,6 +91,9 @@ class SandboxTarget:
             isolation=Isolation(network=self._network) if self._isolation else None,
         )
         return OSWorldClient(self._box.url, token=self._box.token)
+
+    def desktop_url(self) -> str | None:
+        return self._box.socket_url if self._box is not None else None  # one hop fewer than the TCP forward
 
     def close(self) -> None:
         box, self._box = self._box, None
@@ -136,6 +143,9 @@ class VMTarget:
                     client.close()
                     raise
                 time.sleep(2.0)
+
+    def desktop_url(self) -> str | None:
+        return None
 
     def close(self) -> None:
         pass
@@ -397,7 +407,7 @@ class Worker:
         timer.daemon = True
         log = TrajLog(out)
         # Our own client: VMDesktop closes it, and the one for setup and scoring stays open.
-        desktop = VMDesktop(OSWorldClient(client.base_url, token=client.token))
+        desktop = VMDesktop(OSWorldClient(self.target.desktop_url() or client.base_url, token=client.token))
         try:
             g = desktop.geometry
             writer = TrajectoryWriter(

@@ -1,10 +1,11 @@
 """Wall time of `kimi-agent bench osworld run` on a small suite with 1 and 2 workers, and the per-task
 reset time (a fresh sandbox with its server, ready for setup), read from the runs' outcome.json.
 
-The suite plays its reference scripts (--script-dir), so the figures measure the runner, the sandboxes,
-setup and scoring, not a model. Each worker count runs in a fresh results directory.
+The suite (default: every task of tasks/osworld/suite, else tests/data/osworld_run) plays its reference
+solutions (--script-dir), so the figures measure the runner, the sandboxes, setup and the official
+evaluators, not a model. Each worker count runs in a fresh results directory.
 
-Run: .venv/bin/python tests/bench/bench_osworld_run.py [SPLIT --scripts DIR] [--workers 1 2] [--desktop-env xfce]
+Run: .venv/bin/python tests/bench/bench_osworld_run.py [--suite DIR] [--workers 1 2] [--desktop-env xfce]
 """
 
 from __future__ import annotations
@@ -20,29 +21,40 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+SUITE = REPO / "tasks" / "osworld" / "suite"
 DATA = REPO / "tests" / "data" / "osworld_run"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("split", nargs="?", type=Path, default=DATA / "split.json")
-    ap.add_argument("--scripts", type=Path, default=DATA / "scripts")
+    ap.add_argument(
+        "--suite",
+        type=Path,
+        default=SUITE if SUITE.is_dir() else DATA,
+        help="examples/ and solutions/ (or scripts/)",
+    )
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--desktop-env", default="minimal")
-    ap.add_argument("--isolation", action="store_true", help="isolated sandboxes (default: --no-isolation)")
+    ap.add_argument("--no-isolation", action="store_true", help="sandboxes without bubblewrap")
     args = ap.parse_args()
+    ids = sorted(p.stem for p in (args.suite / "examples").glob("*/*.json"))
+    scripts = args.suite / "solutions" if (args.suite / "solutions").is_dir() else args.suite / "scripts"
     print(
-        f"suite {args.split} with scripts {args.scripts}, desktop {args.desktop_env}, {os.cpu_count()} cores"
+        f"suite {args.suite}: {len(ids)} tasks, desktop {args.desktop_env}{', no isolation' if args.no_isolation else ''}, {os.cpu_count()} cores"
     )
     for n in args.workers:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "results"
             cmd = [
-                sys.executable, "-m", "tasks.cli", "bench", "osworld", "run", str(args.split),
-                "--script-dir", str(args.scripts), "--out", str(out), "--workers", str(n),
-                "--desktop-env", args.desktop_env, *([] if args.isolation else ["--no-isolation"]),
+                sys.executable, "-m", "tasks.cli", "bench", "osworld", "run", *ids, "--osworld-dir", str(args.suite),
+                "--script-dir", str(scripts), "--out", str(out), "--workers", str(n),
+                "--desktop-env", args.desktop_env, *(["--no-isolation"] if args.no_isolation else []),
             ]  # fmt: skip
-            env = {**os.environ, "XDG_CACHE_HOME": str(Path(tmp) / "cache")}
+            env = {
+                "KIMI_OSWORLD_EVAL_VENV": str(REPO / ".cache" / "osworld-eval"),  # as .ci/setup builds it
+                **os.environ,
+                "XDG_CACHE_HOME": str(Path(tmp) / "cache"),
+            }
             t0 = time.perf_counter()
             r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
             wall = time.perf_counter() - t0
