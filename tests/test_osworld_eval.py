@@ -282,6 +282,11 @@ def test_postconfig_runs_before_the_getters(
     ev = score(box, worker, tmp_path, evaluator)
     assert ev.score == 1.0
     assert ev.postconfig is not None and ev.postconfig.ok
+    record = json.loads(json.dumps(ev.to_json()))  # what a run keeps beside result.txt
+    assert record["postconfig"] == ["step 1 execute: ok: exit status 0"]
+    assert [(m["func"], m["score"], m["reason"]) for m in record["metrics"]] == [
+        ("check_include_exclude", 1.0, None)
+    ]
 
 
 @pytest.mark.x11

@@ -120,10 +120,6 @@ class EvaluatorWorker:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc and self._proc.poll() is None else None
-
     def _start(self) -> subprocess.Popen[str]:
         try:
             python = ready_python(self.venv)

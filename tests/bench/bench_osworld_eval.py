@@ -8,7 +8,9 @@ install on a new machine; without it, the repo-local .cache/osworld-eval is used
      .venv/bin/python tests/bench/bench_osworld_eval.py --corpus SPLIT.json
 scores every distinct evaluator of a split (one task per func + getter combination) on an untouched
 sandbox, internet cut off by a dead proxy: what each costs, and that none crashes the scoring (every
-score is 0 with a reason, unless the untouched machine already satisfies the task).
+score is 0 with a reason, unless the untouched machine already satisfies the task). Run it alone:
+when no browser answers, desktop-env's Chrome getters start one listening on port 1337 of this
+machine (the sandbox shares its network), where other runs' Chrome tests would find it.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ def corpus(split_path: str) -> None:
         for t in tasks:
             ev = evaluate(t, server, last_action="DONE", cache_dir=Path(tmp) / t.id, worker=w)
             times.append(ev.seconds)
+            print(f"{t.domain}/{t.id} {ev.score} {ev.seconds:.1f} s {ev.reason or ''}", flush=True)
             if ev.score > 0:
                 passed.append(f"{t.domain}/{t.id} {ev.score}")
             reasons[(ev.reason or "").split(":")[0][:60]] += 1
