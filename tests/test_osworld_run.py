@@ -133,6 +133,29 @@ def test_a_scripted_run_on_two_workers_scores_in_osworlds_layout(tmp_path: Path)
     assert rerun.returncode == 0 and "3 already finished, 0 to run" in rerun.stdout
 
 
+@pytest.mark.slow
+@needs_x
+def test_the_step_limit_ends_as_fail(tmp_path: Path) -> None:
+    """Out of steps, a task ends as FAIL: the written file does not save the feasible task, and the
+    infeasible one counts as recognised (what the always-FAIL baseline shows)."""
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    shutil.copy(SCRIPTS / f"{WRITE}.json", scripts)
+    waits = [{"kind": "wait", "seconds": 0.1}] * 3
+    (scripts / f"{INFEASIBLE}.json").write_text(json.dumps(waits))
+    out = tmp_path / "results"
+    tasks = [DATA / "examples" / "os" / f"{t}.json" for t in (WRITE, INFEASIBLE)]
+    r = run_cli(
+        "run", *tasks, "--script-dir", scripts, "--max-steps", "2", "--out", out, *SANDBOX_FLAGS, tmp=tmp_path
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    root = model_dir(out, f"script-{scripts.name}")
+    assert results_like_show_result(root) == {"os": {WRITE: 0.0, INFEASIBLE: 1.0}}
+    for t in (WRITE, INFEASIBLE):
+        outcome = json.loads((root / "os" / t / "outcome.json").read_text())
+        assert (outcome["stop_reason"], outcome["last_action"], outcome["steps"]) == ("max_steps", "FAIL", 2)
+
+
 def _newer(path: Path, t0: float) -> bool:
     try:
         return path.stat().st_mtime >= t0

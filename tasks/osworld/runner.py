@@ -5,8 +5,9 @@ Per task, as OSWorld's lib_run_single: reset, setup (``config``), start the reco
 (agent/loop.run on the client Desktop over the task's server: the same code for sandboxes and VMs),
 end the recording, then scoring by the official evaluators (postconfig first). The step budget counts
 model calls (OSWorld's max_steps). A model ``done`` is DONE (success) or FAIL (failure), ``wait`` is
-WAIT; a run that hits the step limit ends without DONE, and its last executed action is what
-infeasible scoring reads, as in OSWorld (``env.action_history[-1]``).
+WAIT; a run that hits the step limit ends as FAIL (as OSWorld's agents end at their
+max_trajectory_length), and the last action, FAIL included, is what scoring reads
+(``env.action_history[-1]``): an infeasible task scores 1 only then, any other 0.
 
 A task that raises, times out, cannot be set up or is unsupported here still finishes: 0.0 with its
 reason in outcome.json. A model that becomes unreachable (BackendError) or a Ctrl-C stops the run
@@ -372,7 +373,7 @@ class Worker:
                 details["recording"] = _save_recording(client, out)
             else:
                 details["recording"] = f"not started: {recording}"
-            last = last_action(traj.steps)
+            last = "FAIL" if traj.stop_reason == "max_steps" else last_action(traj.steps)
             common = dict(base, last_action=last, stop_reason=traj.stop_reason, steps=len(traj.steps))
             if timed_out:
                 return Outcome(
