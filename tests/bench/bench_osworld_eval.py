@@ -8,9 +8,10 @@ install on a new machine; without it, the repo-local .cache/osworld-eval is used
      .venv/bin/python tests/bench/bench_osworld_eval.py --corpus SPLIT.json
 scores every distinct evaluator of a split (one task per func + getter combination) on an untouched
 sandbox, internet cut off by a dead proxy: what each costs, and that none crashes the scoring (every
-score is 0 with a reason, unless the untouched machine already satisfies the task). Run it alone:
-when no browser answers, desktop-env's Chrome getters start one listening on port 1337 of this
-machine (the sandbox shares its network), where other runs' Chrome tests would find it.
+score is 0 with a reason, unless the untouched machine already satisfies the task). Evaluators with
+a DevTools getter are left out: when no browser answers, desktop-env's Chrome getters start one
+listening on port 1337 of this machine (the sandbox shares its network), where other runs' Chrome
+tests would find it.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from env.osworld_client import OSWorldClient
 from env.served_sandbox import ServedSandbox
 from tasks.osworld import evalenv
-from tasks.osworld.evaluation import EvaluatorWorker, Server, evaluate
+from tasks.osworld.evaluation import DEVTOOLS_GETTERS, EvaluatorWorker, Server, evaluate
 from tasks.osworld.task import parse_task
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,9 +48,12 @@ def corpus(split_path: str) -> None:
     dead = "http://127.0.0.1:9"  # the discard port: cloud files and web pages fail at once
     os.environ.update({k: dead for k in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")})
     os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
-    seen, tasks = set(), []
+    seen, tasks, browser = set(), [], 0
     for t in load_split(split_path).load():
         key = (tuple(t.evaluator.funcs), tuple(t.evaluator.getter_types()))
+        if DEVTOOLS_GETTERS & set(key[1]):
+            browser += key not in seen
+            seen.add(key)
         if key not in seen:
             seen.add(key)
             tasks.append(t)
@@ -70,6 +74,7 @@ def corpus(split_path: str) -> None:
                 passed.append(f"{t.domain}/{t.id} {ev.score}")
             reasons[(ev.reason or "").split(":")[0][:60]] += 1
         starts = w.starts
+    print(f"left out: {browser} distinct evaluators with a DevTools getter")
     print(
         f"{len(tasks)} distinct evaluators: {sum(times):.0f} s, median {statistics.median(times):.2f} s, max {max(times):.0f} s"
     )
