@@ -154,6 +154,9 @@ def summarize(root: Path) -> Summary:
         for c, members in CATEGORIES.items()
         if any(r.domain in members for r in rows)
     ]
+    known = {d for members in CATEGORIES.values() for d in members}
+    if others := [r for r in rows if r.domain not in known]:  # our suite's own domains (mousepad)
+        categories.append(_group("Other", others))
     return Summary(root, manifest, rows, domains, categories, _group("all", rows), stats)
 
 
