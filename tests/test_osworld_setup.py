@@ -345,6 +345,12 @@ def test_chrome_history_and_tabs_over_devtools(
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
         pages = [t["url"] for t in json.load(r) if t["type"] == "page"]
     assert sorted(pages) == sorted(urls[:2])
+    # Accessibility is on, as on OSWorld's image: the browser and its page are in the AT-SPI tree.
+    deadline = time.monotonic() + 20
+    while "<application name=\"Chromium\"" not in (tree := served.client.accessibility()):
+        assert time.monotonic() < deadline, tree[-500:]
+        time.sleep(0.5)
+    assert ">one<" in tree or ">two<" in tree or 'name="two"' in tree or 'name="one"' in tree, tree[-2000:]
     # Chromium kept the history rows written before it started (read from a copy, as OSWorld's
     # history getter does: Chrome holds the database locked).
     copy = tmp_path / "History-copy"

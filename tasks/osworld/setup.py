@@ -557,8 +557,10 @@ def run_postconfig(task: Task, ctx: SetupContext) -> SetupReport:
 
 def sandbox_aliases() -> dict[str, list[str]]:
     """Programs of OSWorld's Ubuntu image under their Debian names on this machine: Chrome is
-    Debian's Chromium (which refuses to start as root without --no-sandbox)."""
+    Debian's Chromium (which refuses to start as root without --no-sandbox). With accessibility on,
+    as on OSWorld's GNOME image: Chromium joins the AT-SPI tree (/accessibility, and the getters that
+    read the address bar from it) only when told to, and shows its pages there only when forced."""
     if shutil.which("google-chrome") or not shutil.which("chromium"):
         return {}
-    chromium = ["chromium", *(["--no-sandbox"] if os.geteuid() == 0 else [])]
-    return {"google-chrome": chromium}
+    chromium = ["env", "ACCESSIBILITY_ENABLED=1", "chromium", "--force-renderer-accessibility"]
+    return {"google-chrome": [*chromium, *(["--no-sandbox"] if os.geteuid() == 0 else [])]}
