@@ -25,8 +25,10 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="kimi-agent bench osworld",
         description="OSWorld tasks (evaluation_examples layout: SPLIT.json beside examples/DOMAIN/ID.json). "
-        "Also: `kimi-agent bench osworld run ...` runs and scores tasks, `kimi-agent bench osworld report OUT` "
-        "prints a run's summary again (--help after them).",
+        "Also: `kimi-agent bench osworld setup` builds the environment of OSWorld's evaluators (once), "
+        "`kimi-agent bench osworld run ...` runs and scores tasks (`run suite --script-dir suite`: our "
+        "suite's reference solutions), `kimi-agent bench osworld report OUT` prints a run's summary again "
+        "(--help after them).",
     )
     p.add_argument(
         "--check",
