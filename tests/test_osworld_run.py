@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tasks.osworld import suite
 from tasks.osworld.report import summarize
 from tasks.osworld.results import RESULT_FILE, model_dir
 from tasks.osworld.run_cli import resolve
@@ -241,14 +242,17 @@ def test_a_vm_is_reset_by_the_users_hook_before_each_task(tmp_path: Path) -> Non
 def test_kimi_vl_through_the_tiny_random_model_completes_with_a_score(
     tmp_path: Path, tiny_kimi: Path
 ) -> None:
+    """Two tasks of our suite (one infeasible), set up, played by the model and scored as any run."""
     out = tmp_path / "results"
-    r = run_cli("run", WRITE, INFEASIBLE, "--osworld-dir", DATA, "--out", out, "--backend", "transformers",
+    tasks = [("os", "os-hello-file"), ("os", "os-infeasible-bitlocker")]
+    files = [suite.EXAMPLES / domain / f"{task}.json" for domain, task in tasks]
+    r = run_cli("run", *files, "--out", out, "--backend", "transformers",
                 "--model", tiny_kimi, "--offline", "--max-steps", "2", "--max-new-tokens", "32", "--in-token-limit", "256", *SANDBOX_FLAGS,
                 tmp=tmp_path)  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
     root = model_dir(out, str(tiny_kimi))
-    for task in (WRITE, INFEASIBLE):
-        outcome = json.loads((root / "os" / task / "outcome.json").read_text())
+    for domain, task in tasks:
+        outcome = json.loads((root / domain / task / "outcome.json").read_text())
         assert outcome["kind"] == "scored", outcome
         assert 0.0 <= outcome["score"] <= 1.0
         assert 1 <= outcome["steps"] <= 2
