@@ -32,6 +32,12 @@ def add_sandbox_flags(p: argparse.ArgumentParser) -> None:
         metavar="CMD",
         help="start CMD in the sandbox first (repeatable)",
     )
+    add_isolation_flags(g)
+    g.add_argument("--keep", action="store_true", help="keep the sandbox's directory (its /home/user, /tmp)")
+
+
+def add_isolation_flags(g: argparse._ActionsContainer) -> None:
+    """Which desktop the sandbox shows and how it is walled off: shared by every command that makes one."""
     g.add_argument(
         "--desktop-env",
         choices=DESKTOPS,
@@ -44,7 +50,6 @@ def add_sandbox_flags(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="run the sandbox's programs unisolated, as you (for machines without user namespaces)",
     )
-    g.add_argument("--keep", action="store_true", help="keep the sandbox's directory (its /home/user, /tmp)")
 
 
 def isolation(args: argparse.Namespace) -> Isolation | None:

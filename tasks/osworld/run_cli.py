@@ -19,7 +19,6 @@ from rich.console import Console
 from rich.text import Text
 
 from agent.policy import ScriptedPolicy
-from env.desktops import DESKTOPS
 from tasks.osworld import suite
 from tasks.osworld.progress import Progress
 from tasks.osworld.report import print_summary, summarize, write_html
@@ -44,6 +43,7 @@ from tasks.osworld.runner import (
     run_tasks,
 )
 from tasks.osworld.task import DEFAULT_DIR_VAR, Task, TaskError, load_split, load_task, osworld_dir
+from tasks.sandbox_args import add_isolation_flags, isolation
 
 DEFAULT_SPLIT = "test_nogdrive"  # OSWorld-Verified's standard 361 tasks
 SUITE = "suite"  # names tasks/osworld/suite: its split, and for --script-dir its solutions
@@ -99,13 +99,7 @@ def run_parser() -> argparse.ArgumentParser:
         help="play DIR/<task_id>.json (the --script format) instead of asking a model; "
         "`suite`: the packaged suite's reference solutions",
     )
-    p.add_argument(
-        "--desktop-env", choices=DESKTOPS, default="xfce", help="the sandboxes' desktop (default xfce)"
-    )
-    p.add_argument("--no-network", action="store_true", help="no network inside the sandboxes")
-    p.add_argument(
-        "--no-isolation", action="store_true", help="sandboxes without bubblewrap (README: Sandboxes)"
-    )
+    add_isolation_flags(p)
     p.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
     model_flags(p)
     return p
@@ -184,10 +178,7 @@ def _targets(args: argparse.Namespace) -> list[Target]:
     n = args.workers or 1
     if n < 1:
         raise UsageError("--workers must be at least 1")
-    return [
-        SandboxTarget(f"sandbox-{i + 1}", args.desktop_env, not args.no_network, not args.no_isolation)
-        for i in range(n)
-    ]
+    return [SandboxTarget(f"sandbox-{i + 1}", args.desktop_env, isolation(args)) for i in range(n)]
 
 
 class _Locked:

@@ -35,6 +35,7 @@ from agent.loop import Phase, StopFlag, run
 from agent.policy import Policy
 from agent.trajectory import ActionRecord, RunInfo, StepRecord, TrajectoryWriter
 from env.actions import Action, action_from_dict
+from env.isolation import Isolation
 from env.osworld_client import OSWorldClient, OSWorldError
 from env.vm_desktop import VMDesktop, pyautogui_code
 from tasks.osworld.results import (
@@ -74,23 +75,16 @@ class Target(Protocol):
 class SandboxTarget:
     kind: TargetKind = "sandbox"
 
-    def __init__(
-        self, name: str, desktop: str = "xfce", network: bool = True, isolation: bool = True
-    ) -> None:
+    def __init__(self, name: str, desktop: str = "xfce", isolation: Isolation | None = Isolation()) -> None:
         self.name = name
-        self._desktop, self._network, self._isolation = desktop, network, isolation
+        self._desktop, self._isolation = desktop, isolation
         self._box: Any = None
 
     def reset(self) -> OSWorldClient:
-        from env.isolation import Isolation
         from env.served_sandbox import ServedSandbox
 
         self.close()
-        self._box = ServedSandbox(
-            *SCREEN,
-            desktop=self._desktop,  # type: ignore[arg-type]
-            isolation=Isolation(network=self._network) if self._isolation else None,
-        )
+        self._box = ServedSandbox(*SCREEN, desktop=self._desktop, isolation=self._isolation)  # type: ignore[arg-type]
         return OSWorldClient(self._box.url, token=self._box.token)
 
     def desktop_url(self) -> str | None:
