@@ -235,6 +235,25 @@ def test_launch_open_activate_close_and_sleep(served: Served, ctx: SetupContext)
     _wait(lambda: "kimi-" not in served.active_title())
 
 
+def test_activate_window_waits_for_a_window_that_comes_up_after_the_tasks_sleep(
+    served: Served, ctx: SetupContext
+) -> None:
+    # An app that starts later than the task file's sleep allowed (a loaded machine): activation
+    # waits for its window instead of failing and leaving the agent's first keys to nobody.
+    steps = _steps(
+        [
+            {"type": "launch", "parameters": {"command": "sh -c 'sleep 2; exec xterm -title kimi-late'",
+                                              "shell": True}},
+            {"type": "activate_window", "parameters": {"window_name": "kimi-late", "strict": True}},
+        ]
+    )  # fmt: skip
+    report = run_steps(steps, ctx)
+    assert report.ok, [o.line() for o in report.outcomes]
+    assert report.outcomes[1].seconds >= 1.0 and "(after " in report.outcomes[1].detail
+    _wait(lambda: "kimi-late" in served.active_title())
+    assert run_steps(_steps([{"type": "close_window", "parameters": {"window_name": "kimi-late"}}]), ctx).ok
+
+
 def test_execute_until_stdout_files_and_failures(served: Served, ctx: SetupContext) -> None:
     steps = _steps(
         [
@@ -262,6 +281,7 @@ def test_execute_until_stdout_files_and_failures(served: Served, ctx: SetupConte
             {"type": "sleep", "parameters": {"seconds": 0}},
         ]
     )
+    ctx.window_wait_s = 1.0
     report = run_steps(steps, ctx)
     statuses = [o.status for o in report.outcomes]
     # Failed execute / window / launch steps do not stop setup (as in OSWorld), but are reported.
@@ -269,7 +289,7 @@ def test_execute_until_stdout_files_and_failures(served: Served, ctx: SetupConte
     assert (ctx.cache_dir / "out.txt").read_text() == "1280x800 640 400 password\n"
     assert (served.home / "count").read_text().count("n") == 3
     assert "no-such-program-kimi" in report.outcomes[2].detail
-    assert report.outcomes[3].detail == "no window whose title contains 'no such window kimi'"
+    assert report.outcomes[3].detail == "no window whose title contains 'no such window kimi' within 1 s"
     assert "no-such-program-kimi" in report.outcomes[4].detail
 
 

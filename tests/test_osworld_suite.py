@@ -114,6 +114,17 @@ def run_suite(tmp: Path, scripts: Path | str, task_ids: list[str], workers: int 
     return {p.parent.name: float(p.read_text()) for p in root.glob(f"*/*/{RESULT_FILE}")}
 
 
+def why(tmp: Path, scores: dict[str, float], want: float) -> str:
+    """What the run recorded of each task that did not score ``want``: a failure on CI says why."""
+    lines = []
+    for task_id, score in scores.items():
+        if score != want:
+            for outcome in tmp.glob(f"results/**/{task_id}/outcome.json"):
+                d = json.loads(outcome.read_text())
+                lines.append(f"{task_id}: {score} {d.get('error')} {json.dumps(d.get('details'))[:1500]}")
+    return "\n".join(lines)
+
+
 def nothing_scripts(tmp: Path, task_ids: list[str]) -> Path:
     """For each task a script that waits, then says it is done: the agent does nothing, and never
     says FAIL (running out of steps would: a step limit ends as FAIL)."""
@@ -128,9 +139,9 @@ def nothing_scripts(tmp: Path, task_ids: list[str]) -> Path:
 
 def _check(tmp: Path, task_ids: list[str], workers: int) -> None:
     solved = run_suite(tmp / "solved", "suite", task_ids, workers)
-    assert solved == dict.fromkeys(task_ids, 1.0)
+    assert solved == dict.fromkeys(task_ids, 1.0), why(tmp / "solved", solved, 1.0)
     nothing = run_suite(tmp / "nothing", nothing_scripts(tmp, task_ids), task_ids, workers)
-    assert nothing == dict.fromkeys(task_ids, 0.0)
+    assert nothing == dict.fromkeys(task_ids, 0.0), why(tmp / "nothing", nothing, 0.0)
 
 
 @pytest.mark.slow

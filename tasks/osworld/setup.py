@@ -17,6 +17,7 @@ Playwright to port 9222 of the VM from the host).
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shlex
@@ -113,6 +114,13 @@ class SetupContext:
     aliases: dict[str, list[str]] = field(default_factory=dict)
     download_timeout_s: float = 300.0
     cdp_wait_s: float = 20.0
+    # activate_window / close_window wait this long for a window that is not up yet. OSWorld's task
+    # files launch an app, sleep a fixed time (tuned for their VM) and then activate it; a sandbox on
+    # a loaded machine may start the app later, and activating nothing sends the agent's first keys
+    # nowhere. Waiting only turns a failure into the step OSWorld meant; a window that is up is
+    # handled at once, as on OSWorld's server.
+    window_wait_s: float = 10.0
+    window_poll_s: float = 0.25
     sleep: Callable[[float], None] = time.sleep
     # The machine's HOME; default: asked from the server when a step needs it.
     home: str | None = None
@@ -273,13 +281,19 @@ def _open(ctx: SetupContext, p: OpenParams) -> str:
 def _window(action: str) -> Callable[[SetupContext, WindowParams], str]:
     def run(ctx: SetupContext, p: WindowParams) -> str:
         call = ctx.client.activate_window if action == "activate" else ctx.client.close_window
-        try:
-            return call(p.window_name, strict=p.strict, by_class=p.by_class)
-        except NotFound:
-            kind = "of class" if p.by_class else "titled exactly" if p.strict else "whose title contains"
-            raise StepFailed(f"no window {kind} {p.window_name!r}") from None
-        except OSWorldError as e:
-            raise StepFailed(str(e)) from None
+        polls = max(0, math.ceil(ctx.window_wait_s / ctx.window_poll_s))
+        for attempt in range(polls + 1):
+            try:
+                said = call(p.window_name, strict=p.strict, by_class=p.by_class)
+            except NotFound:
+                if attempt < polls:
+                    ctx.sleep(ctx.window_poll_s)
+            except OSWorldError as e:
+                raise StepFailed(str(e)) from None
+            else:
+                return said if attempt == 0 else f"{said} (after {attempt * ctx.window_poll_s:g} s)"
+        kind = "of class" if p.by_class else "titled exactly" if p.strict else "whose title contains"
+        raise StepFailed(f"no window {kind} {p.window_name!r} within {ctx.window_wait_s:g} s") from None
 
     return run
 
