@@ -293,7 +293,7 @@ def _window(action: str) -> Callable[[SetupContext, WindowParams], str]:
             else:
                 return said if attempt == 0 else f"{said} (after {attempt * ctx.window_poll_s:g} s)"
         kind = "of class" if p.by_class else "titled exactly" if p.strict else "whose title contains"
-        raise StepFailed(f"no window {kind} {p.window_name!r} within {ctx.window_wait_s:g} s") from None
+        raise StepFailed(f"no window {kind} {p.window_name!r} within {ctx.window_wait_s:g} s")
 
     return run
 
