@@ -18,7 +18,9 @@ DesktopName = Literal["xfce", "minimal"]
 DESKTOPS: tuple[DesktopName, ...] = ("xfce", "minimal")
 # OSWorld's tasks read and write these under /home/user.
 USER_DIRS = ("Desktop", "Documents", "Downloads", "Music", "Pictures", "Public", "Templates", "Videos")
-XFCE_PACKAGES = "xfwm4 xfce4-panel xfdesktop4 xfce4-settings thunar xfce4-terminal dbus-daemon desktop-base"
+# xfce4-appfinder puts "Run Program..." at the top of the Applications menu: required, so that the menu
+# (and where its entries are) is the same on every machine, not one entry lower where it is installed.
+XFCE_PACKAGES = "xfwm4 xfce4-panel xfdesktop4 xfce4-settings thunar xfce4-terminal xfce4-appfinder dbus-daemon desktop-base"
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,15 @@ def spec(name: DesktopName, ready_file: str) -> DesktopSpec:
         return DesktopSpec(
             "xfce",
             ("dbus-run-session", "--", "sh", "-c", script),
-            ("dbus-run-session", "xfsettingsd", "xfwm4", "xfce4-panel", "xfdesktop", "thunar"),
+            (
+                "dbus-run-session",
+                "xfsettingsd",
+                "xfwm4",
+                "xfce4-panel",
+                "xfdesktop",
+                "thunar",
+                "xfce4-appfinder",
+            ),
             f"apt-get install {XFCE_PACKAGES}",
             ready_windows=("xfce4-panel", "xfdesktop"),
         )
