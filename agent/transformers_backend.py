@@ -26,6 +26,7 @@ from transformers import DynamicCache
 
 from agent.backend import BackendError, Completion, GenerationParams
 from agent.chat import KimiChat
+from agent.deps import check_transformers
 from agent.messages import Message
 from agent.reuse import Digests, FeatureCache, ImageKey, PrefixCache, Prompt
 from agent.tokenizer import load_tokenizer
@@ -165,6 +166,7 @@ class TransformersBackend:
     ) -> TransformersBackend:
         """Load a checkpoint directory (agent.weights.resolve_checkpoint finds or fetches one).
         ``in_token_limit``: MoonViT's patch limit; default the checkpoint's preprocessor_config.json."""
+        check_transformers()
         path = Path(model)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32

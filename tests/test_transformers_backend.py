@@ -182,6 +182,8 @@ def test_vision_features_equal_an_independent_moonvit_and_fill_the_image_tokens(
         Image.effect_noise((300, 200), 60).convert("RGB"),  # grid 16 x 22: the learned 8x8 grid resampled
         Image.effect_noise((112, 112), 40).convert("RGB"),  # grid 8 x 8: the learned grid as is
         Image.effect_noise((57, 141), 80).convert("RGB"),
+        Image.effect_noise((27, 29), 50).convert("RGB"),  # smaller than one merged patch: padded up
+        Image.effect_noise((4000, 300), 70).convert("RGB"),  # over the token limit: scaled down first
     ]
     batch = preprocess(images, backend.in_token_limit)
     w = {k: v.float() for k, v in load_file(str(tiny_kimi / "model.safetensors")).items()}

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from transformers.models.kimi_k25.modeling_kimi_k25 import get_vision_temporal_merge_index
 
 from agent.vision import (
     default_in_token_limit,
@@ -56,8 +55,8 @@ def test_token_count_matches_formula_and_merged_patches(w: int, h: int, limit: i
     assert (gh, gw) == (math.ceil(rh / 28) * 2, math.ceil(rw / 28) * 2)  # padded to multiples of 28
     assert batch.tokens == [expected] == [gh * gw // 4]
     assert batch.pixel_values.shape == (gh * gw, 3, 14, 14) and batch.pixel_values.dtype == torch.float32
-    # The merged patches Kimi_K25's vision tower forms from this grid: one per LLM token.
-    assert get_vision_temporal_merge_index(batch.grid_thw, 2, 2).shape[:2] == (expected, 1)
+    # That the vision tower turns this grid into one feature per LLM token is checked through the model's
+    # public path (get_image_features) in test_transformers_backend.py, not through one of its internals.
 
 
 def test_the_official_rule_may_land_a_little_over_the_limit() -> None:
