@@ -349,7 +349,10 @@ class Sandbox:
             for argv, p in list(waiting):
                 if p.pid in shown:
                     waiting.remove((argv, p))
-                elif p.poll() is not None and p.pid not in sessions.values():
+                elif p.poll() is not None and p.pid not in self._supervisor.sessions().values():
+                    # A snapshot taken after the exit was seen: one taken before it can list /proc
+                    # before a launcher forks its app and then find the launcher a zombie, so that
+                    # neither shows (a busy machine did that; the app came up a moment later).
                     waiting.remove((argv, p))
                     self._app_ended_without_window(argv, p)
             if waiting and time.monotonic() > deadline:
