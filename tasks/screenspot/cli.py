@@ -122,6 +122,13 @@ def parser() -> argparse.ArgumentParser:
         help="a run's results.json, or an official ScreenSpot-Pro results file (JSON, or JSONL of records)",
     )
     s.add_argument("--out", type=Path, required=True, help="where to write the results JSON")
+    s.add_argument(
+        "--rejudge",
+        action="store_true",
+        help="count each record's verdict judged again from its pred and target (default: the "
+        "correctness the file stores, as the official metrics step counts it; the number of records "
+        "a re-judgement would change is printed either way)",
+    )
     return p
 
 
@@ -136,11 +143,12 @@ def main(argv: Sequence[str]) -> int:
 def _score(args: argparse.Namespace, console: Console) -> int:
     from tasks.screenspot.scoring import rescore_file
 
-    results = rescore_file(args.file)
+    results = rescore_file(args.file, rejudge=args.rejudge)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out, results)
     console.print(f"wrote {escape(str(args.out))}")
     console.print(report.metrics_table(results))
+    console.print(escape(report.verdicts_line(results)))
     return 0
 
 

@@ -121,6 +121,28 @@ def headline(results: Mapping[str, Any]) -> float | None:
     return 100 * found[0][1]["action_acc"] if found and found[0][2] else None
 
 
+def verdicts_line(results: Mapping[str, Any]) -> str:
+    """What a re-scored file's records counted, and how many a re-judgement changes (score)."""
+    n, stored = len(results.get("details") or []), results.get("stored_verdicts", 0)
+    changed = results.get("changed") or []
+    if not stored:
+        return f"no record stores a verdict: all {n} were judged from their pred and target"
+    unstored = f"; {n - stored} records store none and were judged from their pred" if stored < n else ""
+    if results.get("counted") == "rejudged":
+        return (
+            f"counted verdicts judged again from each pred (--rejudge): {len(changed)} of {stored} "
+            f"differ from the verdict the file stores{unstored}"
+        )
+    if not changed:
+        return f"counted the {stored} stored verdicts; judging every point again agrees with all of them{unstored}"
+    c = changed[0]
+    return (
+        f"counted the {stored} stored verdicts, as the official metrics step does; judging the points again "
+        f"would change {len(changed)} of them (first: {c['where']} {c['was']} -> {c['now']}); --rejudge "
+        f"counts the new verdicts{unstored}"
+    )
+
+
 def _pct(v: Any) -> str:
     return f"{100 * v:.1f}" if isinstance(v, (int, float)) else ""
 
