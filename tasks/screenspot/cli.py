@@ -155,11 +155,12 @@ def _score(args: argparse.Namespace, console: Console) -> int:
 def _comparable_figure(
     args: argparse.Namespace, filters: Mapping[str, Any], setup: Setup, results: Mapping[str, Any]
 ) -> float | None:
-    """Kimi-VL's published figure, only beside a run it can be compared with: the whole dataset in
-    English, a variant read from the checkpoint (or named), every v1/v2 cell scored."""
+    """Kimi-VL's published figure, only beside a run it can be compared with: the whole published
+    sample set scored (no subset downloaded, no record skipped or unanswered), in English, with a
+    variant read from the checkpoint (or named), every v1/v2 cell scored."""
     if filters or args.limit or args.language != "en" or setup.resolved.source.startswith("default"):
         return None
-    if results.get("metrics", {}).get("cells_averaged", 6) != 6 or results.get("skipped", {}).get("count"):
+    if results.get("metrics", {}).get("cells_averaged", 6) != 6 or not report.covers_published_set(results):
         return None
     return report.published(results.get("dataset", ""), setup.resolved.variant.name)
 
@@ -222,6 +223,13 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     results["skipped"] = {"count": len(dataset.problems), "records": [str(p) for p in dataset.problems]}
     write_json(args.out / "results.json", results)
     published = _comparable_figure(args, filters, setup, results)
+    figure = report.published(dataset.name, setup.resolved.variant.name)
+    if published is None and figure is not None:
+        want = report.PUBLISHED_SAMPLES[dataset.name]
+        console.print(
+            f"[dim]Kimi-VL's published {figure:.1f} is over all {want} samples in English; this run is "
+            "not that set (a subset, a filter or limit, skipped or unanswered samples), so it is not shown[/]"
+        )
     console.print(report.metrics_table(results, published=published))
     html = report.write_html(
         args.out / "report.html",
