@@ -388,7 +388,13 @@ def _export_parser() -> argparse.ArgumentParser:
         "teaches the right thing goes in: tasks that succeeded, grounding answers that hit their target, "
         "steps that ran cleanly. Dry runs and replays never go in. What was left out is counted at the end.",
     )
-    p.add_argument("inputs", nargs="+", type=Path, metavar="RUN_OR_RESULTS_DIR")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        type=Path,
+        metavar="RUN_OR_RESULTS_DIR",
+        help="run directories (agent or `bench screenspot` runs), or folders holding them (an OSWorld results tree)",
+    )
     p.add_argument("--out", type=Path, required=True, help="the dataset directory to write (new or empty)")
     p.add_argument(
         "--include-failed-tasks",
