@@ -219,7 +219,7 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(tmp_path: Path,
 @pytest.mark.slow
 def test_ctrl_c_stops_at_once_and_says_how_to_resume(tmp_path: Path, fake: FakeOpenAI) -> None:
     data = write_pro(tmp_path / "pro", [{} for _ in range(8)])
-    slow = {"delay_s": 5.0}
+    slow = {"delay_s": 60.0}  # the requests in flight at Ctrl-C would take a minute
     answer_by_instruction(
         fake, lambda i: Reply(text=code(0.3, 0.4), delay_s=slow["delay_s"] if i != "target 0" else 0)
     )
@@ -235,8 +235,9 @@ def test_ctrl_c_stops_at_once_and_says_how_to_resume(tmp_path: Path, fake: FakeO
         time.sleep(0.02)
     child.send_signal(signal.SIGINT)
     t0 = time.monotonic()
-    output, _ = child.communicate(timeout=10)
-    assert child.returncode == 130 and time.monotonic() - t0 < 3  # not waiting 5 s for those in flight
+    output, _ = child.communicate(timeout=50)
+    # Not waiting for those in flight; the bound is loose for a loaded machine, far below their 60 s.
+    assert child.returncode == 130 and time.monotonic() - t0 < 30
     assert "rerun the same command" in output
     slow["delay_s"] = 0
     assert main(run_args(data, out, fake.url)) == 0
@@ -446,7 +447,11 @@ def test_the_published_figure_only_beside_a_run_over_the_published_set(
         return " ".join(capsys.readouterr().out.split()), (tmp_path / out / "report.html").read_text()
 
     printed, page = run("subset")
-    assert "Kimi-VL (published)" not in printed and "published 34.5 is over all 1581 samples" in printed
+    assert "Kimi-VL (published)" not in printed
+    assert (
+        "published 34.5 (instruct) is over the whole set in English; not shown beside this run: " in printed
+    )
+    assert "not shown beside this run: 6 of the 1581 samples scored" in printed
     assert 'class="ref"' not in page and "published" not in page
     monkeypatch.setitem(report.PUBLISHED_SAMPLES, "screenspot-pro", 6)
     printed, page = run("whole")
@@ -455,3 +460,4 @@ def test_the_published_figure_only_beside_a_run_over_the_published_set(
     assert charts >= 3 and page.count('class="ref"') == charts and "Kimi-VL published: 34.5%" in page
     printed, page = run("limited", "--limit", "5")
     assert "Kimi-VL (published)" not in printed and 'class="ref"' not in page
+    assert "not shown beside this run: --limit; 5 of the 6 samples scored" in printed
