@@ -624,10 +624,62 @@ def _end_point(action: Action) -> Point | None:
 
 
 def parse_grounding(text: str) -> Point | None:
-    """The first click of a grounding reply, or None (ScreenSpot's ``wrong_format``)."""
+    """The first click of a grounding reply, or None (ScreenSpot's ``wrong_format``).
+
+    A grounding answer is judged by its point alone, so a reply whose code does not read as a
+    block (``Click the button: pyautogui.click(x=0.2, y=0.1)``, a call after prose on its line)
+    still gives its first call with a point. The agent loop keeps the strict reading: there the
+    model is told what was wrong and asked again."""
     reply = parse_reply(text)
     for action in reply.actions:
         point = getattr(action, "point", None)
         if point is not None:
             return point
+    if reply.error is None or len(text) > MAX_REPLY_CHARS:
+        return None  # the code read, and holds no click (a decline)
+    _, answer, cut_off = split_thinking(text)
+    return None if cut_off else _first_inline_point(answer)
+
+
+_INLINE_CALL = re.compile(r"\b(?:pyautogui|computer)\.[A-Za-z]\w{0,30}[ \t]*\(")
+
+
+def _first_inline_point(answer: str) -> Point | None:
+    """The first call with a point that stands anywhere on a line, read alone. Each call is cut at
+    its closing parenthesis on the same line (depth counted outside quotes); at most MAX_CALLS
+    candidates are tried, and each is read by the same allow-list as any code."""
+    for tried, m in enumerate(_INLINE_CALL.finditer(answer)):
+        if tried >= MAX_CALLS:
+            break
+        end = _call_end(answer, m.end())
+        if end is None:
+            continue
+        try:
+            actions = parse_code(answer[m.start() : end])
+        except (ParseError, RecursionError, ValueError, TypeError):
+            continue
+        for action in actions:
+            point = getattr(action, "point", None)
+            if point is not None:
+                return point
+    return None
+
+
+def _call_end(text: str, start: int) -> int | None:
+    """The index after the parenthesis closing the one before ``start``, on the same line."""
+    depth, quote = 1, ""
+    for i in range(start, min(len(text), start + 400)):
+        c = text[i]
+        if c == "\n":
+            return None
+        if quote:
+            quote = "" if c == quote else quote
+        elif c in "'\"":
+            quote = c
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+            if depth == 0:
+                return i + 1
     return None

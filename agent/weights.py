@@ -16,8 +16,11 @@ DEFAULT_MODEL = "moonshotai/Kimi-VL-A3B-Instruct"
 # What the native path reads: config, generation, tokenizer and processor json, the chat template,
 # the tiktoken BPE file, the weights and their index. README, LICENSE and figures are never fetched.
 # The checkpoint's *.py (remote code) is not needed by the native path.
-NEEDED_FILES = ["*.json", "*.jinja", "tiktoken.model", "*.safetensors"]
+NEEDED_FILES = ("*.json", "*.jinja", "tiktoken.model", "*.safetensors")
 OTHER_WAYS = "pass --model DIR for a local copy, or serve the model with vLLM and pass --backend openai"
+# What agent/tokenizer.py reads (a few MB): enough for `kimi-agent export` to count and render
+# tokens for runs made against a model server, with no weights here.
+TOKENIZER_FILES = ("tiktoken.model", "tokenizer_config.json", "chat_template.jinja")
 
 
 def resolve_checkpoint(
@@ -67,19 +70,56 @@ def resolve_checkpoint(
     return _download(model)
 
 
-def _cached(model: str) -> Path | None:
-    """The cached snapshot with every needed file, without touching the network; an
-    interrupted download (the library's tree listing shows files missing) is not a copy."""
+def resolve_tokenizer(model: str, *, offline: bool = False, notice: Callable[[str], None] = print) -> Path:
+    """A directory holding ``model``'s tokenizer: a local checkpoint directory, the cached snapshot
+    (the whole checkpoint or the tokenizer alone), or TOKENIZER_FILES fetched from the hub into its
+    cache, never the weights. The offline rules are the weights' (--offline, HF_HUB_OFFLINE): then
+    the error gives the exact command that fetches them."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "tiktoken.model").is_file():
+            raise BackendError(f"{path} has no tiktoken.model: pass a checkpoint directory or a hub id")
+        return path
+    if path.exists() or model.startswith((".", "/", "~")) or model.count("/") != 1:
+        raise BackendError(f"{model} is neither a directory here nor a hub id like {DEFAULT_MODEL}")
+    cached = _cached(model, TOKENIZER_FILES)
+    if cached is not None and (cached / "tiktoken.model").is_file():
+        return cached
+    from huggingface_hub import constants
+
+    if offline or constants.is_offline_mode():
+        switch = "--offline" if offline else "HF_HUB_OFFLINE is set"
+        include = " ".join(f"--include {f}" for f in TOKENIZER_FILES)
+        raise BackendError(
+            f"the tokenizer of {model} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and "
+            f"offline mode is on ({switch}), so nothing was fetched: run `{_hf()} download {model} {include}` "
+            "(a few MB) where there is network, or pass --tokenizer CHECKPOINT_DIR"
+        )
+    size, count = _download_size(model, TOKENIZER_FILES)
+    notice(
+        f"fetching only the tokenizer of {model} ({count} files, {_human(size)}; no weights) from "
+        f"{constants.ENDPOINT} into {constants.HF_HUB_CACHE}"
+    )
+    got = _download(model, TOKENIZER_FILES)
+    if not (got / "tiktoken.model").is_file():
+        raise BackendError(f"{model} on {constants.ENDPOINT} has no tiktoken.model: not a Kimi-VL checkpoint")
+    return got
+
+
+def _cached(model: str, patterns: tuple[str, ...] = NEEDED_FILES) -> Path | None:
+    """The cached snapshot with every file matching ``patterns``, without touching the network;
+    an interrupted download (the library's tree listing shows files missing) is not a copy, nor
+    is a tokenizer fetched alone a checkpoint."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
-        return Path(snapshot_download(model, allow_patterns=NEEDED_FILES, local_files_only=True))
+        return Path(snapshot_download(model, allow_patterns=list(patterns), local_files_only=True))
     except LocalEntryNotFoundError:
         return None
 
 
-def _download_size(model: str) -> tuple[int, int]:
+def _download_size(model: str, patterns: tuple[str, ...] = NEEDED_FILES) -> tuple[int, int]:
     """Bytes and number of the files to fetch, from the hub's file metadata."""
     from huggingface_hub import HfApi
     from huggingface_hub.utils import filter_repo_objects
@@ -89,17 +129,17 @@ def _download_size(model: str) -> tuple[int, int]:
     except Exception as e:
         raise _hub_error(model, e) from None
     files = list(
-        filter_repo_objects(info.siblings or [], allow_patterns=NEEDED_FILES, key=lambda s: s.rfilename)
+        filter_repo_objects(info.siblings or [], allow_patterns=list(patterns), key=lambda s: s.rfilename)
     )
     return sum(f.size or 0 for f in files), len(files)
 
 
-def _download(model: str) -> Path:
+def _download(model: str, patterns: tuple[str, ...] = NEEDED_FILES) -> Path:
     """Into the HF cache, with the hub's progress bars; files an interrupted run finished are kept."""
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(model, allow_patterns=NEEDED_FILES))
+        return Path(snapshot_download(model, allow_patterns=list(patterns)))
     except Exception as e:
         raise _hub_error(model, e) from None
 

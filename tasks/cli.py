@@ -384,27 +384,73 @@ def _export_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="kimi-agent export",
         description="Write runs as a LLaMA-Factory dataset (ShareGPT multimodal): one sample per step, "
-        "the exact prompt the agent sent and the reply it acted on (README: Training data export).",
+        "the exact prompt the agent sent and the reply it acted on (docs: export). By default only what "
+        "teaches the right thing goes in: tasks that succeeded, grounding answers that hit their target, "
+        "steps that ran cleanly. Dry runs and replays never go in. What was left out is counted at the end.",
     )
-    p.add_argument("inputs", nargs="+", type=Path, metavar="RUN_OR_RESULTS_DIR")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        type=Path,
+        metavar="RUN_OR_RESULTS_DIR",
+        help="run directories (agent or `bench screenspot` runs), or folders holding them (an OSWorld results tree)",
+    )
     p.add_argument("--out", type=Path, required=True, help="the dataset directory to write (new or empty)")
-    p.add_argument("--success-only", action="store_true", help="runs done with success (OSWorld: score 1.0)")
-    p.add_argument("--min-score", type=float, help="runs scoring at least this (result.txt, else 1/0)")
+    p.add_argument(
+        "--include-failed-tasks",
+        action="store_true",
+        help="also runs that did not succeed: an OSWorld score below 1 (result.txt), a run that ended "
+        "in failure or at --max-steps, or one that did not finish (default: left out)",
+    )
+    p.add_argument(
+        "--include-missed",
+        action="store_true",
+        help="also grounding answers that missed: a point outside the target, or no point at all "
+        "(default: left out)",
+    )
+    p.add_argument(
+        "--include-failed-steps",
+        "--keep-failed",
+        dest="keep_failed",
+        action="store_true",
+        help="also steps whose reply did not parse or was retried, or whose actions were refused or failed "
+        "(default: left out)",
+    )
+    p.add_argument(
+        "--success-only",
+        action="store_true",
+        help="only runs that succeeded: the default now, kept so older commands run; "
+        "not with --include-failed-tasks",
+    )
+    p.add_argument(
+        "--min-score",
+        type=float,
+        help="runs scoring at least this (result.txt, else 1 done with success / 0), instead of successes only",
+    )
     p.add_argument("--task-regex", help="runs whose task matches (grounding: the instruction)")
     p.add_argument("--max-steps", type=int, help="leave out runs that took more steps than this")
     p.add_argument(
-        "--keep-failed",
-        action="store_true",
-        help="also steps whose reply did not parse or was retried, or whose actions were refused or failed",
+        "--thinking",
+        choices=["keep", "drop"],
+        default="keep",
+        help="the target's ◁think▷ part (default: keep)",
     )
-    p.add_argument("--thinking", choices=["keep", "drop"], default="keep", help="the target's ◁think▷ part")
     p.add_argument("--max-tokens", type=int, help="drop (and report) samples longer than this")
     p.add_argument(
-        "--tokenizer", type=Path, help="a checkpoint directory (default: the runs' own checkpoint)"
+        "--tokenizer",
+        help="a checkpoint directory, or a hub id whose tokenizer files alone are fetched (a few MB); "
+        "default: the checkpoint or model the runs name, the same way",
     )
-    p.add_argument("--name", default="kimi_agent", help="the dataset's name in dataset_info.json")
+    p.add_argument(
+        "--offline",
+        action="store_true",
+        help="never fetch a tokenizer from the hub (HF_HUB_OFFLINE=1 does the same); the error says what to run",
+    )
+    p.add_argument(
+        "--name", default="kimi_agent", help="the dataset's name in dataset_info.json (default: kimi_agent)"
+    )
     p.add_argument("--copy", action="store_true", help="copy the images (default: hard links where possible)")
-    p.add_argument("--debug", action="store_true")
+    p.add_argument("--debug", action="store_true", help="a traceback instead of a one-line error")
     return p
 
 
@@ -413,6 +459,10 @@ def _cmd_export(console: Console, argv: Sequence[str]) -> int:
     for bad, why in (
         (args.max_steps is not None and args.max_steps < 1, "--max-steps must be at least 1"),
         (args.max_tokens is not None and args.max_tokens < 1, "--max-tokens must be at least 1"),
+        (
+            args.success_only and (args.include_failed_tasks or args.min_score is not None),
+            "--success-only (the default) contradicts --include-failed-tasks and --min-score",
+        ),
     ):
         if bad:
             raise UsageError(why)
@@ -420,37 +470,45 @@ def _cmd_export(console: Console, argv: Sequence[str]) -> int:
         regex = re.compile(args.task_regex) if args.task_regex is not None else None
     except re.error as e:
         raise UsageError(f"--task-regex {args.task_regex!r}: {e}") from None
-    from agent.export.dataset import export
+    from agent.export.dataset import export, left_out
     from agent.export.records import Options
     from agent.tokenizer import load_tokenizer
+    from agent.weights import resolve_tokenizer
     from tasks.screenspot.export import GroundingRun
 
     opts = Options(
         thinking=args.thinking,
         keep_failed=args.keep_failed,
-        success_only=args.success_only,
+        include_failed_tasks=args.include_failed_tasks,
+        include_missed=args.include_missed,
         min_score=args.min_score,
         task_regex=regex,
         max_steps=args.max_steps,
         max_tokens=args.max_tokens,
     )
+
+    def notice(line: str) -> None:
+        console.print(Text(clip(line, 400), style="yellow"))
+
+    def resolve(name: str) -> Path:
+        return resolve_tokenizer(name, offline=args.offline, notice=notice)
+
     m = export(
         args.inputs,
         args.out,
         opts,
         load_tokenizer,
-        args.tokenizer,
+        resolve(args.tokenizer) if args.tokenizer else None,
+        resolve_tokenizer=resolve,
         grounding=GroundingRun,
         name=args.name,
         copy_images=args.copy,
         warn=lambda line: console.print(Text(f"warning: {clip(line, 400)}", style="yellow")),
     )
     taken = sum(r.taken for r in m.runs)
-    over = sum(1 for r in m.runs for k in r.skipped if "--max-tokens" in k.reason)
     console.print(
         Text(
-            f"{len(m.samples)} samples from {taken} of {len(m.runs)} runs; {m.skipped_steps} steps or records "
-            f"skipped ({over} over --max-tokens); manifest: {args.out / 'manifest.json'}"
+            f"{len(m.samples)} samples from {taken} of {len(m.runs)} runs; manifest: {args.out / 'manifest.json'}"
         )
     )
     lf = m.llamafactory
@@ -460,6 +518,9 @@ def _cmd_export(console: Console, argv: Sequence[str]) -> int:
             f"image_max_pixels: {lf['image_max_pixels']}  cutoff_len: >= {lf['cutoff_len']}"
         )
     )
+    skipped = left_out(m)
+    if skipped:
+        console.print(Text("left out: " + "; ".join(skipped) + " (manifest.json lists each with its reason)"))
     return 0 if m.samples else 1
 
 

@@ -15,6 +15,7 @@ the image border, OSWorld-G polygons, refusals and an item no category lists.
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -427,3 +428,111 @@ WRITERS: dict[DatasetName, Callable[..., Written]] = {
     "screenspot-v1": write_screenspot_v1,
     "osworld-g": write_osworld_g,
 }
+
+
+# ---------------------------------------------------------------- a published ScreenSpot-Pro results file
+
+# The test set's make-up (shared/docs/screenspot.md): 1581 records, by group, platform and ui_type.
+PRO_GROUPS = {"Dev": 299, "Creative": 341, "CAD": 261, "Scientific": 254, "Office": 230, "OS": 196}
+PRO_PLATFORMS = {"windows": 927, "macos": 604, "linux": 50}
+PRO_UI_TYPES = {"text": 977, "icon": 604}
+PRO_APPS = {"Dev": "vscode", "Creative": "photoshop", "CAD": "autocad", "Scientific": "matlab",
+            "Office": "excel", "OS": "windows_common"}  # fmt: skip
+SCREENS = ((3840, 2160), (2560, 1440), (1920, 1080), (5120, 2880), (3024, 1964))
+
+
+def _spread(counts: dict[str, int]) -> list[str]:
+    return [value for value, n in counts.items() for _ in range(n)]
+
+
+def _official_verdict(point: tuple[float, float] | None, bbox: list[int], size: tuple[int, int]) -> str:
+    """The official rule, written out here on its own: the model's fraction against box / size."""
+    if point is None:
+        return "wrong_format"
+    w, h = size
+    fx, fy = point[0] / w, point[1] / h
+    inside = bbox[0] / w <= fx <= bbox[2] / w and bbox[1] / h <= fy <= bbox[3] / h
+    return "correct" if inside else "wrong"
+
+
+def published_pro_results(
+    correct: int = 625, edge_misses: int = 5, no_point: int = 40, seed: int = 18
+) -> dict[str, Any]:
+    """A ScreenSpot-Pro results JSON as an OmniParser-style pipeline publishes it: the official
+    layout (details records without id, ``pred`` in pixels, ``correctness`` stored; ``metrics``),
+    with ``pred`` rounded to whole pixels after the official script judged the unrounded point.
+
+    ``correct`` records hit; ``edge_misses`` missed by less than half a pixel beyond a box edge, so
+    their stored pred lies exactly on it; ``no_point`` gave no point; the rest missed by far. The
+    metrics are counted here from the stored verdicts, independently of the code under test:
+    ``overall`` and ``leaderboard_simple_style`` (by group)."""
+    rng = random.Random(seed)
+    n = sum(PRO_GROUPS.values())
+    groups, platforms, ui_types = _spread(PRO_GROUPS), _spread(PRO_PLATFORMS), _spread(PRO_UI_TYPES)
+    rng.shuffle(platforms)
+    rng.shuffle(ui_types)
+    kinds = ["hit"] * correct + ["edge"] * edge_misses + ["none"] * no_point
+    kinds += ["far"] * (n - len(kinds))
+    rng.shuffle(kinds)
+    details = []
+    for i in range(n):
+        size = SCREENS[i % len(SCREENS)]
+        w, h = size
+        x1, y1 = rng.randrange(20, w - 400), rng.randrange(20, h - 200)
+        bbox = [x1, y1, x1 + rng.randrange(8, 300), y1 + rng.randrange(8, 120)]
+        kind = kinds[i]
+        point: tuple[float, float] | None
+        if kind == "hit":  # inside by at least a pixel, as a model's fraction * size gives it
+            point = (rng.uniform(bbox[0] + 1, bbox[2] - 1), rng.uniform(bbox[1] + 1, bbox[3] - 1))
+        elif kind == "edge":  # past one edge by under half a pixel: rounds onto it
+            edge = rng.choice(("left", "right", "top", "bottom"))
+            off = rng.uniform(0.05, 0.45)
+            cx, cy = (bbox[0] + bbox[2]) / 2, (bbox[1] + bbox[3]) / 2
+            point = {
+                "left": (bbox[0] - off, cy), "right": (bbox[2] + off, cy),
+                "top": (cx, bbox[1] - off), "bottom": (cx, bbox[3] + off),
+            }[edge]  # fmt: skip
+        elif kind == "far":
+            point = (rng.uniform(0, w), rng.uniform(0, h))
+            while bbox[0] - 2 <= point[0] <= bbox[2] + 2 and bbox[1] - 2 <= point[1] <= bbox[3] + 2:
+                point = (rng.uniform(0, w), rng.uniform(0, h))
+        else:
+            point = None
+        group = groups[i]
+        details.append(
+            {
+                "img_path": f"/data/ScreenSpot-Pro/images/{PRO_APPS[group]}/{i:04d}.png",
+                "group": group,
+                "platform": platforms[i],
+                "application": PRO_APPS[group],
+                "lang": "en",
+                "instruction_style": "instruction",
+                "prompt_to_evaluate": f"click element {i}",
+                "gt_type": "positive",
+                "ui_type": ui_types[i],
+                "task_filename": f"{PRO_APPS[group]}_{platforms[i]}",
+                "pred": None if point is None else [round(point[0]), round(point[1])],
+                "raw_response": "{}",
+                "bbox": bbox,
+                "correctness": _official_verdict(point, bbox, size),
+            }
+        )
+
+    def counted(records: list[dict[str, Any]]) -> dict[str, Any]:
+        def acc(subset: list[dict[str, Any]]) -> float:
+            return sum(r["correctness"] == "correct" for r in subset) / len(subset) if subset else 0
+
+        return {
+            "num_correct_action": sum(r["correctness"] == "correct" for r in records),
+            "num_total": len(records),
+            "wrong_format_num": sum(r["correctness"] == "wrong_format" for r in records),
+            "action_acc": acc(records),
+            "text_acc": acc([r for r in records if r["ui_type"] == "text"]),
+            "icon_acc": acc([r for r in records if r["ui_type"] == "icon"]),
+        }
+
+    by_group = {f"group:{g}": counted([r for r in details if r["group"] == g]) for g in PRO_GROUPS}
+    return {
+        "details": details,
+        "metrics": {"leaderboard_simple_style": by_group, "overall": counted(details)},
+    }

@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import shlex
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +36,7 @@ from agent.transformers_backend import TransformersBackend
 from env.actions import Done
 from tasks.cli import main
 
+ROOT = Path(__file__).resolve().parents[1]
 LONG = "I look at the screen, find what the task needs and pick the next action. " * 9
 
 
@@ -204,7 +209,8 @@ def test_every_step_round_trips_token_for_token(
     m = export([runs["append"][0].parent], out, Options(keep_failed=True), load_tokenizer, tiny_kimi)
     assert _check_round_trip(out, m, sent, tok) == 2 * 10  # every step, the retried and failed ones too
     scripted = next(r for r in m.runs if r.path.endswith("scripted"))
-    assert not scripted.taken and "no prompt record" in (scripted.reason or "")
+    assert not scripted.taken and "no model prompt" in (scripted.reason or "")
+    assert scripted.left_out == "scripted"
     info = json.loads((out / "dataset_info.json").read_text())
     assert info["kimi_agent"]["columns"] == {"messages": "messages", "images": "images"}
     assert (
@@ -249,17 +255,25 @@ def test_osworld_result_trees_filters_and_the_cli(
     m = Manifest.model_validate_json((out / "manifest.json").read_text())
     taken = {Path(r.path).parent.name: r for r in m.runs}
     assert taken["chrome"].taken and taken["chrome"].score == 1.0
-    assert not taken["gimp"].taken and taken["gimp"].reason == "not a success"
+    assert not taken["gimp"].taken and taken["gimp"].reason == "not a success (score 0)"
+    assert taken["gimp"].left_out == "failed-task"
     assert "8 samples from 1 of 2 runs" in printed and "image_max_pixels: 1024000" in printed
+    printed = " ".join(printed.split())
+    assert "1 failed or unfinished task (--include-failed-tasks takes them)" in printed
+    assert "2 failed steps (--include-failed-steps takes them)" in printed
     cases = [
+        ([], {"chrome"}),  # the default: successes only
+        (["--include-failed-tasks"], {"chrome", "gimp"}),
         (["--min-score", "0.5"], {"chrome"}),
-        (["--task-regex", "osworld"], {"gimp"}),
-        (["--max-steps", "10"], {"chrome", "gimp"}),
+        (["--min-score", "0"], {"chrome", "gimp"}),  # a score floor replaces "successes only"
+        (["--task-regex", "osworld", "--include-failed-tasks"], {"gimp"}),
+        (["--task-regex", "osworld"], set()),
+        (["--max-steps", "10", "--include-failed-tasks"], {"chrome", "gimp"}),
         (["--max-steps", "9"], set()),
-        (["--max-tokens", "100"], set()),
+        (["--max-tokens", "100", "--include-failed-tasks"], set()),
     ]
-    for flags, want in cases:
-        dest = tmp_path / f"ds{len(flags[0])}{flags[1]}"
+    for n, (flags, want) in enumerate(cases):
+        dest = tmp_path / f"ds{n}"
         code = main(["export", str(tree), "--out", str(dest), "--tokenizer", str(tiny_kimi), *flags])
         capsys.readouterr()
         m = Manifest.model_validate_json((dest / "manifest.json").read_text())
@@ -268,8 +282,51 @@ def test_osworld_result_trees_filters_and_the_cli(
     over = [k.reason for r in m.runs for k in r.skipped]
     assert sum(bool(re.fullmatch(r"\d+ tokens > --max-tokens 100", r)) for r in over) == 2 * 8
     assert main(["export", str(tree), "--out", str(out), "--tokenizer", str(tiny_kimi)]) == 2  # not empty
+    both = ["--success-only", "--include-failed-tasks"]
+    assert main(["export", str(tree), "--out", str(tmp_path / "x"), *both]) == 2
+    assert "contradicts" in capsys.readouterr().out
     assert main(["export", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 2
     assert "is not a directory" in capsys.readouterr().out
+
+
+def test_dry_runs_and_replays_never_go_in_and_failed_tasks_only_when_asked(
+    runs: dict[str, Any], tiny_kimi: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Made by the real CLI: a dry run of a model (its replies were never acted on, yet it ends
+    'done, success') and a replay of a recorded run (no model replied)."""
+    from fake_openai_server import FakeOpenAI, Reply
+
+    from agent.trajectory import read_info
+
+    tree = tmp_path / "in"
+    server = FakeOpenAI(models=("kimi-vl",), roots={"kimi-vl": "moonshotai/Kimi-VL-A3B-Instruct"})
+    try:
+        server.replies.extend([Reply(reply(click(1))), Reply(reply("computer.terminate(status='success')"))])
+        model = ["--backend", "openai", "--base-url", server.url, "--model", "kimi-vl"]
+        main(["click along", *model, "--dry-run", "--out", str(tree / "dry"), "--size", "640x480"])
+    finally:
+        server.close()
+    assert read_info(tree / "dry").dry_run and read_info(tree / "dry").prompt is not None
+    main(["replay", str(runs["append"][0]), "--out", str(tree / "replay"), "--size", "640x480"])
+    assert read_info(tree / "replay").policy.startswith("replay of ")
+    shutil.copytree(runs["append"][0], tree / "ok")
+    shutil.copytree(runs["osworld"][0], tree / "failed")
+    (tree / "failed" / "result.txt").write_text("0.0\n")
+    capsys.readouterr()
+    for n, flags in enumerate(([], ["--success-only"], ["--include-failed-tasks", "--include-failed-steps"])):
+        out = tmp_path / f"out{n}"
+        assert main(["export", str(tree), "--out", str(out), "--tokenizer", str(tiny_kimi), *flags]) == 0
+        printed = " ".join(capsys.readouterr().out.split())
+        m = Manifest.model_validate_json((out / "manifest.json").read_text())
+        by_name = {Path(r.path).name: r for r in m.runs}
+        assert (by_name["dry"].left_out, by_name["replay"].left_out) == ("dry-run", "replay"), flags
+        assert not by_name["dry"].taken and not by_name["replay"].taken
+        assert by_name["ok"].taken
+        include = "--include-failed-tasks" in flags
+        assert by_name["failed"].taken == include
+        assert "1 dry run (never training data); 1 replay (never training data)" in printed
+        assert ("1 failed or unfinished task (--include-failed-tasks takes them)" in printed) != include
+        assert {Path(s.run).name for s in m.samples} == ({"ok", "failed"} if include else {"ok"})
 
 
 def test_a_killed_or_corrupt_run_is_exported_up_to_its_last_complete_step(
@@ -289,9 +346,8 @@ def test_a_killed_or_corrupt_run_is_exported_up_to_its_last_complete_step(
     (broken / "steps.jsonl").write_text("")
     out = tmp_path / "out"
     warnings: list[str] = []
-    m = export(
-        [tmp_path / "in"], out, Options(keep_failed=True), load_tokenizer, tiny_kimi, warn=warnings.append
-    )
+    opts = Options(keep_failed=True, include_failed_tasks=True)  # a killed run's outcome is unknown
+    m = export([tmp_path / "in"], out, opts, load_tokenizer, tiny_kimi, warn=warnings.append)
     entry = next(r for r in m.runs if r.path.endswith("killed"))
     assert [s.ref["step"] for s in m.samples] == list(range(1, 8))
     assert {s.ref["step"]: s.reason for s in entry.skipped} == {8: "screenshot step_008.png is missing"}
@@ -318,7 +374,8 @@ def test_a_run_of_the_tiny_model_round_trips(sandbox, tiny_kimi: Path, tok: Any,
     path = tmp_path / "tiny"
     run("open a terminal", policy, sandbox, max_steps=3, writer=_writer(path, sandbox, "open a terminal"))
     out = tmp_path / "out"
-    m = export([path], out, Options(keep_failed=True), load_tokenizer, tiny_kimi)
+    every = Options(keep_failed=True, include_failed_tasks=True)  # random replies never finish the task
+    m = export([path], out, every, load_tokenizer, tiny_kimi)
     assert m.samples  # random replies: most do not parse, every one is retried once, kept here
     assert _check_round_trip(out, m, {str(path): _sent_by_step(path, backend.sent)}, tok) == len(m.samples)
 
@@ -340,9 +397,8 @@ def test_grounding_runs_are_single_turn_samples(tmp_path: Path, tiny_kimi: Path,
     finally:
         server.close()
     out = tmp_path / "out"
-    m = export(
-        [tmp_path / "run"], out, Options(thinking="drop"), load_tokenizer, tiny_kimi, grounding=GroundingRun
-    )
+    every = Options(thinking="drop", include_missed=True)
+    m = export([tmp_path / "run"], out, every, load_tokenizer, tiny_kimi, grounding=GroundingRun)
     assert sorted(s.ref["id"] for s in m.samples) == ["s0", "s1", "s2", "s3", "s4", "s5"]
     samples = json.loads((out / "data.json").read_text())
     chat = KimiChat(tok, 4096)
@@ -359,15 +415,19 @@ def test_grounding_runs_are_single_turn_samples(tmp_path: Path, tiny_kimi: Path,
             sent = chat.render(messages(system_prompt(), im, f"target {i}")).ids
         assert chat.render(sharegpt.to_messages(sample, lambda p: Image.open(out / p))[:-1]).ids == sent
         assert "◁think▷" not in target["content"]
+    # By default only the answers that hit: not s2 and s5 (outside), nor s3 ("I cannot find it.").
     correct = export(
-        [tmp_path / "run"],
-        tmp_path / "ok",
-        Options(success_only=True),
-        load_tokenizer,
-        tiny_kimi,
-        grounding=GroundingRun,
+        [tmp_path / "run"], tmp_path / "ok", Options(), load_tokenizer, tiny_kimi, grounding=GroundingRun
     )
     assert sorted(s.ref["id"] for s in correct.samples) == ["s0", "s1", "s4"]
+    [entry] = correct.runs
+    assert {k.ref["id"]: (k.kind, k.ref["correctness"]) for k in entry.skipped} == {
+        "s2": ("missed", "wrong"),
+        "s3": ("missed", "wrong_format"),
+        "s5": ("missed", "wrong"),
+    }
+    targets = [s["messages"][-1]["content"] for s in json.loads((tmp_path / "ok" / "data.json").read_text())]
+    assert "I cannot find it." not in targets and len(targets) == 3
 
 
 def test_a_prompt_that_cannot_be_rebuilt_exactly_is_not_exported(
@@ -388,3 +448,111 @@ def test_a_prompt_that_cannot_be_rebuilt_exactly_is_not_exported(
     (tmp_path / "empty").mkdir()
     assert main(["export", str(tmp_path / "empty"), "--out", str(tmp_path / "x")]) == 2
     assert "nothing to export" in capsys.readouterr().out and not (tmp_path / "x").exists()
+
+
+HUB_ID = "moonshotai/Kimi-VL-A3B-Instruct"
+
+
+def _cli(args: list[str], home: Path, endpoint: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """A user's `kimi-agent ...` in a fresh process: huggingface_hub reads HF_* when imported."""
+    ours = ("HF_", "HUGGINGFACE_", "TRANSFORMERS_")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
+    environ = {**clean, "HF_ENDPOINT": endpoint, "HF_HOME": str(home), "NO_PROXY": "127.0.0.1", **env}
+    return subprocess.run(
+        args, env=environ, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+@pytest.mark.slow
+def test_a_model_server_run_gets_the_tokenizer_of_the_hub_id_it_names_and_never_the_weights(
+    tmp_path: Path, tiny_kimi: Path
+) -> None:
+    """A grounding run against a model server: run.json names the server's checkpoint, a hub id,
+    and there is no checkpoint here. Export fetches that id's tokenizer files alone from a real HTTP
+    hub on loopback (tests/fake_hub.py), with the weights' offline rules."""
+    from fake_hub import fake_hub
+    from fake_openai_server import FakeOpenAI, Reply
+    from test_screenspot_runner import REPLIES, answer_by_instruction, run_args, write_pro
+
+    from agent.export.dataset import export as export_here
+    from agent.weights import TOKENIZER_FILES
+    from tasks.screenspot.cli import main as bench
+
+    data = write_pro(tmp_path / "pro", [{}, {}, {}, {}, {}, {}])
+    server = FakeOpenAI(models=("kimi-vl",), roots={"kimi-vl": HUB_ID})
+    try:
+        answer_by_instruction(server, lambda instruction: Reply(text=REPLIES[instruction]))
+        assert bench(run_args(data, tmp_path / "run", server.url)) == 0
+    finally:
+        server.close()
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["checkpoint"] == HUB_ID
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_kimi, repo)
+    (repo / "README.md").write_text("x" * 100_000)
+    export = [sys.executable, "-m", "tasks.cli", "export", str(tmp_path / "run")]
+    home = tmp_path / "home"
+    with fake_hub({HUB_ID: repo}) as hub:
+        done = _cli([*export, "--out", str(tmp_path / "a")], home, hub.url)
+        assert done.returncode == 0, done.stdout + done.stderr
+        printed = " ".join(done.stdout.split())
+        size = sum((repo / f).stat().st_size for f in TOKENIZER_FILES)
+        assert (
+            f"fetching only the tokenizer of {HUB_ID} (3 files, {size / 1e6:.1f} MB; no weights)" in printed
+        )
+        assert sorted(hub.downloads()) == sorted(TOKENIZER_FILES)  # no weights, config or README
+        assert "3 samples from 1 of 1 runs" in printed
+        # The same dataset as with the checkpoint directory at hand.
+        from tasks.screenspot.export import GroundingRun
+
+        export_here(
+            [tmp_path / "run"], tmp_path / "b", Options(), load_tokenizer, tiny_kimi, grounding=GroundingRun
+        )
+        manifests = [json.loads((tmp_path / d / "manifest.json").read_text()) for d in "ab"]
+        assert [s["tokens"] for s in manifests[0]["samples"]] == [
+            s["tokens"] for s in manifests[1]["samples"]
+        ]
+        assert (tmp_path / "a" / "data.json").read_bytes() == (tmp_path / "b" / "data.json").read_bytes()
+
+        # Cached: offline takes it from the cache without a request.
+        seen = len(hub.requests)
+        again = _cli([*export, "--out", str(tmp_path / "c")], home, hub.url, HF_HUB_OFFLINE="1")
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert len(hub.requests) == seen
+        # A tokenizer alone is not a checkpoint: loading the model still wants its weights.
+        probe = f"from agent.weights import resolve_checkpoint as r; r({HUB_ID!r}, offline=True)"
+        refused = _cli([sys.executable, "-c", probe], home, hub.url)
+        assert "is not (fully) in the Hugging Face cache" in refused.stderr
+
+        # Offline with nothing cached: nothing is fetched, and the error says the exact command...
+        fresh = tmp_path / "fresh"
+        for how, env in (("HF_HUB_OFFLINE is set", {"HF_HUB_OFFLINE": "1"}), ("--offline", {})):
+            flags = ["--offline"] if how == "--offline" else []
+            refused = _cli([*export, "--out", str(tmp_path / "d"), *flags], fresh, hub.url, **env)
+            lines = refused.stdout.strip().splitlines()
+            assert refused.returncode == 2 and len(lines) == 1, refused.stdout + refused.stderr
+            assert f"offline mode is on ({how})" in lines[0] and len(hub.requests) == seen
+            assert not (tmp_path / "d").exists()
+        command = re.search(r"run `([^`]+)`", lines[0])
+        assert command is not None and command[1].split()[1:3] == ["download", HUB_ID]
+        # ...which, run where there is network, is all the export needs.
+        fetched = _cli(shlex.split(command[1]), fresh, hub.url)
+        assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+        assert sorted(hub.downloads()) == sorted(TOKENIZER_FILES * 2)
+        seen = len(hub.requests)
+        offline = _cli([*export, "--out", str(tmp_path / "e")], fresh, hub.url, HF_HUB_OFFLINE="1")
+        assert offline.returncode == 0, offline.stdout + offline.stderr
+        assert len(hub.requests) == seen
+
+
+def test_a_run_naming_only_a_server_path_says_how_to_pass_the_tokenizer(
+    runs: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "served"
+    shutil.copytree(runs["append"][0], run)
+    info = json.loads((run / "run.json").read_text())
+    info["model"] = {**info["model"], "checkpoint": "/srv/models/kimi-vl", "model": "kimi-vl"}
+    (run / "run.json").write_text(json.dumps(info))
+    assert main(["export", str(run), "--out", str(tmp_path / "out"), "--offline"]) == 2
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "no tokenizer: the runs name /srv/models/kimi-vl, kimi-vl" in printed
+    assert "pass --tokenizer CHECKPOINT_DIR_OR_HUB_ID" in printed and not (tmp_path / "out").exists()

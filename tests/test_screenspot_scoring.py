@@ -338,46 +338,118 @@ def _official_details() -> list[dict]:
     ]
 
 
-def test_rescoring_an_official_json_rederives_correctness_and_blocks(tmp_path: Path) -> None:
+def test_rescoring_an_official_json_counts_its_stored_verdicts_and_lists_what_rejudging_changes(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "official.json"
     path.write_text(json.dumps({"details": _official_details(), "metrics": {"overall": {}}}, indent=4))
     results = rescore_file(path)
-    assert results["metrics"] == EXPECTED_PRO
-    assert results["changed"] == [{"index": 3, "id": None, "was": "wrong", "now": "correct"}]
-    assert results["problems"] == {"count": 0, "records": []}
+    # The stored "wrong" of the corner point counts, as the official metrics step counts it.
+    assert results["metrics"]["overall"] == _metrics(1, 4, 1, 0.25, 0.5, 0.0)
+    assert results["counted"] == "stored" and results["stored_verdicts"] == 4
+    assert results["changed"] == [
+        {"index": 3, "where": "details[3]", "id": None, "was": "wrong", "now": "correct"}
+    ]
+    rejudged = rescore_file(path, rejudge=True)
+    assert rejudged["metrics"] == EXPECTED_PRO and rejudged["counted"] == "rejudged"
+    assert rejudged["changed"] == results["changed"]
 
 
-def test_rescoring_a_jsonl_variant_with_extra_fields_and_bad_records(tmp_path: Path) -> None:
+def test_a_published_file_with_whole_pixel_preds_reproduces_its_numbers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An OmniParser-style results file: pred rounded to whole pixels after the official script
+    judged the unrounded point. Five misses by under half a pixel round onto a box edge."""
+    from screenspot_data import published_pro_results
+
+    from tasks.screenspot.cli import main
+
+    published = published_pro_results(correct=625, edge_misses=5)
+    path = tmp_path / "omniparser_screenspot_pro.json"
+    path.write_text(json.dumps(published, indent=4))
+    results = rescore_file(path)
+    assert results["metrics"]["overall"] == published["metrics"]["overall"]
+    assert results["metrics"]["overall"]["num_correct_action"] == 625
+    assert results["metrics"]["leaderboard_simple_style"] == published["metrics"]["leaderboard_simple_style"]
+    assert len(results["changed"]) == 5
+    assert all(c["was"] == "wrong" and c["now"] == "correct" for c in results["changed"])
+    for c in results["changed"]:  # each rounded pred lies on an edge of its box
+        record = published["details"][c["index"]]
+        (x, y), (x1, y1, x2, y2) = record["pred"], record["bbox"]
+        assert x in (x1, x2) or y in (y1, y2)
+    assert rescore_file(path, rejudge=True)["metrics"]["overall"]["num_correct_action"] == 630
+
+    out = tmp_path / "rescored.json"
+    assert main(["score", str(path), "--out", str(out)]) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "39.5" in printed  # 625 / 1581
+    assert "counted the 1581 stored verdicts" in printed and "would change 5 of them" in printed
+    assert json.loads(out.read_text())["metrics"]["overall"]["num_correct_action"] == 625
+    assert main(["score", str(path), "--out", str(out), "--rejudge"]) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "39.8" in printed and "5 of 1581 differ" in printed  # 630 / 1581
+    assert json.loads(out.read_text())["counted"] == "rejudged"
+
+
+def test_a_jsonl_variant_with_extra_fields_and_a_negative_record(tmp_path: Path) -> None:
     records: list[Any] = [
         {**r, "id": i, "img_size": [3840, 2160], "thinking": "..."} for i, r in enumerate(_official_details())
     ]
     negative = {**records[1], "id": 9, "gt_type": "negative", "correctness": "correct"}
     negative.pop("bbox")
-    records.insert(2, {**records[0], "id": 7, "bbox": [0, 0, 10]})  # malformed: 3 numbers
-    lines = [json.dumps(r) for r in records] + ["{not json", json.dumps(["a list"]), json.dumps(negative)]
-    lines.insert(1, "")  # blank lines are skipped
+    lines = [json.dumps(r) for r in [*records, negative]]
+    lines.insert(1, "")  # blank lines hold no record
     path = tmp_path / "variant.jsonl"
     path.write_text("\n".join(lines) + "\n")
     results = rescore_file(path)
-    problems = results["problems"]
-    assert problems["count"] == 3
-    assert [p["index"] for p in problems["records"]] == [3, 6, 7]  # 0-based lines
-    assert "bbox must be 4 numbers" in problems["records"][0]["message"] and problems["records"][0]["id"] == 7
-    assert "not JSON" in problems["records"][1]["message"]
-    assert "must be a JSON object" in problems["records"][2]["message"]
     # The negative record is scored by its recorded verdict, on its own gt_type key.
     fine = results["metrics"]["fine_grained"]
     assert fine["plat:windows app:photoshop inst_style:instruction gt_type:negative"] == _metrics(
         1, 1, 0, 1.0, 0, 1.0
     )
-    assert results["metrics"]["overall"] == _metrics(3, 5, 1, 0.6, 0.5, 2 / 3)
+    assert results["metrics"]["overall"] == _metrics(2, 5, 1, 0.4, 0.5, 1 / 3)
+    assert [c["where"] for c in results["changed"]] == ["line 5"]  # 1-based, the blank line counted
     assert all("thinking" in d for d in results["details"])
 
 
 def test_rescoring_a_jsonl_of_only_official_records_equals_the_json(tmp_path: Path) -> None:
     path = tmp_path / "variant.jsonl"
     path.write_text("".join(json.dumps({**r, "model": "kimi"}) + "\n" for r in _official_details()))
-    assert rescore_file(path)["metrics"] == EXPECTED_PRO
+    assert rescore_file(path, rejudge=True)["metrics"] == EXPECTED_PRO
+
+
+GOOD = json.dumps(_official_details()[0])
+
+
+@pytest.mark.parametrize(
+    "text, where, message",
+    [
+        ("{", "line 1", "is not JSON"),
+        ("[1,2]", "record [0]", "must be a JSON object, got int"),
+        ('"a string"', "", "holds a JSON object or list, not str"),
+        ("[]", "", "no results records"),
+        (json.dumps({"details": [{"bbox": [0, 0, 4, 4]}]}), "details[0]", "no 'pred'"),
+        (json.dumps([{"pred": "0.5, 0.5", "bbox": [0, 0, 1, 1]}]), "record [0]", "pred must be 2 numbers"),
+        (json.dumps([{"pred": [1, 2]}, {"pred": None}]), "record [0]", "bbox is missing (2 of 2 records"),
+        (f"{GOOD}\n{GOOD}\n{{not json\n{GOOD}\n", "line 3", "is not JSON"),
+        ("[" + "[" * 100_000 + "]" * 100_000 + "]", "", "not JSON"),
+    ],
+)
+def test_garbage_is_a_one_line_error_naming_the_file_and_first_bad_record(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, where: str, message: str
+) -> None:
+    from tasks.cli import main as kimi_agent
+
+    path = tmp_path / "results.jsonl"
+    path.write_text(text)
+    with pytest.raises(ValueError) as e:
+        rescore_file(path)
+    assert str(e.value).startswith(f"{path}: {where}") and message in str(e.value)
+    out = tmp_path / "out.json"
+    assert kimi_agent(["bench", "screenspot", "score", str(path), "--out", str(out)]) == 2
+    printed = capsys.readouterr().out
+    assert len(printed.strip().splitlines()) == 1 and str(path) in " ".join(printed.split())
+    assert not out.exists()
 
 
 @pytest.mark.parametrize(
@@ -390,17 +462,20 @@ def test_rescoring_a_jsonl_of_only_official_records_equals_the_json(tmp_path: Pa
         ({"gt_type": "negative", "pred": None}, "needs its recorded correctness"),
         ({"pred": [1, 10**400], "bbox": [0, 0, 4, 4]}, "pred must be 2 numbers"),
         ({"pred": [1, 2], "bbox": [0, 0, 4, 4], "img_size": [0, 10]}, "img_size must be positive"),
+        ({"pred": [1, 2], "bbox": [0, 0, 4, 4], "correctness": "yes"}, "correctness must be one of"),
         (None, "must be a JSON object, got NoneType"),
     ],
 )
-def test_a_malformed_record_is_a_counted_problem(tmp_path: Path, record: dict, message: str) -> None:
+def test_a_malformed_record_is_named_with_its_place_and_id(
+    tmp_path: Path, record: dict, message: str
+) -> None:
     path = tmp_path / "r.json"
-    path.write_text(json.dumps({"details": [_official_details()[0], record]}))
-    results = rescore_file(path)
-    assert results["problems"]["count"] == 1
-    assert results["problems"]["records"][0]["index"] == 1
-    assert message in results["problems"]["records"][0]["message"]
-    assert results["metrics"]["overall"]["num_total"] == 1
+    bad = {**record, "id": "x7"} if isinstance(record, dict) else record
+    path.write_text(json.dumps({"details": [_official_details()[0], bad]}))
+    with pytest.raises(ValueError) as e:
+        rescore_file(path)
+    where = "details[1] (id x7)" if isinstance(record, dict) else "details[1]"
+    assert str(e.value).startswith(f"{path}: {where}: ") and message in str(e.value)
 
 
 def test_an_unreadable_file_is_a_one_line_error(tmp_path: Path) -> None:
@@ -427,7 +502,7 @@ def test_our_results_json_rescores_to_the_same_metrics(tmp_path: Path, dataset: 
     again = rescore_file(path)
     assert again["dataset"] == dataset
     assert again["metrics"] == results["metrics"]
-    assert again["changed"] == [] and again["problems"]["count"] == 0
+    assert again["changed"] == [] and again["stored_verdicts"] == len(results["details"])
     assert again["not_scored"] == results["not_scored"]
 
 

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from pydantic import BaseModel, Field
 
 from agent.chat import KimiChat
 from agent.export import sharegpt
-from agent.export.records import Options, Run, Sample, Skip
+from agent.export.records import LeftOut, Options, Run, Sample, Skip
 from agent.export.trajectories import AgentRun
 from agent.messages import ImagePart, Message
 
@@ -33,6 +34,7 @@ GroundingReader = Callable[[Path], Run]
 class Skipped(BaseModel):
     ref: dict[str, Any]
     reason: str
+    kind: LeftOut = "problem"
 
 
 class RunEntry(BaseModel):
@@ -42,6 +44,7 @@ class RunEntry(BaseModel):
     score: float | None = None
     taken: bool = False
     reason: str | None = None  # why the whole run was left out
+    left_out: LeftOut | None = None  # the kind of that reason
     samples: int = 0
     skipped: list[Skipped] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
@@ -152,20 +155,65 @@ def _folder(run: Path, roots: Sequence[Path], taken: set[str]) -> str:
     return name
 
 
-def _run_filter(run: Run, opts: Options) -> str | None:
-    """Why the filters leave the whole run out (None: they keep it)."""
+def _run_filter(run: Run, opts: Options) -> tuple[LeftOut, str] | None:
+    """Why the whole run is left out (None: it is kept). Dry runs and replays never go in; runs
+    that did not succeed only when asked for (--include-failed-tasks, or a --min-score they reach)."""
     s = run.summary
+    if s.never is not None:
+        return s.never
     if s.kind == "grounding":
         return None  # its filters apply record by record
     if opts.task_regex is not None and not opts.task_regex.search(s.task or ""):
-        return "the task does not match --task-regex"
+        return "filter", "the task does not match --task-regex"
     if opts.max_steps is not None and (s.steps or 0) > opts.max_steps:
-        return f"{s.steps} steps > --max-steps {opts.max_steps}"
-    if opts.success_only and not s.success:
-        return "not a success" if s.success is False else "the outcome is unknown (the run did not finish)"
-    if opts.min_score is not None and (s.score is None or s.score < opts.min_score):
-        return "no score" if s.score is None else f"score {s.score:g} < --min-score {opts.min_score:g}"
+        return "filter", f"{s.steps} steps > --max-steps {opts.max_steps}"
+    if opts.min_score is not None:
+        if s.score is None or s.score < opts.min_score:
+            return (
+                "filter",
+                "no score" if s.score is None else f"score {s.score:g} < --min-score {opts.min_score:g}",
+            )
+    elif not s.success and not opts.include_failed_tasks:
+        why = "not a success" if s.success is False else "the outcome is unknown (the run did not finish)"
+        if s.score is not None and s.success is False:
+            why += f" (score {s.score:g})"
+        return "failed-task", why
     return None
+
+
+# How the end-of-export counts name each kind: (one, many, why / what takes them).
+_LEFT_OUT: dict[tuple[LeftOut, bool], tuple[str, str, str]] = {
+    ("dry-run", True): ("dry run", "dry runs", "never training data"),
+    ("replay", True): ("replay", "replays", "never training data"),
+    ("scripted", True): ("scripted run", "scripted runs", "no model replied"),
+    ("failed-task", True): (
+        "failed or unfinished task",
+        "failed or unfinished tasks",
+        "--include-failed-tasks takes them",
+    ),
+    ("missed", False): ("missed grounding answer", "missed grounding answers", "--include-missed takes them"),
+    ("failed-step", False): ("failed step", "failed steps", "--include-failed-steps takes them"),
+    ("filter", True): ("run", "runs", "by your filters"),
+    ("filter", False): ("sample", "samples", "by your filters"),
+    ("problem", True): ("run", "runs", "could not be read"),
+    ("problem", False): ("step or record", "steps or records", "could not be used"),
+}
+
+
+def left_out(m: Manifest) -> list[str]:
+    """What was left out and why, counted by kind: runs for whole runs, samples otherwise."""
+    counts: dict[tuple[LeftOut, bool], int] = {}
+    for r in m.runs:
+        if r.left_out is not None:
+            counts[r.left_out, True] = counts.get((r.left_out, True), 0) + 1
+        for k in r.skipped:
+            counts[k.kind, False] = counts.get((k.kind, False), 0) + 1
+    out = []
+    for key, (one, many, note) in _LEFT_OUT.items():
+        n = counts.get(key, 0)
+        if n:
+            out.append(f"{n} {one if n == 1 else many} ({note})")
+    return out
 
 
 def export(
@@ -175,12 +223,15 @@ def export(
     load_tokenizer: Callable[[Path], Any],
     tokenizer: Path | None = None,
     *,
+    resolve_tokenizer: Callable[[str], Path] | None = None,
     grounding: GroundingReader | None = None,
     name: str = "kimi_agent",
     copy_images: bool = False,
     warn: Callable[[str], None] = lambda line: None,
 ) -> Manifest:
-    """Export every run under ``inputs`` into ``out`` (which must not exist or be empty)."""
+    """Export every run under ``inputs`` into ``out`` (which must not exist or be empty).
+    ``tokenizer``: a checkpoint directory; else the runs' own, found by ``resolve_tokenizer``
+    (default: agent.weights.resolve_tokenizer offline, the cache only)."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"{out} exists and is not an empty directory; pass another --out")
     runs: list[tuple[Path, Run | None, str | None]] = []
@@ -202,7 +253,11 @@ def export(
         path, _, problem = runs[0]
         raise ValueError(f"nothing to export: {path}: {problem}")
     if tokenizer is None:
-        tokenizer = _default_tokenizer(readable)
+        if resolve_tokenizer is None:
+            from agent.weights import resolve_tokenizer as resolve
+
+            resolve_tokenizer = partial(resolve, offline=True)
+        tokenizer = _default_tokenizer(readable, resolve_tokenizer)
     tok = load_tokenizer(tokenizer)
     marks = sharegpt.markers(list(tok.get_added_vocab()))
     chats: dict[int, _CountingChat] = {}
@@ -213,15 +268,16 @@ def export(
     folders: set[str] = set()
     max_pixels = 0
     for path, run, problem in runs:
-        entry = RunEntry(path=str(path), reason=problem)
+        entry = RunEntry(path=str(path), reason=problem, left_out="problem" if problem else None)
         manifest.runs.append(entry)
         if run is None:
             warn(f"{path}: skipped: {problem}")
             continue
         s = run.summary
         entry.kind, entry.task, entry.score, entry.warnings = s.kind, s.task, s.score, s.warnings
-        entry.reason = _run_filter(run, opts)
-        if entry.reason is not None:
+        left_out = _run_filter(run, opts)
+        if left_out is not None:
+            entry.left_out, entry.reason = left_out
             continue
         chat = chats.get(s.in_token_limit) or chats.setdefault(
             s.in_token_limit, _CountingChat(tok, s.in_token_limit)
@@ -230,11 +286,12 @@ def export(
         try:
             for item in run.samples(opts, chat.count_text_tokens):
                 if isinstance(item, Skip):
-                    entry.skipped.append(Skipped(ref=item.ref, reason=item.reason))
+                    entry.skipped.append(Skipped(ref=item.ref, reason=item.reason, kind=item.kind))
                     continue
                 why, tokens = _check(item, chat, marks, opts)
                 if why is not None:
-                    entry.skipped.append(Skipped(ref=item.ref, reason=why))
+                    kind: LeftOut = "filter" if "--max-tokens" in why else "problem"
+                    entry.skipped.append(Skipped(ref=item.ref, reason=why, kind=kind))
                     continue
                 sample = sharegpt.to_sample(
                     item.prompt,
@@ -254,7 +311,7 @@ def export(
             if entry.samples or entry.skipped:
                 entry.warnings.append(f"stopped reading it: {_line(e)}")
             else:
-                entry.reason = f"cannot export it: {_line(e)}"
+                entry.reason, entry.left_out = f"cannot export it: {_line(e)}", "problem"
                 warn(f"{path}: skipped: {entry.reason}")
         entry.taken = entry.samples > 0
         for w in entry.warnings:
@@ -291,25 +348,35 @@ def _check(item: Sample, chat: KimiChat, marks: re.Pattern[str], opts: Options) 
     return None, tokens
 
 
-def _default_tokenizer(runs: Sequence[Run]) -> Path:
-    """The first checkpoint a run names that is here: a directory, or a hub id in the local cache
-    (never downloaded for this)."""
+def _default_tokenizer(runs: Sequence[Run], resolve: Callable[[str], Path]) -> Path:
+    """The tokenizer of the first model a run names that ``resolve`` finds: the checkpoint the
+    run (or its server) loaded, else the model name it asked for. A run against a model server
+    names the server's path or hub id; a hub id gives its tokenizer files, never the weights."""
     from agent.backend import BackendError
-    from agent.weights import resolve_checkpoint
 
+    tried: dict[str, str] = {}
     for run in runs:
-        c = run.summary.checkpoint
-        if not c:
-            continue
-        try:
-            path = resolve_checkpoint(c, offline=True)
-        except BackendError:
-            continue
-        if (path / "tiktoken.model").is_file():
-            return path
+        for name in (run.summary.checkpoint, run.summary.model):
+            if not name or name in tried:
+                continue
+            try:
+                return resolve(name)
+            except BackendError as e:
+                tried[name] = str(e)
+    if not tried:
+        raise ValueError(
+            "no tokenizer: no run names its checkpoint; pass --tokenizer CHECKPOINT_DIR_OR_HUB_ID"
+        )
+    # A hub id's error says what to run (offline: the exact download command): the most useful.
+    hub = [
+        why for name, why in tried.items() if name.count("/") == 1 and not name.startswith((".", "/", "~"))
+    ]
+    if hub:
+        raise ValueError(f"no tokenizer: {hub[0]}")
+    names = ", ".join(tried)
     raise ValueError(
-        "no tokenizer: no run names a checkpoint directory with tiktoken.model here; "
-        "pass --tokenizer CHECKPOINT_DIR"
+        f"no tokenizer: the runs name {names}, neither a checkpoint directory here nor a hub id that "
+        f"has one; pass --tokenizer CHECKPOINT_DIR_OR_HUB_ID (a hub id fetches the tokenizer only, a few MB)"
     )
 
 

@@ -12,14 +12,22 @@ from agent.history import THINK_CLOSE
 from agent.messages import Message
 
 Thinking = Literal["keep", "drop"]
+# Why something was left out, for the counts `kimi-agent export` prints at the end: runs that are
+# never training data (dry runs, replays and other scripted runs: no model acted), what teaches the
+# wrong thing unless asked for (failed tasks, missed grounding answers, failed steps), the user's
+# own filters, and problems (files missing, a prompt that cannot be rebuilt).
+LeftOut = Literal[
+    "dry-run", "replay", "scripted", "failed-task", "missed", "failed-step", "filter", "problem"
+]
 
 
 @dataclass(frozen=True)
 class Options:
     thinking: Thinking = "keep"
-    keep_failed: bool = False
-    success_only: bool = False
-    min_score: float | None = None
+    keep_failed: bool = False  # steps whose reply did not parse, was retried, or whose actions failed
+    include_failed_tasks: bool = False  # runs that did not succeed (OSWorld score below 1, unfinished)
+    include_missed: bool = False  # grounding answers whose point missed the target, or had none
+    min_score: float | None = None  # runs scoring at least this, instead of successes only
     task_regex: re.Pattern[str] | None = None
     max_steps: int | None = None
     max_tokens: int | None = None
@@ -37,6 +45,7 @@ class Sample:
 class Skip:
     ref: dict[str, Any]
     reason: str
+    kind: LeftOut = "problem"
 
 
 @dataclass
@@ -51,6 +60,9 @@ class RunSummary:
     checkpoint: str | None
     in_token_limit: int
     warnings: list[str] = field(default_factory=list)
+    model: str | None = None  # the model name the run asked for (a hub id, or a served name)
+    # Set for a run that is never training data, whatever the options: (kind, why).
+    never: tuple[LeftOut, str] | None = None
 
 
 class Run(Protocol):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from agent.export.records import Options, RunSummary, Sample, Skip, target_text
+from agent.export.records import LeftOut, Options, RunSummary, Sample, Skip, target_text
 from agent.history import ContextBuilder
 from agent.policy import Decision, StepView
 from agent.trajectory import TORN, RunInfo, StepRecord, read_info, read_steps_lenient
@@ -59,6 +59,8 @@ class AgentRun:
             checkpoint=model.get("checkpoint"),
             in_token_limit=limit,
             warnings=warnings,
+            model=model.get("model"),
+            never=never_data(self.info),
         )
 
     def samples(
@@ -89,7 +91,7 @@ class AgentRun:
                     continue
                 why = None if opts.keep_failed else failure(rec)
                 if why is not None:
-                    yield Skip(ref, why)
+                    yield Skip(ref, why, "failed-step")
                 else:
                     yield self._sample(rec, views, builder, files, shots, opts)
                 views.append(view_of(rec))
@@ -131,6 +133,21 @@ class AgentRun:
             prompt = builder.retry(prompt, a.raw, a.error or "")
         images = {f"step-{k}": files[k] for k in needed}
         return Sample(prompt, target_text(rec.raw, opts.thinking), images, {"step": rec.step})
+
+
+REPLAY_LABEL = "replay of "  # how `kimi-agent replay` names its policy in run.json
+
+
+def never_data(info: RunInfo) -> tuple[LeftOut, str] | None:
+    """Why a run is never training data: its replies were not acted on (a dry run records a
+    success for actions that never ran), or no model replied at all (a replay, a script)."""
+    if info.dry_run:
+        return "dry-run", "a dry run: its actions were never executed, so its outcome says nothing"
+    if info.policy.startswith(REPLAY_LABEL):
+        return "replay", f"a {info.policy}: recorded actions played again, no model reply"
+    if info.prompt is None:
+        return "scripted", "no model prompt in run.json (a scripted run, or one made before runs recorded it)"
+    return None
 
 
 def failure(rec: StepRecord) -> str | None:

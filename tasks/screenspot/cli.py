@@ -122,6 +122,13 @@ def parser() -> argparse.ArgumentParser:
         help="a run's results.json, or an official ScreenSpot-Pro results file (JSON, or JSONL of records)",
     )
     s.add_argument("--out", type=Path, required=True, help="where to write the results JSON")
+    s.add_argument(
+        "--rejudge",
+        action="store_true",
+        help="count each record's verdict judged again from its pred and target (default: the "
+        "correctness the file stores, as the official metrics step counts it; the number of records "
+        "a re-judgement would change is printed either way)",
+    )
     return p
 
 
@@ -136,24 +143,36 @@ def main(argv: Sequence[str]) -> int:
 def _score(args: argparse.Namespace, console: Console) -> int:
     from tasks.screenspot.scoring import rescore_file
 
-    results = rescore_file(args.file)
+    results = rescore_file(args.file, rejudge=args.rejudge)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out, results)
     console.print(f"wrote {escape(str(args.out))}")
     console.print(report.metrics_table(results))
+    console.print(escape(report.verdicts_line(results)))
     return 0
 
 
 def _comparable_figure(
     args: argparse.Namespace, filters: Mapping[str, Any], setup: Setup, results: Mapping[str, Any]
-) -> float | None:
-    """Kimi-VL's published figure, only beside a run it can be compared with: the whole dataset in
-    English, a variant read from the checkpoint (or named), every v1/v2 cell scored."""
-    if filters or args.limit or args.language != "en" or setup.resolved.source.startswith("default"):
-        return None
-    if results.get("metrics", {}).get("cells_averaged", 6) != 6 or results.get("skipped", {}).get("count"):
-        return None
-    return report.published(results.get("dataset", ""), setup.resolved.variant.name)
+) -> tuple[float | None, list[str]]:
+    """Kimi-VL's published figure, only beside a run it can be compared with: the whole published
+    sample set scored (no subset downloaded, no record skipped or unanswered), in English, with a
+    variant read from the checkpoint (or named), every v1/v2 cell scored. Else (None, why not)."""
+    dataset = str(results.get("dataset", ""))
+    figure = report.published(dataset, setup.resolved.variant.name)
+    if figure is None:
+        return None, []
+    why = [flag for flag, used in (("--filter", filters), ("--limit", args.limit)) if used]
+    if args.language != "en":
+        why.append(f"--language {args.language}")
+    if setup.resolved.source.startswith("default"):
+        why.append("the variant is a default, not read from the checkpoint (name it with --variant)")
+    if not report.covers_published_set(results):
+        scored = results.get("metrics", {}).get("overall", {}).get("num_total", 0)
+        why.append(f"{scored} of the {report.PUBLISHED_SAMPLES[dataset]} samples scored")
+    elif results.get("metrics", {}).get("cells_averaged", 6) != 6:
+        why.append("not every table cell scored")
+    return (None, why) if why else (figure, [])
 
 
 @dataclass
@@ -213,7 +232,13 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     results = score(dataset.name, samples, predictions.values())
     results["skipped"] = {"count": len(dataset.problems), "records": [str(p) for p in dataset.problems]}
     write_json(args.out / "results.json", results)
-    published = _comparable_figure(args, filters, setup, results)
+    published, why_not = _comparable_figure(args, filters, setup, results)
+    if why_not:
+        figure = report.published(dataset.name, setup.resolved.variant.name)
+        console.print(
+            f"[dim]Kimi-VL's published {figure} ({setup.resolved.variant.name}) is over the whole set in "
+            f"English; not shown beside this run: {escape('; '.join(why_not))}[/]"
+        )
     console.print(report.metrics_table(results, published=published))
     html = report.write_html(
         args.out / "report.html",

@@ -1,6 +1,7 @@
 """A grounding run (``kimi-agent bench screenspot``) -> single-turn samples for ``kimi-agent export``:
 the grounding prompt exactly as the runner sent it (system prompt, then the screenshot and the
-instruction), the model's reply as the target. ``--success-only`` keeps the correct ones."""
+instruction), the model's reply as the target. Only answers that hit their target are taken unless
+``--include-missed`` asks for the others (a point outside the target, or none: "I cannot find it.")."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ class GroundingRun:
             success=None,
             checkpoint=self.settings.get("checkpoint"),
             in_token_limit=int(self.settings.get("in_token_limit") or 4096),
+            model=self.settings.get("model"),
         )
 
     def system(self) -> str:
@@ -68,12 +70,14 @@ class GroundingRun:
             if p.error is not None:
                 yield Skip(ref, f"the model could not be asked: {p.error}")
                 continue
-            ref["correct"] = correctness(s, p) == "correct"
+            verdict = correctness(s, p)
+            ref["correct"], ref["correctness"] = verdict == "correct", verdict
             text = instruction(s, p.language)
-            if opts.success_only and not ref["correct"]:
-                yield Skip(ref, "not correct")
+            if verdict != "correct" and not opts.include_missed:
+                why = "no point in the answer" if verdict == "wrong_format" else "the point missed the target"
+                yield Skip(ref, f"{why} (--include-missed takes it)", "missed")
             elif opts.task_regex is not None and not opts.task_regex.search(text):
-                yield Skip(ref, "the instruction does not match --task-regex")
+                yield Skip(ref, "the instruction does not match --task-regex", "filter")
             elif not s.image.is_file():
                 yield Skip(ref, f"image {s.image} is missing")
             else:

@@ -25,6 +25,9 @@ PUBLISHED: dict[tuple[str, str], float] = {
     ("osworld-g", "instruct"): 41.6,
     ("osworld-g", "thinking-2506"): 52.5,
 }
+# How many samples those figures are over: the whole test set (shared/docs/screenspot.md). A run
+# over fewer (a subset downloaded, records skipped, samples not answered) is not comparable.
+PUBLISHED_SAMPLES: dict[str, int] = {"screenspot-pro": 1581, "screenspot-v2": 1272, "osworld-g": 564}
 BREAKDOWNS = ("group", "platform", "ui_type", "split", "data_source", "application", "categories")
 CROP = 560  # side of a gallery crop around the target, in original pixels (at least)
 THUMB = 420  # side of a gallery image as embedded
@@ -33,6 +36,21 @@ Outcome = str  # a Correctness, or "error" (the model could not be asked)
 
 def published(dataset: str, variant: str) -> float | None:
     return PUBLISHED.get((dataset, variant))
+
+
+def covers_published_set(results: Mapping[str, Any]) -> bool:
+    """Whether the results score every sample the published figure is over: the set's full count
+    scored, none skipped, none left unanswered."""
+    want = PUBLISHED_SAMPLES.get(str(results.get("dataset")))
+    scored = results.get("metrics", {}).get("overall", {}).get("num_total")
+    not_scored = results.get("not_scored", {})
+    return (
+        want is not None
+        and scored == want
+        and not results.get("skipped", {}).get("count")
+        and not not_scored.get("num_errors")
+        and not not_scored.get("num_missing")
+    )
 
 
 # --- the terminal table ---------------------------------------------------------------------------------
@@ -119,6 +137,28 @@ def headline(results: Mapping[str, Any]) -> float | None:
     """The figure a paper quotes for these results, in percent."""
     found = rows(results)
     return 100 * found[0][1]["action_acc"] if found and found[0][2] else None
+
+
+def verdicts_line(results: Mapping[str, Any]) -> str:
+    """What a re-scored file's records counted, and how many a re-judgement changes (score)."""
+    n, stored = len(results.get("details") or []), results.get("stored_verdicts", 0)
+    changed = results.get("changed") or []
+    if not stored:
+        return f"no record stores a verdict: all {n} were judged from their pred and target"
+    unstored = f"; {n - stored} records store none and were judged from their pred" if stored < n else ""
+    if results.get("counted") == "rejudged":
+        return (
+            f"counted verdicts judged again from each pred (--rejudge): {len(changed)} of {stored} "
+            f"differ from the verdict the file stores{unstored}"
+        )
+    if not changed:
+        return f"counted the {stored} stored verdicts; judging every point again agrees with all of them{unstored}"
+    c = changed[0]
+    return (
+        f"counted the {stored} stored verdicts, as the official metrics step does; judging the points again "
+        f"would change {len(changed)} of them (first: {c['where']} {c['was']} -> {c['now']}); --rejudge "
+        f"counts the new verdicts{unstored}"
+    )
 
 
 def _pct(v: Any) -> str:
@@ -272,6 +312,7 @@ def write_html(
         shown=len(cards),
         missed=len(missed),
         cards="\n".join(cards),
+        legend=" Dashed red line: the published figure." if published is not None else "",
     )
     path.write_text(page, encoding="utf-8")
     return path
@@ -310,7 +351,7 @@ figcaption {{ padding: 6px 8px; font-size: 12px; word-break: break-word; }}
 figure.wrong_format {{ border-color: #e0a000; }}
 pre {{ white-space: pre-wrap; font-size: 11px; }}
 </style></head><body>
-<h1>{title}</h1><p>{head}. Dashed red line: the published figure. Box green, predicted point red.</p>
+<h1>{title}</h1><p>{head}.{legend} Box green, predicted point red.</p>
 <div class="charts">{charts}</div>
 <h2>Misses ({shown} of {missed} shown)</h2>
 <div class="gallery">{cards}</div>

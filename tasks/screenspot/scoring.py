@@ -454,85 +454,120 @@ def score(dataset: DatasetName | str, samples: Sequence[Sample], predictions: It
 # --------------------------------------------------------------------------- re-scoring a file
 
 
-_SKIP = object()  # a blank JSONL line, or one already reported as not JSON
+def _loads(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except RecursionError:  # a hostile file nests thousands of levels deep
+        raise json.JSONDecodeError("nested too deeply to read", text, 0) from None
 
 
-def _read_records(path: Path) -> tuple[dict[str, Any], list[Any], list[dict[str, Any]]]:
-    """(top-level object, records, problems) from a results JSON or a JSONL of details records."""
+def _read_records(path: Path) -> tuple[dict[str, Any], list[tuple[str, Any]]]:
+    """(top-level object, [(where, record)]) from a results JSON or a JSONL of details records.
+    ``where`` names the record for messages: ``details[3]``, ``[3]`` or ``line 4``."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: cannot read: {e}") from e
     try:
-        top = json.loads(text)
+        top = _loads(text)
     except json.JSONDecodeError:
         top = None  # not one JSON document: JSON lines
     if isinstance(top, dict) and "details" not in top and ("pred" in top or "point" in top):
-        return {}, [top], []  # JSON lines holding a single record
+        return {}, [("line 1", top)]  # JSON lines holding a single record
     if isinstance(top, dict):
         if not isinstance(top.get("details"), list):
             raise ValueError(f"{path}: a results JSON needs a 'details' list")
-        return top, top["details"], []
+        return top, [(f"details[{i}]", r) for i, r in enumerate(top["details"])]
     if isinstance(top, list):
-        return {}, top, []
-    # JSON lines: a record's index is its 0-based line, blank lines included, so messages point at it.
-    records: list[Any] = []
-    problems: list[dict[str, Any]] = []
-    for index, line in enumerate(text.splitlines()):
+        return {}, [(f"record [{i}]", r) for i, r in enumerate(top)]
+    if top is not None:
+        raise ValueError(f"{path}: a results file holds a JSON object or list, not {type(top).__name__}")
+    records: list[tuple[str, Any]] = []
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
-            records.append(_SKIP)
-            continue
+            continue  # a blank line holds no record
         try:
-            records.append(json.loads(line))
+            records.append((f"line {n}", _loads(line)))
         except json.JSONDecodeError as e:
-            problems.append({"index": index, "message": f"line {index + 1} is not JSON: {e.msg}"})
-            records.append(_SKIP)
-    if all(r is _SKIP for r in records) and not problems:
-        raise ValueError(f"{path}: no results records (neither a results JSON nor JSON lines)")
-    return {}, records, problems
+            raise ValueError(f"{path}: line {n} is not JSON ({e.msg}): {line.strip()[:60]}") from None
+    return {}, records
 
 
-def rescore_file(path: str | Path) -> dict:
-    """Re-derive every record's correctness from ``pred`` and the target, then the metrics, exactly
-    as the official script computes them for those records. Reads our results.json (its
-    ``dataset`` picks the scorer) or an official ScreenSpot-Pro results JSON / JSONL (extra fields
-    are kept). A malformed record is left out and listed under ``problems`` with its index;
-    ``changed`` lists records whose recorded correctness differs from the re-derived one."""
+CORRECTNESS = ("correct", "wrong", "wrong_format")
+
+
+def _verdicts(scorer: Scorer, record: Any) -> tuple[Correctness | None, Correctness]:
+    """(the stored verdict or None, the verdict a re-judgement of the point gives); BadRecord for
+    a record that is not a results record."""
+    if not isinstance(record, dict):
+        raise BadRecord(f"a record must be a JSON object, got {type(record).__name__}")
+    if "pred" not in record:
+        # The official layouts always write pred (null when no point was read): without it the
+        # record is not a result, and counting it as wrong_format would score garbage.
+        raise BadRecord("no 'pred' (the predicted point in pixels, or null)")
+    stored = record.get("correctness")
+    if stored is not None and stored not in CORRECTNESS:
+        raise BadRecord(f"correctness must be one of {', '.join(CORRECTNESS)}, got {json.dumps(stored)[:40]}")
+    _check_groups(record, scorer.group_fields)
+    return stored, scorer.rejudge(record)
+
+
+def rescore_file(path: str | Path, *, rejudge: bool = False) -> dict:
+    """The metrics of a results file, exactly as the official metrics step computes them from its
+    details: each record counts its stored ``correctness``, as the official step does. Reads our
+    results.json (its ``dataset`` picks the scorer) or an official ScreenSpot-Pro results JSON /
+    JSONL (extra fields are kept).
+
+    Every record is also judged again from ``pred`` and its target; ``changed`` lists those whose
+    stored verdict differs. They are real: a pipeline that stores ``pred`` as whole pixels puts a
+    point the official script judged unrounded (and outside) exactly on a box edge. ``rejudge``
+    counts the new verdicts instead. A record without a stored verdict always counts the new one.
+
+    A file that is not a results file, or holds a bad record, is a ValueError naming the file and
+    the first bad record: a score over the records that happen to read is not the file's score."""
     path = Path(path)
-    top, raw, problems = _read_records(path)
-    first = next((r for r in raw if isinstance(r, dict)), {})
+    top, raw = _read_records(path)
+    if not raw:
+        raise ValueError(f"{path}: no results records (neither a results JSON nor JSON lines)")
+    first = next((r for _, r in raw if isinstance(r, dict)), {})
     if "point" in first and "pred" not in first:
         raise ValueError(
             f"{path} is a run's prediction log, which holds no targets: re-score the results.json "
             "the run wrote next to it"
         )
-    dataset = str(top.get("dataset") or _guess_dataset(raw))
+    dataset = str(top.get("dataset") or _guess_dataset([r for _, r in raw]))
     scorer = _scorer(dataset)
     details: list[Record] = []
     changed: list[dict[str, Any]] = []
-    for index, record in enumerate(raw):
-        if record is _SKIP:
-            continue
+    bad: list[str] = []
+    stored_count = 0
+    for index, (where, record) in enumerate(raw):
         try:
-            if not isinstance(record, dict):
-                raise BadRecord(f"a record must be a JSON object, got {type(record).__name__}")
-            _check_groups(record, scorer.group_fields)
-            verdict = scorer.rejudge(record)
+            stored, verdict = _verdicts(scorer, record)
         except BadRecord as e:
-            problems.append({"index": index, "id": _id(record), "message": str(e)})
+            rid = _id(record)
+            bad.append(f"{where}{'' if rid is None else f' (id {rid})'}: {e}")
             continue
-        if "correctness" in record and record["correctness"] != verdict:
-            changed.append(
-                {"index": index, "id": record.get("id"), "was": record["correctness"], "now": verdict}
-            )
-        details.append({**record, "correctness": verdict})
-    problems.sort(key=lambda p: p["index"])
+        if stored is not None:
+            stored_count += 1
+            if stored != verdict:
+                changed.append(
+                    {"index": index, "where": where, "id": record.get("id"), "was": stored, "now": verdict}
+                )
+        counted = verdict if rejudge or stored is None else stored
+        details.append({**record, "correctness": counted})
+    if bad:
+        more = f" ({len(bad)} of {len(raw)} records are bad)" if len(bad) > 1 else ""
+        raise ValueError(f"{path}: {bad[0]}{more}")
     result = {
         "dataset": dataset,
         "metrics": scorer.metrics(details),
         "details": details,
         "rescored_from": str(path),
-        "problems": {"count": len(problems), "records": problems},
+        # What each record counted: its stored verdict (as the official metrics step), or the
+        # verdict judged again from pred (--rejudge, and records that store none).
+        "counted": "rejudged" if rejudge else "stored",
+        "stored_verdicts": stored_count,
         "changed": changed,
     }
     if "not_scored" in top:
