@@ -23,7 +23,9 @@ from pathlib import Path
 USER, UID, HOME = "user", 1000, "/home/user"  # OSWorld's VM user and home
 RUNTIME_DIR = f"/run/user/{UID}"
 HOSTNAME = "kimi-sandbox"
-CONTROL_DIR = "/run/kimi"  # the sandbox directory's ``ctl``: logs and I/O files of run()
+CONTROL_DIR = "/run/kimi"  # the sandbox directory's ``ctl``, read-only inside: cookie, token, logs
+WRITABLE = ("home", "tmp", "run")  # the sandbox directory's parts its programs may change
+STAGE = "runtime"  # where runtime_binds stages a python the sandbox's user could not reach
 PATH = "/usr/local/bin:/usr/bin:/bin:/usr/local/games:/usr/games"
 # Host variables a desktop program may want and that carry no secrets. Anything else (API keys,
 # tokens, the host's paths) stays out.
@@ -58,16 +60,41 @@ def sandbox_uid() -> int | None:
     return UID_BASE + secrets.randbelow(UID_SPAN) if os.geteuid() == 0 else None
 
 
+def new_file(path: Path, data: bytes = b"", mode: int = 0o600, uid: int | None = None) -> int:
+    """Create ``path``, which must not exist (a link there is an error, never followed), with
+    ``mode`` whatever the umask, owned by ``uid`` when given, holding ``data``; return it open for
+    appending. Chowned through the descriptor: the file we made, not whatever the name is now."""
+    fd = os.open(
+        path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode
+    )
+    try:
+        os.fchmod(fd, mode)
+        if uid is not None:
+            os.fchown(fd, uid, uid)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def write_new_file(path: Path, data: bytes, mode: int = 0o600, uid: int | None = None) -> None:
+    os.close(new_file(path, data, mode, uid))
+
+
 def passwd_files(ctl: Path) -> tuple[Path, Path]:
     """/etc/passwd and /etc/group for inside: ``user`` as uid 1000, so ``whoami`` and ``~user``
     work, and nothing of the host's accounts."""
     passwd, group = ctl / "passwd", ctl / "group"
-    passwd.write_text(
+    users = (
         "root:x:0:0:root:/root:/bin/sh\n"
         f"{USER}:x:{UID}:{UID}:{USER}:{HOME}:/bin/bash\n"
         "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
     )
-    group.write_text(f"root:x:0:\n{USER}:x:{UID}:\nnogroup:x:65534:\n")
+    write_new_file(passwd, users.encode(), 0o644)
+    write_new_file(group, f"root:x:0:\n{USER}:x:{UID}:\nnogroup:x:65534:\n".encode(), 0o644)
     return passwd, group
 
 
@@ -94,7 +121,8 @@ def bwrap_argv(
         *("--bind", str(root / "home"), HOME),
         *("--bind", str(root / "tmp"), "/tmp"),
         *("--bind", str(root / "run"), RUNTIME_DIR),
-        *("--bind", str(root / "ctl"), CONTROL_DIR),
+        # Read-only: no name in it can change, so the host may open what it made there.
+        *("--ro-bind", str(root / "ctl"), CONTROL_DIR),
         *("--ro-bind", str(passwd), "/etc/passwd", "--ro-bind", str(group), "/etc/group"),
         # Only our display's socket: the abstract one is per network namespace, so this is what
         # clients use when the network is off.
@@ -140,7 +168,7 @@ def runtime_binds(root: Path, uid: int | None) -> tuple[list[tuple[Path, Path]],
         if not hidden_inside(path):
             continue
         if uid is not None and unreachable_by_others(path) is not None:
-            stage = root / "runtime" / str(len(staged) // 2)
+            stage = root / STAGE / str(len(staged) // 2)
             stage.mkdir(parents=True)
             staged += [str(path), str(stage)]
             binds.append((stage, path))
@@ -265,12 +293,19 @@ def join_cgroup_argv(cgroup: CGroup | None) -> list[str]:
 
 
 def chown_tree(root: Path, uid: int | None) -> None:
+    """Before the sandbox starts: give its user (``uid``, when not ours) the parts it may change
+    and the stage; ``root`` and ``ctl`` stay ours, passable by its group only (0710), so it can
+    reach what it needs there and never replace a name in them."""
     if uid is None:
         return
-    for d in (root, *root.iterdir()):
-        os.chown(d, uid, uid)
-    for path in root.rglob("*"):
-        os.lchown(path, uid, uid)
+    for d in (root, root / "ctl"):
+        os.chown(d, os.geteuid(), uid)
+        d.chmod(0o710)
+    for top in (*WRITABLE, STAGE):
+        if (root / top).exists():
+            os.lchown(root / top, uid, uid)
+            for path in (root / top).rglob("*"):
+                os.lchown(path, uid, uid)
 
 
 def sandbox_env(

@@ -6,11 +6,30 @@ Everything the sandbox writes lives in its own directory (``home`` is /home/user
 /tmp), removed at close unless ``keep``. A reaper process started before anything else kills what
 is left and removes the directory if this process dies, SIGKILL included; bubblewrap's
 --die-with-parent takes the sandbox's namespaces down with it too.
+
+Paths the host uses in the sandbox's directory (the host may be root; anything the sandbox can
+write is hostile). Audit for issue 18: each one, and why nothing inside can redirect it.
+- ``root`` itself (``xauth-server``, ``screen.png`` of the CLI) and ``ctl`` (/run/kimi inside): the
+  host's own, 0710 to the sandbox's group when it has a uid of its own, and ``ctl`` is bound
+  read-only inside, so no name in them can change (the sandbox sees ``root`` itself read-only or
+  not at all). Made there: the X cookie, passwd and group, the supervisor's source and its stderr
+  (``sandbox.log``), ``control_file()`` (the server's token), launch()'s logs, and the OSWorld
+  server's listening socket (env/served_sandbox.py), which the host creates and binds itself and
+  hands to the server as an open file: the host only ever connects to that socket. Files are
+  created with O_EXCL|O_NOFOLLOW and chowned through their descriptor (isolation.new_file).
+- What programs inside read or write for the host (launch()'s stderr, run()'s stdin, stdout and
+  stderr) reach them as open files the host made (env/supervisor.py sends them over SCM_RIGHTS);
+  run()'s are unnamed (O_TMPFILE), read back through the host's own descriptor.
+- ``home``, ``tmp``, ``run`` (the sandbox's to change): the host writes there only before the
+  sandbox starts (prepare_home, chown_tree's lchown), asks whether openbox's ready file exists
+  without following it (lexists), and removes the directory at close once every process inside
+  is dead, with shutil.rmtree, which does not follow links (nor does the reaper's).
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import secrets
@@ -18,12 +37,14 @@ import select
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import IO
 
 from env.actions import Action
 from env.capture import Grabber, open_mss
@@ -45,10 +66,12 @@ from env.isolation import (
     join_cgroup_argv,
     limits_argv,
     make_cgroup,
+    new_file,
     runtime_binds,
     sandbox_env,
     sandbox_uid,
     unreachable_by_others,
+    write_new_file,
 )
 from env.reaper import kill_cgroup, kill_marked
 from env.settle import Settle, wait_until_settled
@@ -56,6 +79,7 @@ from env.supervisor import SandboxProcess, Supervisor, SupervisorError, init_arg
 from env.xauth import authority, new_cookie, write_authority
 
 MARKER_VAR = "KIMI_SANDBOX_ID"
+READY_DIR, READY_FILE = "$KIMI_RUN", "wm-ready"  # openbox's ready file, in the runtime directory
 log = logging.getLogger(__name__)
 
 
@@ -93,7 +117,7 @@ class Sandbox:
             raise SandboxError("Xvfb is not installed (Debian: apt-get install xvfb)")
         if width < 1 or height < 1:
             raise SandboxError(f"screen size must be positive, got {width}x{height}")
-        desk = spec(desktop, f"{CONTROL_DIR if isolation else '$KIMI_CTL'}/wm-ready") if desktop else None
+        desk = spec(desktop, f"{READY_DIR}/{READY_FILE}") if desktop else None
         if desk is not None and (why := missing(desk)):
             raise SandboxError(f"{why}; or use a lighter desktop (--desktop-env minimal)")
         if isolation is not None:
@@ -114,6 +138,7 @@ class Sandbox:
         self._closed = False
         self._procs: list[subprocess.Popen[bytes]] = []  # host processes: Xvfb, the supervisor
         self._logs: dict[int, Path] = {}  # pid -> stderr of a program started with launch()
+        self._launches = itertools.count()  # numbers the log files, failed starts included
         self._cgroup: CGroup | None = None
         self._uid: int | None = None  # the host uid the sandbox runs as, when not ours
         self.warnings: list[str] = []
@@ -160,7 +185,6 @@ class Sandbox:
         self.display = self._start_xvfb(width, height, depth, server_auth, timeout_s)
         write_authority(self.xauthority, cookie, int(self.display[1:]), also_hosts=(HOSTNAME,))
         iso = self.isolation
-        inside = {"KIMI_CTL": CONTROL_DIR} if iso else {"KIMI_CTL": str(self._ctl)}
         if iso:
             self.env = sandbox_env(self.display, f"{CONTROL_DIR}/Xauthority", (MARKER_VAR, str(self.root)))
         else:
@@ -180,7 +204,7 @@ class Sandbox:
             self._sct = open_mss(self.display)
         self._grabber = Grabber(self._sct, (0, 0, width, height))
         if desk is not None:
-            argv = [a.replace("$KIMI_CTL", inside["KIMI_CTL"]) for a in desk.command]
+            argv = [a.replace(READY_DIR, self.inside(self.root / "run")) for a in desk.command]
             self._start_desktop(desk, argv, timeout_s)
         # Once the apps show their windows and the screen settles, the first screenshot shows it.
         self._wait_for_apps([(argv, self.launch(argv)) for argv in apps], timeout_s)
@@ -253,6 +277,8 @@ class Sandbox:
                     self._tell_reaper(f"CGROUP {d}")
             runtime, stage = runtime_binds(self.root, uid)
             chown_tree(self.root, uid)
+            if uid is not None:  # its user reads the cookie; ctl is ours, and nothing runs inside yet
+                os.chown(self.xauthority, uid, uid, follow_symlinks=False)
             x_socket = Path(f"/tmp/.X11-unix/X{display_number}")
             bwrap = bwrap_argv(iso, self.root, x_socket, runtime=runtime)
             prefix = [
@@ -262,16 +288,17 @@ class Sandbox:
                 *("--chdir", HOME, "--"),
             ]
         errors = self._ctl / "sandbox.log"
-        with open(errors, "wb") as err:
+        channel, theirs = socket.socketpair()  # requests, with the files they send (SCM_RIGHTS)
+        with open(errors, "wb") as err, theirs:
             proc = self._spawn_host(
                 [*prefix, *init_argv(self._ctl, self.inside(self._ctl), iso is not None)],
-                stdin=subprocess.PIPE,
+                stdin=theirs.fileno(),
                 stdout=subprocess.PIPE,
                 stderr=err,
                 env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), MARKER_VAR: str(self.root)},
                 cwd=str(self.root),
             )
-        self._supervisor = Supervisor(proc)
+        self._supervisor = Supervisor(proc, channel)
         try:
             self._supervisor.sessions()  # answers once it runs: bubblewrap set up the namespaces
         except SupervisorError:
@@ -295,41 +322,52 @@ class Sandbox:
         name = desk.name
         self.launch(argv)
         if name == "minimal":
-            ready = self._ctl / "wm-ready"
-            self._wait(ready.exists, timeout_s, "openbox to start", poll_s=0.005)
+            ready = self.root / "run" / READY_FILE  # the sandbox's to write: looked at, never followed
+            self._wait(lambda: os.path.lexists(ready), timeout_s, "openbox to start", poll_s=0.005)
             return
         self._wait(self._x.has_window_manager, timeout_s, f"the {name} window manager", poll_s=0.01)
         for cls in desk.ready_windows:
             self._wait(lambda c=cls: self._x.find_window(c), timeout_s, f"the {name} {cls}", poll_s=0.01)
 
-    def launch(self, argv: Sequence[str], extra_env: Mapping[str, str] | None = None) -> SandboxProcess:
+    def launch(
+        self, argv: Sequence[str], extra_env: Mapping[str, str] | None = None, *, stdin: int | None = None
+    ) -> SandboxProcess:
         """Start a program on this desktop (not waited for); it dies with the sandbox.
-        ``extra_env`` adds to the sandbox's environment for this program only."""
+        ``extra_env`` adds to the sandbox's environment for this program only; ``stdin``: an open
+        file descriptor of ours it gets as its standard input (a listening socket, inetd-style)."""
         if not argv:
             raise SandboxError("cannot start a program from an empty command line")
-        # Its stderr goes to a file in the sandbox, to quote when it fails at start.
-        log_path = self._ctl / f"{len(self._logs)}-{Path(argv[0]).name}.log"
-        self._own(log_path)
-        p = self._spawn(argv, stderr=log_path, extra_env=extra_env)
+        # Its stderr goes to a file of ours, to quote when it fails at start; it gets the file.
+        log_path = self._ctl / f"{next(self._launches)}-{Path(argv[0]).name}.log"
+        try:
+            log = new_file(log_path)
+        except OSError as e:
+            raise SandboxError(f"cannot make {log_path}: {e.strerror or e}") from None
+        try:
+            p = self._spawn(argv, stdin=stdin, stderr=log, extra_env=extra_env)
+        finally:
+            os.close(log)
         self._logs[p.pid] = log_path
         return p
 
     def _spawn(
         self,
         argv: Sequence[str],
-        stdin: Path | None = None,
-        stdout: Path | None = None,
-        stderr: Path | None = None,
+        stdin: int | None = None,
+        stdout: int | None = None,
+        stderr: int | None = None,
         extra_env: Mapping[str, str] | None = None,
     ) -> SandboxProcess:
+        """Streams are open files of ours (None: /dev/null): the program gets copies, never a
+        path to open."""
         try:
             p = self._supervisor.spawn(
                 argv,
                 {**self.env, **(extra_env or {})},
                 cwd=self.inside(self.home),
-                stdin=self.inside(stdin) if stdin else None,
-                stdout=self.inside(stdout) if stdout else None,
-                stderr=self.inside(stderr) if stderr else None,
+                stdin=stdin,
+                stdout=stdout,
+                stderr=stderr,
             )
         except SupervisorError as e:
             raise SandboxError(str(e)) from None
@@ -375,7 +413,9 @@ class Sandbox:
     def last_log_line(self, p: SandboxProcess) -> str:
         """The last line a program started with launch() wrote to stderr (at most 200 characters)."""
         try:
-            logged = self._logs[p.pid].read_text(errors="replace")
+            with open(self._logs[p.pid], "rb") as f:
+                f.seek(max(0, os.fstat(f.fileno()).st_size - 65536))  # the program chose its size
+                logged = f.read().decode(errors="replace")
         except (KeyError, OSError):
             return ""
         return next((line.strip() for line in reversed(logged.splitlines()) if line.strip()), "")[:200]
@@ -393,13 +433,13 @@ class Sandbox:
         if not argv:
             raise SandboxError("cannot run an empty command line")
         # Files, not pipes: a daemon it forks (xclip) would hold a pipe open and stall a read to EOF.
-        io = self._ctl / f"run-{secrets.token_hex(4)}"
-        fin, fout, ferr = (io.with_suffix(s) for s in (".in", ".out", ".err"))
-        try:
-            fin.write_bytes(input or b"")
-            for f in (fin, fout, ferr):
-                self._own(f)
-            p = self._spawn(argv, stdin=fin, stdout=fout, stderr=ferr)
+        # Unnamed files of ours (O_TMPFILE): the program gets them open; nothing to follow or swap.
+        with contextlib.ExitStack() as files:
+            fin, fout, ferr = (files.enter_context(tempfile.TemporaryFile(dir=self.root)) for _ in range(3))
+            fin.write(input or b"")
+            fin.flush()
+            fin.seek(0)
+            p = self._spawn(argv, stdin=fin.fileno(), stdout=fout.fileno(), stderr=ferr.fileno())
             try:
                 p.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
@@ -409,26 +449,23 @@ class Sandbox:
             finally:
                 self._forget(p)
             return subprocess.CompletedProcess(
-                list(argv), p.returncode or 0, fout.read_bytes(), ferr.read_bytes()
+                list(argv), p.returncode or 0, _read_all(fout), _read_all(ferr)
             )
-        finally:
-            for f in (fin, fout, ferr):
-                f.unlink(missing_ok=True)
 
     def control_file(self, name: str, data: bytes = b"") -> Path:
-        """A file in the sandbox's private control directory (``/run/kimi`` inside) that only the
-        sandbox's user and we can read: how a secret (a server's token) reaches a program inside."""
+        """A file in the sandbox's control directory (``/run/kimi`` inside, read-only there) that
+        only the sandbox's user and we can read: how a secret (a server's token) reaches a program
+        inside. A file of that name already there is replaced."""
+        if not name or name in (".", "..") or "/" in name:
+            raise SandboxError(f"a control file's name is one path component, not {name!r}")
         path = self._ctl / name
-        path.touch(mode=0o600)
-        path.write_bytes(data)
-        self._own(path)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        try:
+            write_new_file(path, data, 0o600, self._uid)
+        except OSError as e:
+            raise SandboxError(f"cannot make {path}: {e.strerror or e}") from None
         return path
-
-    def _own(self, path: Path) -> None:
-        """Create ``path`` (if need be) for the sandbox's user to read and write."""
-        path.touch()
-        if self._uid is not None:
-            os.chown(path, self._uid, self._uid)
 
     def _forget(self, p: SandboxProcess) -> None:
         if self.isolation is None:
@@ -532,6 +569,15 @@ class Sandbox:
     def __del__(self) -> None:
         if not getattr(self, "_closed", True):
             self.close()
+
+
+def _read_all(f: IO[bytes]) -> bytes:
+    """All of a file shared with a program, read without moving the offset the program writes at
+    (a daemon it left may still write)."""
+    chunks = []
+    while chunk := os.pread(f.fileno(), 1 << 20, sum(map(len, chunks))):
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _inner_pid(pid: int) -> int:

@@ -2,14 +2,18 @@
 
 The server is one more program of the sandbox, so what a request executes (``/execute``,
 ``/run_python``, the pyautogui code of OSWorld's controllers) runs as the sandbox's user, walled off
-like everything else there. It listens on a unix socket in the sandbox's control directory; a
-loopback TCP port forwards to it, so clients reach the sandbox as they reach an OSWorld VM on port
+like everything else there. It serves a unix socket that the host made and bound in the sandbox's
+control directory (read-only inside, so no program there can put another socket or a link in its
+place) and hands it over as the server's stdin: the host, root perhaps, only ever connects to that
+socket, never to a name the sandbox could change. A loopback TCP port forwards to it, so clients reach the sandbox as they reach an OSWorld VM on port
 5000 (``url`` for ours, ``vm_ip`` + ``port`` for OSWorld's own code: the token rides in the URL's
 user part as basic auth), with or without a network inside.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -56,10 +60,16 @@ class ServedSandbox:
                     f"{self.socket_path} is too long for a unix socket ({MAX_SOCKET_PATH} bytes at most): "
                     "put the sandbox in a directory with a shorter path"
                 )
-            argv = [sys.executable, "-m", "env.osworld_server"]
-            argv += [box.inside(self.socket_path), box.inside(token_file), f"{execute_timeout_s:g}"]
+            argv = [sys.executable, "-m", "env.osworld_server", "-", box.inside(token_file)]
+            argv.append(f"{execute_timeout_s:g}")
             # The code the host runs, wherever it is imported from (a checkout or site-packages).
-            self._server = box.launch(argv, {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+            env = {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listening:
+                listening.bind(str(self.socket_path))
+                os.chmod(self.socket_path, 0o600)  # the token still applies; this keeps others off too
+                listening.listen(64)
+                self._server = box.launch(argv, env, stdin=listening.fileno())
+            # Ours is closed: if the server dies, connecting fails at once rather than waiting.
             self._wait_ready(start_timeout_s)
             self._forward = UnixForward(self.socket_path, port=port)
         except BaseException:
@@ -76,12 +86,11 @@ class ServedSandbox:
                         f"the server in the sandbox exited with status {self._server.returncode}: "
                         f"{self.sandbox.last_log_line(self._server) or 'no output'}"
                     )
-                if self.socket_path.exists():
-                    try:
-                        client.platform()
-                        return
-                    except OSWorldError:
-                        pass
+                try:
+                    client.platform()
+                    return
+                except OSWorldError:
+                    pass
                 if time.monotonic() > deadline:
                     raise SandboxError(f"the server in the sandbox did not answer within {timeout_s:g} s")
                 time.sleep(0.02)

@@ -1,11 +1,14 @@
 """The host's side of the sandbox supervisor (env/sandbox_init.py): start programs inside the
-sandbox and follow them with Popen-like handles."""
+sandbox and follow them with Popen-like handles. Requests go over a unix socket (the supervisor's
+stdin), so they can carry open files: the host opens what a program inside reads or writes, and
+the program gets the file, never a name the sandbox could have changed."""
 
 from __future__ import annotations
 
-import contextlib
+import array
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -24,7 +27,9 @@ def init_argv(ctl: Path, inside_ctl: str, isolated: bool) -> list[str]:
     """How to run the supervisor: a copy of its source in the sandbox's control directory
     (standard library only). Isolated, it prefers the system's python3: ours may live in a home
     the sandbox hides."""
-    (ctl / "init.py").write_text(INIT_SOURCE, encoding="utf-8")
+    init = ctl / "init.py"
+    init.write_text(INIT_SOURCE, encoding="utf-8")
+    init.chmod(0o644)  # whatever the umask: the sandbox's own user runs it
     python = os.path.realpath(sys.executable)
     if isolated and os.access("/usr/bin/python3", os.X_OK):
         python = "/usr/bin/python3"
@@ -63,11 +68,15 @@ class SandboxProcess:
 
 
 class Supervisor:
-    """Talks to env/sandbox_init.py running as ``proc`` (its stdin and stdout are pipes)."""
+    """Talks to env/sandbox_init.py running as ``proc``: requests on ``channel``, the other end of
+    a socket pair that is its stdin; answers on its stdout, a pipe."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
-        assert proc.stdin is not None and proc.stdout is not None
+    def __init__(
+        self, proc: subprocess.Popen[bytes], channel: socket.socket, timeout_s: float = 10.0
+    ) -> None:
+        assert proc.stdout is not None
         self.proc = proc
+        self._channel = channel
         self.timeout_s = timeout_s
         self._lock = threading.Lock()
         self._next = 0
@@ -100,16 +109,19 @@ class Supervisor:
             self._running.clear()
             self._cond.notify_all()
 
-    def _call(self, op: str, **args: object) -> dict:
+    def _call(self, op: str, fds: Sequence[int] = (), **args: object) -> dict:
+        """One request and its answer; ``fds``: open files sent with it (the supervisor numbers
+        them 0, 1, ... in this order)."""
         with self._lock:
             self._next += 1
             rid = self._next
-            line = json.dumps({"id": rid, "op": op, **args}) + "\n"
+            line = (json.dumps({"id": rid, "op": op, "fds": len(fds), **args}) + "\n").encode()
             try:
-                assert self.proc.stdin is not None
-                self.proc.stdin.write(line.encode())
-                self.proc.stdin.flush()
-            except (OSError, ValueError):
+                if fds:  # the files ride on the request's first bytes
+                    rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+                    line = line[self._channel.sendmsg([line], rights) :]
+                self._channel.sendall(line)
+            except OSError:
                 raise SupervisorError("the sandbox has ended") from None
         deadline = time.monotonic() + self.timeout_s
         with self._cond:
@@ -125,13 +137,21 @@ class Supervisor:
         argv: Sequence[str],
         env: Mapping[str, str],
         cwd: str,
-        stdin: str | None = None,
-        stdout: str | None = None,
-        stderr: str | None = None,
+        stdin: str | int | None = None,
+        stdout: str | int | None = None,
+        stderr: str | int | None = None,
     ) -> SandboxProcess:
-        reply = self._call(
-            "spawn", argv=list(argv), env=dict(env), cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr
-        )
+        """Start ``argv``; each standard stream is /dev/null (None), a path inside the sandbox, or
+        an open file descriptor of ours (an int), which the program gets a copy of."""
+        fds: list[int] = []
+        streams: dict[str, str | dict[str, int] | None] = {}
+        for name, f in (("stdin", stdin), ("stdout", stdout), ("stderr", stderr)):
+            if isinstance(f, int):
+                streams[name] = {"fd": len(fds)}
+                fds.append(f)
+            else:
+                streams[name] = f
+        reply = self._call("spawn", fds, argv=list(argv), env=dict(env), cwd=cwd, **streams)
         if "error" in reply:
             raise SupervisorError(reply["error"])
         p = SandboxProcess(self, reply["pid"], argv)
@@ -150,9 +170,7 @@ class Supervisor:
     def stop(self, timeout_s: float = 2.0) -> None:
         """End the supervisor (EOF on its stdin); killed if it does not go within ``timeout_s``."""
         with self._lock:
-            if self.proc.stdin is not None:
-                with contextlib.suppress(OSError):
-                    self.proc.stdin.close()
+            self._channel.close()
         try:
             self.proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:

@@ -1,6 +1,10 @@
 """A loopback TCP port that forwards to a unix socket: how host-side clients that only speak TCP
 (OSWorld's controllers and getters: ``http://{vm_ip}:{port}``) reach a server inside a sandbox,
-even one with no network of its own."""
+even one with no network of its own.
+
+It connects, with our rights, to whatever socket ``target`` names at that moment: ``target`` must be
+a path nothing less trusted can change (a served sandbox's is in its control directory, which the
+host owns and the sandbox sees read-only), never one inside a directory a sandbox can write."""
 
 from __future__ import annotations
 

@@ -1,6 +1,9 @@
 """``python -m env.osworld_server SOCKET TOKEN_FILE [EXECUTE_TIMEOUT_S]``: the server as a sandbox
 starts it inside itself (env/served_sandbox.py), on a unix socket in the sandbox's control directory,
-for the display and environment it inherits. Users run ``kimi-agent serve``."""
+for the display and environment it inherits. Users run ``kimi-agent serve``.
+
+SOCKET ``-``: the listening socket is stdin (inetd-style), made and bound by the host in a directory
+the sandbox cannot change, so the host only ever connects to a socket it made itself."""
 
 from __future__ import annotations
 
@@ -23,7 +26,14 @@ def main(argv: list[str]) -> int:
         token=check_token(token_file.read_text()),
         execute_timeout_s=float(argv[2]) if len(argv) == 3 else 120.0,
     )
-    serve_forever(config, socket_path=socket_path)
+    if argv[0] == "-":
+        listening = os.dup(0)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)  # what it runs gets /dev/null, not the socket, as stdin
+        os.close(null)
+        serve_forever(config, fd=listening)
+    else:
+        serve_forever(config, socket_path=socket_path)
     return 0
 
 

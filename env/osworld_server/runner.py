@@ -64,9 +64,13 @@ class RunningServer:
         self.stop()
 
 
-def _make(config: ServerConfig, host: str, port: int, socket_path: Path | None) -> BaseWSGIServer:
+def _make(
+    config: ServerConfig, host: str, port: int, socket_path: Path | None, fd: int | None = None
+) -> BaseWSGIServer:
     app = create_app(config)
-    if socket_path is not None:
+    if fd is not None:  # a unix socket someone else made, bound and handed to us (a sandbox's host)
+        server = make_server("unix://", 0, app, threaded=True, request_handler=_Handler, fd=fd)
+    elif socket_path is not None:
         if socket_path.exists():
             raise OSError(f"{socket_path} exists; remove it or pick another --socket path")
         server = make_server(f"unix://{socket_path}", 0, app, threaded=True, request_handler=_Handler)
@@ -90,10 +94,15 @@ def start_server(
 
 
 def serve_forever(
-    config: ServerConfig, host: str = "127.0.0.1", port: int = 5000, socket_path: str | Path | None = None
+    config: ServerConfig,
+    host: str = "127.0.0.1",
+    port: int = 5000,
+    socket_path: str | Path | None = None,
+    fd: int | None = None,
 ) -> None:
+    """``fd``: a listening unix socket to serve on, instead of binding one."""
     path = Path(socket_path) if socket_path is not None else None
-    server = _make(config, host, port, path)
+    server = _make(config, host, port, path, fd)
     try:
         server.serve_forever()
     finally:
