@@ -8,7 +8,6 @@ that is not there), we answer what the table says: 404.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -18,9 +17,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Response, abort, current_app, jsonify, request, send_file
+from flask import Blueprint, Response, current_app, jsonify, request, send_file
 
 from env.osworld_server import accessibility
+from env.osworld_server.body import request_json
 from env.osworld_server.procs import TimedOut, argv_of, run
 from env.osworld_server.recording import RecordingError
 from env.osworld_server.screen import Window
@@ -35,16 +35,7 @@ def _state() -> ServerState:
 
 
 def _json() -> dict[str, Any]:
-    """The JSON object sent, or {} for anything else (the endpoints then say what is missing).
-    Read before parsing so that a body over the limit is a 413, not a missing field."""
-    raw = request.get_data(cache=True)
-    if len(raw) >= _state().config.max_json_bytes:  # werkzeug cuts a chunked body at the limit
-        abort(413)
-    try:
-        data = json.loads(raw) if raw else None
-    except ValueError:
-        data = None
-    return data if isinstance(data, dict) else {}
+    return request_json()
 
 
 # -- commands ----------------------------------------------------------------------------------------
@@ -135,9 +126,11 @@ def run_bash_script() -> Reply:
     if not script or not isinstance(script, str):
         return fail("Script not supplied!", 400)
     timeout = data.get("timeout", s.config.bash_default_timeout_s)
+    # Finite already (the body's decoding refuses NaN and infinities); min() before float(): an
+    # integer too large for a float is still just over the cap.
     if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
-        return fail(f"timeout must be a positive number of seconds, got {timeout!r}", 400)
-    timeout = min(float(timeout), s.config.bash_max_timeout_s)
+        return fail(f"timeout must be a positive number of seconds, got {str(timeout)[:40]}", 400)
+    timeout = float(min(timeout, s.config.bash_max_timeout_s))
     cwd = s.config.home
     if data.get("working_dir"):
         cwd = s.config.expand(str(data["working_dir"]))
