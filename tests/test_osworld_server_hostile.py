@@ -4,7 +4,12 @@ Xvfb sandbox; raw sockets where the bytes on the wire are the point."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
+import stat
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -159,3 +164,148 @@ def test_an_unforeseen_failure_is_a_json_500(box: Sandbox) -> None:
     ):
         r = c.request("POST", "/screen_size")
         assert r.status == 500 and _error(r).startswith("internal error in /screen_size: "), r.text
+
+
+# -- 2.5: uploads that fail -------------------------------------------------------------------------
+def _upload(c: OSWorldClient, path: str, data: bytes) -> Reply:
+    import secrets
+
+    boundary = "kimi-" + secrets.token_hex(8)
+    body = b"".join(
+        [
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file_path"\r\n\r\n'.encode(),
+            path.encode(),
+            f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="file_data"; filename="u"\r\n'.encode(),
+            b"Content-Type: application/octet-stream\r\n\r\n",
+            data,
+            f"\r\n--{boundary}--\r\n".encode(),
+        ]
+    )
+    return c.request(
+        "POST", "/setup/upload", content=body, content_type=f"multipart/form-data; boundary={boundary}"
+    )
+
+
+def _upload_error(r: Reply) -> str:
+    assert r.headers.get("content-type", "").startswith("application/json"), (r.status, r.text[:200])
+    return str(r.json()["error"])
+
+
+def test_an_upload_the_server_cannot_write_is_a_json_error_and_removes_nothing(
+    client: OSWorldClient, tmp_path: Path
+) -> None:
+    r = _upload(client, "", b"data")
+    assert r.status == 400 and _upload_error(r) == "Failed to upload file to '': the path is empty"
+    # /dev/full takes any open and fails every write; a root server used to unlink it after. As
+    # root, a node of our own first (this server is root here, without --sandbox): a server that
+    # still unlinked would remove that one, not the machine's.
+    if os.geteuid() == 0:
+        full = tmp_path / "full"
+        os.mknod(full, stat.S_IFCHR | 0o666, os.makedev(1, 7))
+        r = _upload(client, str(full), b"data")
+        assert r.status == 400 and stat.S_ISCHR(full.lstat().st_mode), r.text[:200]
+    r = _upload(client, "/dev/full", b"data")
+    assert r.status == 400 and _upload_error(r) == (
+        "Failed to upload file to '/dev/full': /dev/full exists and is not a regular file"
+    )
+    assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
+    r = _upload(client, str(tmp_path), b"data")
+    assert r.status == 400 and "is not a regular file" in _upload_error(r) and tmp_path.is_dir()
+    # Read-only for root too: an existing file, a new one, a new directory.
+    for target in ("/proc/version", "/proc/kimi-upload", "/proc/kimi-upload-dir/x"):
+        r = _upload(client, target, b"data")
+        assert r.status == 500 and _upload_error(r).startswith(f"Failed to upload file to '{target}': ")
+    assert Path("/proc/version").read_text().startswith("Linux")
+    if os.geteuid() != 0:  # permissions bind only a user that is not root
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        (ro / "kept.txt").write_text("kept")
+        ro.chmod(0o555)
+        r = _upload(client, str(ro / "kept.txt"), b"new")
+        assert r.status == 500 and "Permission denied" in _upload_error(r)
+        assert (ro / "kept.txt").read_text() == "kept"
+
+
+def test_upload_replaces_a_file_whole_and_writes_through_a_link(
+    client: OSWorldClient, tmp_path: Path
+) -> None:
+    target = tmp_path / "doc.txt"
+    target.write_text("old")
+    target.chmod(0o640)
+    link = tmp_path / "link.txt"
+    link.symlink_to(target)
+    assert _upload(client, str(link), b"new content").text == "File Uploaded: 11 bytes"
+    assert link.is_symlink() and target.read_bytes() == b"new content"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["doc.txt", "link.txt"]
+
+
+@pytest.mark.skipif(shutil.which("prlimit") is None, reason="prlimit (util-linux) is not installed")
+def test_a_failed_write_leaves_an_existing_file_untouched(tmp_path: Path) -> None:
+    """`kimi-agent serve` as this user (root in CI), no --sandbox, that cannot write a file past
+    128 KiB: a larger upload fails midway, and the file it was to replace is as it was. (A small
+    screen: the server's screen grabber sizes a memory file to it. An upload under 500 kB: werkzeug
+    keeps it in memory, so the write that fails is the upload's own.)"""
+    if shutil.which("Xvfb") is None:
+        pytest.skip("Xvfb is not installed")
+    with Sandbox(200, 120, desktop="minimal", isolation=None) as box:
+        work = tmp_path / "work"
+        work.mkdir()
+        kept = work / "kept.bin"
+        kept.write_bytes(b"precious" * 100)
+        token = "a-token-of-twenty-chars"
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        cmd = ["prlimit", f"--fsize={128 * 1024}", sys.executable, "-m", "tasks.cli", "serve"]
+        cmd += ["--display", box.display, "--port", str(port), "--token", token]
+        env = {**os.environ, "XAUTHORITY": str(box.xauthority)}
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        try:
+            with OSWorldClient(f"http://127.0.0.1:{port}", token=token) as c:
+                deadline = time.monotonic() + 30
+                while True:
+                    try:
+                        assert c.platform() == "Linux"
+                        break
+                    except Exception:
+                        assert time.monotonic() < deadline and proc.poll() is None, (
+                            f"serve did not start: {proc.stdout.read().decode() if proc.poll() is not None and proc.stdout else ''}"
+                        )
+                        time.sleep(0.2)
+                r = _upload(c, str(kept), b"y" * 300_000)
+                assert (
+                    r.status == 500
+                    and _upload_error(r) == f"Failed to upload file to '{kept}': File too large"
+                )
+                assert kept.read_bytes() == b"precious" * 100
+                r = _upload(c, str(work / "new.bin"), b"y" * 300_000)
+                assert r.status == 500 and not (work / "new.bin").exists()
+                assert [p.name for p in work.iterdir()] == ["kept.bin"]  # no part file left either
+                assert _upload(c, str(kept), b"small").status == 200 and kept.read_bytes() == b"small"
+        finally:
+            proc.terminate()
+            proc.communicate(timeout=20)
+
+
+def test_a_failed_download_leaves_the_target_and_a_part_file_alone(
+    client: OSWorldClient, tmp_path: Path
+) -> None:
+    target, part = tmp_path / "got.txt", tmp_path / "got.txt.part"  # .part: where it used to write
+    target.write_text("kept")
+    part.write_text("someone's")
+    body = {"url": (tmp_path / "missing").as_uri(), "path": str(target)}
+    r = client.request("POST", "/setup/download_file", json_body=body)
+    assert r.status == 500 and r.text.startswith("Failed to download")
+    assert (target.read_text(), part.read_text()) == ("kept", "someone's")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["got.txt", "got.txt.part"]
+    (tmp_path / "src.txt").write_text("fresh")
+    body["url"] = (tmp_path / "src.txt").as_uri()
+    assert client.download_file(body["url"], str(target)) == "File downloaded successfully: 5 bytes"
+    assert (target.read_text(), part.read_text()) == ("fresh", "someone's")
+    full = "/dev/full"  # as root, a node of our own: a server that regressed replaces that one
+    if os.geteuid() == 0:
+        full = str(tmp_path / "full")
+        os.mknod(full, stat.S_IFCHR | 0o666, os.makedev(1, 7))
+    r = client.request("POST", "/setup/download_file", json_body={**body, "path": full})
+    assert r.status == 500 and "is not a regular file" in r.text and stat.S_ISCHR(os.lstat(full).st_mode)

@@ -15,7 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_file
 
@@ -25,6 +25,7 @@ from env.osworld_server.procs import TimedOut, argv_of, run
 from env.osworld_server.recording import RecordingError
 from env.osworld_server.screen import Window
 from env.osworld_server.state import ServerState
+from env.osworld_server.whole_file import TargetRefused, write_whole
 
 bp = Blueprint("osworld", __name__)
 Reply = Response | tuple[Any, int] | str
@@ -176,15 +177,13 @@ def get_file() -> Reply:
 def upload() -> Reply:
     if "file_path" not in request.form or "file_data" not in request.files:
         return jsonify({"error": "file_path and file_data are required"}), 400
-    path = _state().config.expand(request.form["file_path"])
+    raw = request.form["file_path"]
     try:
-        if os.path.dirname(path):
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-        request.files["file_data"].save(path)
-        size = os.path.getsize(path)
+        size = write_whole(_state().config.expand(raw), request.files["file_data"].save)
+    except TargetRefused as e:
+        return jsonify({"error": f"Failed to upload file to {raw!r}: {e}"}), 400
     except OSError as e:
-        Path(path).unlink(missing_ok=True)
-        return jsonify({"error": f"Failed to upload file: {e}"}), 500
+        return jsonify({"error": f"Failed to upload file to {raw!r}: {e.strerror or e}"}), 500
     return f"File Uploaded: {size} bytes"
 
 
@@ -195,24 +194,21 @@ def download_file() -> Reply:
     url, path = data.get("url"), data.get("path")
     if not url or not path:
         return "Path or URL not supplied!", 400
-    target = Path(s.config.expand(str(path)))
-    part = target.with_name(target.name + ".part")
+    target = s.config.expand(str(path))
     limit = s.config.max_upload_bytes  # the same bound as an upload: a URL must not fill the disk
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with (
-            urllib.request.urlopen(str(url), timeout=s.config.download_timeout_s) as r,
-            open(part, "wb") as f,
-        ):
+
+    def fetch(f: BinaryIO) -> None:
+        with urllib.request.urlopen(str(url), timeout=s.config.download_timeout_s) as r:
             while chunk := r.read(1 << 20):
                 if f.tell() + len(chunk) > limit:
                     raise ValueError(f"the file is larger than the {limit} byte limit")
                 f.write(chunk)
-        part.replace(target)
-    except (OSError, ValueError, urllib.error.URLError) as e:
-        part.unlink(missing_ok=True)
+
+    try:
+        size = write_whole(target, fetch)
+    except (OSError, ValueError, urllib.error.URLError) as e:  # TargetRefused included
         return f"Failed to download {url}. Error: {e}", 500
-    return f"File downloaded successfully: {target.stat().st_size} bytes"
+    return f"File downloaded successfully: {size} bytes"
 
 
 class _TooBig(Exception):
