@@ -4,12 +4,16 @@ Xvfb sandbox; raw sockets where the bytes on the wire are the point."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import select
 import shutil
 import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -154,6 +158,17 @@ def test_every_error_is_json_never_an_html_page(server: RunningServer, client: O
     with OSWorldClient(server.url) as anon:
         r = anon.request("GET", "/platform")
     assert r.status == 401 and "token" in _error(r) and r.headers["www-authenticate"].startswith("Basic")
+    # A request line or head http.server itself refuses, before any route: too long, too many fields.
+    for raw in (
+        b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 200 + b"\r\n",
+    ):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+            s.sendall(raw)
+            answer = _read_all(s)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.split(b" ")[1] in (b"414", b"431"), answer[:200]
+        assert b"content-type: application/json" in head.lower() and body.startswith(b'{"status": "error"')
 
 
 def test_an_unforeseen_failure_is_a_json_500(box: Sandbox) -> None:
@@ -164,6 +179,95 @@ def test_an_unforeseen_failure_is_a_json_500(box: Sandbox) -> None:
     ):
         r = c.request("POST", "/screen_size")
         assert r.status == 500 and _error(r).startswith("internal error in /screen_size: "), r.text
+
+
+def _read_all(s: socket.socket) -> bytes:
+    chunks = []
+    while chunk := s.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# -- 2.4: slow clients --------------------------------------------------------------------------------
+def _open(s: socket.socket) -> bool:
+    """Whether the server still holds this connection (it has neither closed nor reset it). A
+    select first: a recv on a socket with a timeout waits for data, MSG_DONTWAIT or not."""
+    if not select.select([s], [], [], 0)[0]:
+        return True
+    try:
+        return s.recv(1, socket.MSG_PEEK) != b""
+    except OSError:
+        return False
+
+
+def _slow_clients(port: int, n: int) -> list[socket.socket]:
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(b"GET /platform HTTP/1.1\r\nHost: x\r\n")  # a head that never ends
+        socks.append(s)
+    return socks
+
+
+def _trickle(socks: list[socket.socket]) -> None:
+    for s in socks:
+        if _open(s):
+            with contextlib.suppress(OSError):
+                s.send(b"X")
+
+
+def test_a_slow_client_is_dropped_at_the_header_deadline(box: Sandbox) -> None:
+    config = ServerConfig(display=box.display, env=box.env, header_timeout_s=2)
+    with start_server(config) as srv:
+        silent = socket.create_connection(("127.0.0.1", srv.port), timeout=10)  # sends nothing at all
+        slow = _slow_clients(srv.port, 5)
+        t0 = time.monotonic()
+        # A byte every half second would keep a per-read timeout from ever firing.
+        while any(_open(s) for s in [*slow, silent]) and time.monotonic() - t0 < 30:
+            _trickle(slow)
+            time.sleep(0.5)
+        assert not any(_open(s) for s in [*slow, silent]), "slow clients still held after 30 s"
+        for s in [*slow, silent]:
+            s.close()
+        # A client with the token that sends its body slowly is not cut off: the deadline ends with
+        # the head that shows the token.
+        body = b'{"command": "echo slow-body", "shell": true}'
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as s:
+            s.sendall(
+                b"POST /execute HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+                b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                % (srv.token.encode(), len(body))
+            )
+            for i in range(0, len(body), len(body) // 4 + 1):  # over about 3 s, past the 2 s deadline
+                time.sleep(0.75)
+                s.sendall(body[i : i + len(body) // 4 + 1])
+            head, _, body = _read_all(s).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and json.loads(body)["output"] == "slow-body\n", body
+
+
+def test_many_slow_clients_cannot_starve_a_client_with_the_token(box: Sandbox) -> None:
+    # A long deadline, so that only the cap on clients without the token is at work here.
+    config = ServerConfig(display=box.display, env=box.env, header_timeout_s=60, max_unauthenticated=32)
+    with start_server(config) as srv, OSWorldClient(srv.url, token=srv.token, timeout_s=30) as c:
+        threads_before = threading.active_count()
+        slow = _slow_clients(srv.port, 100)
+        try:
+            deadline = time.monotonic() + 20
+            while sum(_open(s) for s in slow) > 32 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert sum(_open(s) for s in slow) == 32  # the newest 32 wait; the oldest were pushed out
+            for _ in range(3):
+                _trickle(slow)
+                t0 = time.monotonic()
+                assert c.platform() == "Linux"  # served while the slow clients are held
+                assert time.monotonic() - t0 < 20
+            with OSWorldClient(srv.url, token="wrong-token-wrong-token") as anon:
+                assert anon.request("GET", "/platform").status == 401  # a complete head is answered
+            # The server holds a thread per connection: the slow ones cost at most the cap.
+            assert threading.active_count() - threads_before <= 32 + 4
+        finally:
+            for s in slow:
+                s.close()
 
 
 # -- 2.5: uploads that fail -------------------------------------------------------------------------

@@ -45,6 +45,10 @@ class ServerConfig:
     open_timeout_s: float = 60.0  # OSWorld waits up to 1800 s for the window of an opened file
     download_timeout_s: float = 300.0
     python: str = sys.executable  # runs /run_python code (OSWorld: the VM's /usr/bin/python3)
+    # A connection must send a request head with the token within this many seconds of its accept,
+    # and at most this many connections may be without it at once (env/osworld_server/gate.py).
+    header_timeout_s: float = 10.0
+    max_unauthenticated: int = 64
     fast_endpoints: bool = True  # /kimi/*; off, the server answers like OSWorld's own (tests, --osworld-only)
 
     def __post_init__(self) -> None:
