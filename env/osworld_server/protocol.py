@@ -35,10 +35,6 @@ def _state() -> ServerState:
     return current_app.extensions["kimi"]
 
 
-def _json() -> dict[str, Any]:
-    return request_json()
-
-
 # -- commands ----------------------------------------------------------------------------------------
 def _command(data: dict[str, Any]) -> tuple[str | list[str], bool]:
     """{command, shell} as OSWorld's server reads them (any truthy shell, "true" included)."""
@@ -57,7 +53,7 @@ def _command(data: dict[str, Any]) -> tuple[str | list[str], bool]:
 def execute() -> Reply:
     s = _state()
     try:
-        argv, shell = _command(_json())
+        argv, shell = _command(request_json())
         done = run(argv, shell, s.config.env or {}, s.config.home, s.config.execute_timeout_s)
     except (OSError, ValueError, TimedOut) as e:
         return jsonify({"status": "error", "message": str(e)}), 500
@@ -70,7 +66,7 @@ def execute() -> Reply:
 def launch() -> Reply:
     s = _state()
     try:
-        argv, shell = _command(_json())
+        argv, shell = _command(request_json())
         s.launched.start(argv, shell, s.config.env or {}, s.config.home)
     except (OSError, ValueError) as e:
         return jsonify({"status": "error", "message": str(e)}), 500
@@ -80,7 +76,7 @@ def launch() -> Reply:
 @bp.post("/run_python")
 def run_python() -> Reply:
     s = _state()
-    code = _json().get("code")
+    code = request_json().get("code")
     if not code or not isinstance(code, str):
         return jsonify({"status": "error", "message": "Code not supplied!"}), 400
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
@@ -118,7 +114,7 @@ def run_python() -> Reply:
 @bp.post("/run_bash_script")
 def run_bash_script() -> Reply:
     s = _state()
-    data = _json()
+    data = request_json()
     script = data.get("script")
 
     def fail(output: str, status: int) -> Reply:
@@ -190,7 +186,7 @@ def upload() -> Reply:
 @bp.post("/setup/download_file")
 def download_file() -> Reply:
     s = _state()
-    data = _json()
+    data = request_json()
     url, path = data.get("url"), data.get("path")
     if not url or not path:
         return "Path or URL not supplied!", 400
@@ -239,7 +235,7 @@ def _tree(directory: str, budget: list[int]) -> dict[str, Any]:
 
 @bp.post("/list_directory")
 def list_directory() -> Reply:
-    data = _json()
+    data = request_json()
     if "path" not in data:
         return jsonify(error="Missing 'path' parameter"), 400
     path = _state().config.expand(str(data["path"]))
@@ -262,7 +258,7 @@ def desktop_path() -> Reply:
 @bp.post("/setup/open_file")
 def open_file() -> Reply:
     s = _state()
-    raw = _json().get("path")
+    raw = request_json().get("path")
     if not raw:
         return "Path not supplied!", 400
     path = Path(s.config.expand(str(raw)))
@@ -294,7 +290,7 @@ def open_file() -> Reply:
 # -- windows -----------------------------------------------------------------------------------------
 def _find_window() -> tuple[Window | None, Reply]:
     """The window a {window_name, strict, by_class} request names, or None and the error reply."""
-    data = _json()
+    data = request_json()
     name = data.get("window_name")
     if not name or not isinstance(name, str):
         return None, ("window_name required", 400)
