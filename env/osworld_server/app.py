@@ -9,6 +9,8 @@ maintained WSGI stack with request size limits and unix socket serving built in.
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import os
 import re
 import shlex
@@ -17,9 +19,11 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flask import Flask, Response, request
+from flask import Flask, Response, abort, g, request
+from werkzeug.exceptions import HTTPException
 
 from env.osworld_server.auth import new_token, token_matches
+from env.osworld_server.body import decode_object
 
 MIB = 1024 * 1024
 
@@ -41,6 +45,10 @@ class ServerConfig:
     open_timeout_s: float = 60.0  # OSWorld waits up to 1800 s for the window of an opened file
     download_timeout_s: float = 300.0
     python: str = sys.executable  # runs /run_python code (OSWorld: the VM's /usr/bin/python3)
+    # A connection must send a request head with the token within this many seconds of its accept,
+    # and at most this many connections may be without it at once (env/osworld_server/gate.py).
+    header_timeout_s: float = 10.0
+    max_unauthenticated: int = 64
     fast_endpoints: bool = True  # /kimi/*; off, the server answers like OSWorld's own (tests, --osworld-only)
 
     def __post_init__(self) -> None:
@@ -91,7 +99,20 @@ def _with_python(env: dict[str, str]) -> dict[str, str]:
     return {**env, "PATH": f"{shim}{os.pathsep}{env.get('PATH', os.defpath)}"}
 
 
+# Routes whose body is a form, not JSON; the upload's has its own, larger limit.
 UPLOAD_ROUTES = {"/setup/upload"}
+FORM_ROUTES = {*UPLOAD_ROUTES, "/file", "/window_size"}
+log = logging.getLogger(__name__)
+
+
+def error_json(message: str, status: int, headers: dict[str, str] | None = None) -> Response:
+    """The body of every error the server makes itself (not the protocol's own text answers)."""
+    return Response(
+        json.dumps({"status": "error", "message": message}) + "\n",
+        status,
+        headers,
+        mimetype="application/json",
+    )
 
 
 def create_app(config: ServerConfig) -> Flask:
@@ -105,10 +126,10 @@ def create_app(config: ServerConfig) -> Flask:
     app.extensions["kimi"] = ServerState(config)
 
     @app.before_request
-    def _guard() -> Response | tuple[str, int] | None:
+    def _guard() -> Response | None:
         if not token_matches(config.token, request.headers.get("Authorization")):
-            return Response(
-                "missing or wrong token: send Authorization: Bearer TOKEN, or TOKEN as the basic-auth user\n",
+            return error_json(
+                "missing or wrong token: send Authorization: Bearer TOKEN, or TOKEN as the basic-auth user",
                 401,
                 {"WWW-Authenticate": 'Basic realm="kimi-agent serve"'},
             )
@@ -116,9 +137,29 @@ def create_app(config: ServerConfig) -> Flask:
             return None
         size = request.content_length
         if size is not None and size > config.max_json_bytes:
-            return f"request body of {size} bytes is over the {config.max_json_bytes} byte limit\n", 413
+            abort(413, f"request body of {size} bytes is over the {config.max_json_bytes} byte limit")
         request.max_content_length = config.max_json_bytes  # also bounds a chunked body as it is read
+        if request.path not in FORM_ROUTES:
+            raw = request.get_data(cache=True)
+            if len(raw) >= config.max_json_bytes:  # werkzeug cuts a chunked body at the limit
+                abort(413, f"request body is over the {config.max_json_bytes} byte limit")
+            g.kimi_body = decode_object(raw)  # once, strictly, for every route (body.request_json)
         return None
+
+    # Every error the server makes itself is JSON, never werkzeug's HTML page: HTTP errors (404, 405,
+    # 413, a bad body) keep their status and headers, anything unforeseen is a 500 with its reason.
+    @app.errorhandler(HTTPException)
+    def _http_error(e: HTTPException) -> Response:
+        response = e.get_response()
+        response.set_data(json.dumps({"status": "error", "message": e.description}) + "\n")
+        response.mimetype = "application/json"
+        return response
+
+    @app.errorhandler(Exception)
+    def _crash(e: Exception) -> Response:
+        log.exception("%s %s failed", request.method, request.path)
+        reason = " ".join(str(e).split())[:500]  # one line, whatever the exception held
+        return error_json(f"internal error in {request.path}: {type(e).__name__}: {reason}", 500)
 
     app.register_blueprint(protocol.bp)
     if config.fast_endpoints:

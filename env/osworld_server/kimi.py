@@ -17,6 +17,7 @@ from env.actions import action_from_dict
 from env.desktop import ActionResult
 from env.executor import execute, execute_and_settle
 from env.geometry import ScreenGeometry
+from env.osworld_server.body import request_json
 from env.settle import Settle
 
 if TYPE_CHECKING:
@@ -26,6 +27,11 @@ if TYPE_CHECKING:
 bp = Blueprint("kimi", __name__, url_prefix="/kimi")
 PROTOCOL = 1
 MAX_SETTLE_S = 30.0
+SETTLE_RANGES = {  # seconds
+    "timeout_s": (0.0, MAX_SETTLE_S),
+    "interval_s": (0.0, 1.0),  # 0: grab back to back (tests/bench), still bounded by timeout_s
+    "quiet_s": (0.0, MAX_SETTLE_S),
+}
 
 
 def _state() -> ServerState:
@@ -70,16 +76,27 @@ def frame() -> Response:
     return Response(body, mimetype="application/octet-stream", headers=headers)
 
 
+def _settle(raw: object) -> Settle:
+    """The request's Settle, its timings each a number in range: interval_s goes to a sleep and
+    timeout_s bounds the wait, both while the action lock is held. Other fields go to Settle as
+    sent (an unknown one is a TypeError there)."""
+    if not isinstance(raw, dict):
+        raise ValueError("settle must be an object or null")
+    for name, (lo, hi) in SETTLE_RANGES.items():
+        value = raw.get(name, lo)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not lo <= value <= hi:
+            raise ValueError(f"settle.{name} must be a number in [{lo:g}, {hi:g}], got {str(value)[:40]}")
+    return Settle(**raw)
+
+
 @bp.post("/act")
 def act() -> Response | tuple[Response, int]:
-    data = request.get_json(force=True, silent=True)
-    if not isinstance(data, dict) or "action" not in data:
+    data = request_json()  # decoded in front of every route: NaN and infinities are a 400 already
+    if "action" not in data:
         return jsonify({"error": 'expected {"action": {...}, "settle": {...} or null}'}), 400
     try:
         action = action_from_dict(data["action"])
-        settle = Settle(**data["settle"]) if data.get("settle") is not None else None
-        if settle is not None and not 0 <= settle.timeout_s <= MAX_SETTLE_S:
-            raise ValueError(f"settle.timeout_s must be in [0, {MAX_SETTLE_S:g}]")
+        settle = _settle(data["settle"]) if data.get("settle") is not None else None
     except (ValueError, TypeError) as e:
         return jsonify({"error": f"bad request: {e}"}), 400
     state = _state()

@@ -8,7 +8,6 @@ that is not there), we answer what the table says: 404.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -16,15 +15,17 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from flask import Blueprint, Response, abort, current_app, jsonify, request, send_file
+from flask import Blueprint, Response, current_app, jsonify, request, send_file
 
 from env.osworld_server import accessibility
+from env.osworld_server.body import request_json
 from env.osworld_server.procs import TimedOut, argv_of, run
 from env.osworld_server.recording import RecordingError
 from env.osworld_server.screen import Window
 from env.osworld_server.state import ServerState
+from env.osworld_server.whole_file import TargetRefused, write_whole
 
 bp = Blueprint("osworld", __name__)
 Reply = Response | tuple[Any, int] | str
@@ -32,19 +33,6 @@ Reply = Response | tuple[Any, int] | str
 
 def _state() -> ServerState:
     return current_app.extensions["kimi"]
-
-
-def _json() -> dict[str, Any]:
-    """The JSON object sent, or {} for anything else (the endpoints then say what is missing).
-    Read before parsing so that a body over the limit is a 413, not a missing field."""
-    raw = request.get_data(cache=True)
-    if len(raw) >= _state().config.max_json_bytes:  # werkzeug cuts a chunked body at the limit
-        abort(413)
-    try:
-        data = json.loads(raw) if raw else None
-    except ValueError:
-        data = None
-    return data if isinstance(data, dict) else {}
 
 
 # -- commands ----------------------------------------------------------------------------------------
@@ -65,7 +53,7 @@ def _command(data: dict[str, Any]) -> tuple[str | list[str], bool]:
 def execute() -> Reply:
     s = _state()
     try:
-        argv, shell = _command(_json())
+        argv, shell = _command(request_json())
         done = run(argv, shell, s.config.env or {}, s.config.home, s.config.execute_timeout_s)
     except (OSError, ValueError, TimedOut) as e:
         return jsonify({"status": "error", "message": str(e)}), 500
@@ -78,7 +66,7 @@ def execute() -> Reply:
 def launch() -> Reply:
     s = _state()
     try:
-        argv, shell = _command(_json())
+        argv, shell = _command(request_json())
         s.launched.start(argv, shell, s.config.env or {}, s.config.home)
     except (OSError, ValueError) as e:
         return jsonify({"status": "error", "message": str(e)}), 500
@@ -88,7 +76,7 @@ def launch() -> Reply:
 @bp.post("/run_python")
 def run_python() -> Reply:
     s = _state()
-    code = _json().get("code")
+    code = request_json().get("code")
     if not code or not isinstance(code, str):
         return jsonify({"status": "error", "message": "Code not supplied!"}), 400
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
@@ -126,7 +114,7 @@ def run_python() -> Reply:
 @bp.post("/run_bash_script")
 def run_bash_script() -> Reply:
     s = _state()
-    data = _json()
+    data = request_json()
     script = data.get("script")
 
     def fail(output: str, status: int) -> Reply:
@@ -135,9 +123,11 @@ def run_bash_script() -> Reply:
     if not script or not isinstance(script, str):
         return fail("Script not supplied!", 400)
     timeout = data.get("timeout", s.config.bash_default_timeout_s)
+    # Finite already (the body's decoding refuses NaN and infinities); min() before float(): an
+    # integer too large for a float is still just over the cap.
     if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
-        return fail(f"timeout must be a positive number of seconds, got {timeout!r}", 400)
-    timeout = min(float(timeout), s.config.bash_max_timeout_s)
+        return fail(f"timeout must be a positive number of seconds, got {str(timeout)[:40]}", 400)
+    timeout = float(min(timeout, s.config.bash_max_timeout_s))
     cwd = s.config.home
     if data.get("working_dir"):
         cwd = s.config.expand(str(data["working_dir"]))
@@ -183,43 +173,38 @@ def get_file() -> Reply:
 def upload() -> Reply:
     if "file_path" not in request.form or "file_data" not in request.files:
         return jsonify({"error": "file_path and file_data are required"}), 400
-    path = _state().config.expand(request.form["file_path"])
+    raw = request.form["file_path"]
     try:
-        if os.path.dirname(path):
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-        request.files["file_data"].save(path)
-        size = os.path.getsize(path)
+        size = write_whole(_state().config.expand(raw), request.files["file_data"].save)
+    except TargetRefused as e:
+        return jsonify({"error": f"Failed to upload file to {raw!r}: {e}"}), 400
     except OSError as e:
-        Path(path).unlink(missing_ok=True)
-        return jsonify({"error": f"Failed to upload file: {e}"}), 500
+        return jsonify({"error": f"Failed to upload file to {raw!r}: {e.strerror or e}"}), 500
     return f"File Uploaded: {size} bytes"
 
 
 @bp.post("/setup/download_file")
 def download_file() -> Reply:
     s = _state()
-    data = _json()
+    data = request_json()
     url, path = data.get("url"), data.get("path")
     if not url or not path:
         return "Path or URL not supplied!", 400
-    target = Path(s.config.expand(str(path)))
-    part = target.with_name(target.name + ".part")
+    target = s.config.expand(str(path))
     limit = s.config.max_upload_bytes  # the same bound as an upload: a URL must not fill the disk
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with (
-            urllib.request.urlopen(str(url), timeout=s.config.download_timeout_s) as r,
-            open(part, "wb") as f,
-        ):
+
+    def fetch(f: BinaryIO) -> None:
+        with urllib.request.urlopen(str(url), timeout=s.config.download_timeout_s) as r:
             while chunk := r.read(1 << 20):
                 if f.tell() + len(chunk) > limit:
                     raise ValueError(f"the file is larger than the {limit} byte limit")
                 f.write(chunk)
-        part.replace(target)
-    except (OSError, ValueError, urllib.error.URLError) as e:
-        part.unlink(missing_ok=True)
+
+    try:
+        size = write_whole(target, fetch)
+    except (OSError, ValueError, urllib.error.URLError) as e:  # TargetRefused included
         return f"Failed to download {url}. Error: {e}", 500
-    return f"File downloaded successfully: {target.stat().st_size} bytes"
+    return f"File downloaded successfully: {size} bytes"
 
 
 class _TooBig(Exception):
@@ -250,7 +235,7 @@ def _tree(directory: str, budget: list[int]) -> dict[str, Any]:
 
 @bp.post("/list_directory")
 def list_directory() -> Reply:
-    data = _json()
+    data = request_json()
     if "path" not in data:
         return jsonify(error="Missing 'path' parameter"), 400
     path = _state().config.expand(str(data["path"]))
@@ -273,7 +258,7 @@ def desktop_path() -> Reply:
 @bp.post("/setup/open_file")
 def open_file() -> Reply:
     s = _state()
-    raw = _json().get("path")
+    raw = request_json().get("path")
     if not raw:
         return "Path not supplied!", 400
     path = Path(s.config.expand(str(raw)))
@@ -305,7 +290,7 @@ def open_file() -> Reply:
 # -- windows -----------------------------------------------------------------------------------------
 def _find_window() -> tuple[Window | None, Reply]:
     """The window a {window_name, strict, by_class} request names, or None and the error reply."""
-    data = _json()
+    data = request_json()
     name = data.get("window_name")
     if not name or not isinstance(name, str):
         return None, ("window_name required", 400)
