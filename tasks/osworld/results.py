@@ -76,14 +76,15 @@ class Outcome(BaseModel):
         out = [self.error] if self.error else []
         ev = self.details.get("evaluation")
         if isinstance(ev, dict):
-            if ev.get("reason"):
-                out.append(f"evaluator: {ev['reason']}")
-            for m in ev.get("metrics") or []:
-                if isinstance(m, dict):
-                    score = m.get("score")
-                    score = f"{score:g}" if isinstance(score, (int, float)) else str(score)
-                    why = f": {m['reason']}" if m.get("reason") else ""
-                    out.append(f"metric {m.get('func')}: {score}{why}")
+            metrics = [m for m in ev.get("metrics") or [] if isinstance(m, dict)]
+            if ev.get("reason") and all(m.get("reason") != ev["reason"] for m in metrics):
+                out.append(f"evaluator: {ev['reason']}")  # not one metric's own (a postconfig, ...)
+            for m in metrics:
+                value = m.get("score")
+                shown = f"{value:g}" if isinstance(value, (int, float)) else str(value)
+                out.append(
+                    f"metric {m.get('func')}: {shown}" + (f": {m['reason']}" if m.get("reason") else "")
+                )
             out += [f"postconfig {x}" for x in ev.get("postconfig") or [] if not _OK_STEP.match(str(x))]
         out += [f"setup {line}" for line in self.details.get("setup") or []]
         return [" ".join(str(r).split()) for r in out]
