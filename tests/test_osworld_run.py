@@ -383,7 +383,8 @@ def test_summary_json_has_a_task_table_step_statistics_and_the_version(tmp_path:
     ]  # fmt: skip
     steps = data["steps"]
     assert steps["total"] == 4
-    assert steps["per_task"] == {"n": 3, "mean": 4 / 3, "median": 1, "p90": 3, "max": 3}
+    assert steps["per_task"] == {"n": 2, "mean": 2, "median": 2, "p90": 3, "max": 3}  # the played tasks
+    assert steps["seconds_per_task"] == {"n": 3, "mean": 50 / 3, "median": 10.0, "p90": 30.0, "max": 30.0}
     assert steps["seconds_per_step"] == {"n": 4, "mean": 3.25, "median": 3.0, "p90": 6.0, "max": 6.0}
     assert steps["model_seconds_per_step"]["median"] == 1.5
     assert steps["reset_seconds_per_task"] is None  # no task recorded a reset time
@@ -430,7 +431,7 @@ def test_results_files_nested_too_deeply_are_one_line_naming_them(tmp_path: Path
         f.write(DEEP + "\n{}\n")
     s = summarize(root)
     assert [r.score for r in s.rows] == [1.0, 0.0, 0.0] and s.stats.steps == 3 + 1
-    assert s.stats.task_steps == [1, 0]  # the first task's outcome.json is lost, not the run
+    assert s.stats.task_steps == [1]  # the first task's outcome.json is lost, not the run
     (root / "kimi_run.json").write_text(DEEP)
     r = run_cli("report", root, tmp=tmp_path)
     lines = r.stdout.strip().splitlines()

@@ -91,8 +91,8 @@ class StepStats:
     tokens_in: list[int] = field(default_factory=list)
     tokens_out: list[int] = field(default_factory=list)
     reset_s: list[float] = field(default_factory=list)
-    task_steps: list[int] = field(default_factory=list)  # per task that ran
-    task_s: list[float] = field(default_factory=list)  # per task that ran, reset to score
+    task_steps: list[int] = field(default_factory=list)  # per task the agent played
+    task_s: list[float] = field(default_factory=list)  # per task that started, reset to score
 
 
 @dataclass
@@ -125,8 +125,9 @@ def _collect(root: Path, manifest: RunManifest) -> tuple[list[TaskRow], StepStat
             if outcome.timings.reset_s:
                 stats.reset_s.append(outcome.timings.reset_s)
             if outcome.kind != "unsupported":  # an unsupported task never started
-                stats.task_steps.append(outcome.steps)
                 stats.task_s.append(outcome.timings.total_s)
+            if (d / "steps.jsonl").is_file():  # the agent played (setup went well)
+                stats.task_steps.append(outcome.steps)
         rows.append(TaskRow(ref.domain, ref.task_id, score or 0.0, status, reason, ref.infeasible, outcome))
         if score is not None and (d / "steps.jsonl").is_file():
             steps, _ = read_steps_lenient(d)
