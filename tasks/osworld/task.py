@@ -351,12 +351,15 @@ def load_split(name_or_path: Path | str, examples_dir: Path | str | None = None)
     path = raw
     if not raw.suffix and not raw.exists():
         path = osworld_dir() / f"{raw.name}.json"
-    if not path.exists():
-        raise TaskError(f"{path}: no such split; set ${DEFAULT_DIR_VAR} to OSWorld's evaluation_examples")
     try:
         data = read_json(path)
     except JSONFileError as e:
-        raise TaskError(str(e)) from None
+        hint = (
+            ""
+            if path.exists()
+            else f" (no such split; set ${DEFAULT_DIR_VAR} to OSWorld's evaluation_examples)"
+        )
+        raise TaskError(f"{e}{hint}") from None
     if not isinstance(data, dict):
         raise TaskError(f"{path}: a split file must hold an object {{domain: [task ids]}}")
     examples = Path(examples_dir) if examples_dir is not None else path.parent / "examples"
