@@ -15,8 +15,9 @@ from pathlib import Path
 
 from PIL import Image
 
+from agent.jsonfile import JSONFileError
 from agent.text import visible
-from agent.trajectory import ActionRecord, RunInfo, StepRecord, read_info, read_steps
+from agent.trajectory import ActionRecord, RunInfo, StepRecord, read_info, read_steps, read_verdict
 
 EMBED_MAX_WIDTH = 1600  # wider screenshots are scaled down for the page (the PNGs stay full size)
 EMBED_QUALITY = 80
@@ -32,6 +33,8 @@ h1{font-size:20px} .meta{color:#555} .step{border-top:1px solid #ddd;padding:12p
 details pre{white-space:pre-wrap;font-size:12px;background:#fafafa;padding:8px}
 .dry{background:#fff3cd;border:1px solid #e0c060;padding:8px;border-radius:4px;font-weight:bold}
 table.totals td{padding:1px 12px 1px 0} table.totals td:first-child{color:#555}
+.verdict{border:1px solid #ccc;border-radius:4px;padding:8px 12px;margin:8px 0}
+.verdict .score{font-size:20px;font-weight:bold} .pass{background:#e8f5e9} .fail{background:#fdecea}
 """
 
 
@@ -137,6 +140,23 @@ def _step_html(run_dir: Path, s: StepRecord) -> str:
     )
 
 
+def _verdict(run_dir: Path) -> str:
+    """The benchmark's score and the evaluator's reasons, when it scored this run."""
+    try:
+        v = read_verdict(run_dir)
+    except JSONFileError as e:
+        return f'<p class="err">score: {escape(str(e))}</p>'
+    if v is None:
+        return ""
+    kind = "" if v.kind == "scored" else f" ({escape(v.kind)})"
+    lines = ([v.error] if v.error else []) + [r for r in v.reasons if r != v.error]
+    reasons = "".join(f"<li>{escape(r)}</li>" for r in lines)
+    return (
+        f'<div class="verdict {"pass" if v.score > 0 else "fail"}"><span class="score">score {v.score:g}</span>'
+        f"{kind}" + (f"<ul>{reasons}</ul>" if reasons else "") + "</div>"
+    )
+
+
 def _totals(info: RunInfo, steps: list[StepRecord]) -> str:
     duration = info.duration_s
     model_s = sum(s.timing.model_s for s in steps)
@@ -153,6 +173,8 @@ def _totals(info: RunInfo, steps: list[StepRecord]) -> str:
         rows.append(("model settings", ", ".join(f"{k}={v}" for k, v in info.model.items() if v is not None)))
     if info.answer:
         rows.append(("answer", info.answer))
+    if info.kimi_agent:
+        rows.append(("kimi-agent", info.kimi_agent.line()))
     body = "".join(f"<tr><td>{escape(k)}</td><td>{escape(v)}</td></tr>" for k, v in rows)
     err = f'<p class="err">error: {escape(info.error)}</p>' if info.error else ""
     return f'<table class="totals">{body}</table>{err}'
@@ -176,7 +198,7 @@ def write_report(run_dir: Path) -> Path:
     page = (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         f"<title>kimi-agent: {escape(info.task[:80])}</title><style>{_CSS}</style></head><body>"
-        f"<h1>{escape(info.task)}</h1>{dry}{_totals(info, steps)}"
+        f"<h1>{escape(info.task)}</h1>{dry}{_verdict(run_dir)}{_totals(info, steps)}"
         + "".join(_step_html(run_dir, s) for s in steps)
         + final
         + "</body></html>"

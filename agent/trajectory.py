@@ -19,15 +19,19 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from agent.jsonfile import JSONFileError, loads_json, read_model
 from agent.policy import Attempt, Decision, PromptState
 from agent.prompt_record import PromptRecord
 from agent.text import storable
+from agent.version import VersionRecord, version_record
 from env.actions import Action, Point, action_from_dict, describe
 from env.desktop import ActionResult, Frame
 from env.geometry import ScreenGeometry
 
 StopReason = Literal["done", "max_steps", "interrupted", "loop_detected", "declined", "error"]
 FINAL_SCREENSHOT = "final.png"
+# How a benchmark scored the run, written beside run.json by the benchmark (bench osworld run).
+OUTCOME_FILE = "outcome.json"
 
 
 class ActionRecord(BaseModel):
@@ -155,10 +159,29 @@ class RunInfo(BaseModel):
     # How the prompts were built (templates, layout, budget), so `kimi-agent export` can rebuild
     # each step's prompt exactly; None for runs without a model prompt and runs before it existed.
     prompt: PromptRecord | None = None
+    # The kimi-agent that recorded the run (and its git commit from a checkout); None in runs
+    # recorded before this field existed.
+    kimi_agent: VersionRecord | None = None
 
     @property
     def duration_s(self) -> float | None:
         return None if self.finished_at is None else self.finished_at - self.started_at
+
+
+class Verdict(BaseModel):
+    """What report.html shows of OUTCOME_FILE: the score and why. The benchmark's own record has
+    more (timings, the evaluator's details); those keys are ignored here."""
+
+    score: float
+    kind: str = "scored"  # scored, or why there is no real score (crashed, timed_out, ...)
+    error: str | None = None
+    reasons: list[str] = Field(default_factory=list)  # the evaluator's, one line each
+
+
+def read_verdict(run_dir: Path) -> Verdict | None:
+    """The run's OUTCOME_FILE, or None when no benchmark scored it (a JSONFileError when broken)."""
+    path = Path(run_dir) / OUTCOME_FILE
+    return read_model(path, Verdict, "a score record") if path.is_file() else None
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -173,7 +196,7 @@ class TrajectoryWriter:
     def __init__(self, run_dir: Path, info: RunInfo) -> None:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.info = info
+        self.info = info if info.kimi_agent else info.model_copy(update={"kimi_agent": version_record()})
         self._steps = (self.run_dir / "steps.jsonl").open("a", encoding="utf-8")
         self._png = ThreadPoolExecutor(max_workers=1, thread_name_prefix="png")
         self._pending: list[Future[None]] = []
@@ -280,11 +303,15 @@ def read_steps_lenient(run_dir: Path) -> tuple[list[StepRecord], str | None]:
     steps: list[StepRecord] = []
     for i, (n, line) in enumerate(lines):
         try:
-            steps.append(StepRecord.model_validate(json.loads(line)))
+            steps.append(StepRecord.model_validate(loads_json(line, f"{path}:{n}")))
+            continue
+        except JSONFileError as e:  # not JSON, or nested too deeply for Python's parser
+            problem = str(e)
         except ValueError as e:
-            if i == len(lines) - 1:  # the run was killed mid-write
-                return steps, f"{path}:{n}: the last record is {TORN}"
-            return steps, f"{path}:{n}: not a step record: {str(e).splitlines()[0]}"
+            problem = f"{path}:{n}: not a step record: {str(e).splitlines()[0]}"
+        if i == len(lines) - 1:  # the run was killed mid-write
+            return steps, f"{path}:{n}: the last record is {TORN}"
+        return steps, problem
     if torn is not None and (not lines or lines[-1][0] != torn):
         return steps, f"{path}:{torn}: the last record is {TORN}"
     return steps, None
@@ -294,4 +321,4 @@ def read_info(run_dir: Path) -> RunInfo:
     path = Path(run_dir) / "run.json"
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run directory: it has no run.json")
-    return RunInfo.model_validate_json(path.read_text(encoding="utf-8"))
+    return read_model(path, RunInfo, "a run record")

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from env.libreoffice import prepare_profile
+
 DesktopName = Literal["xfce", "minimal"]
 DESKTOPS: tuple[DesktopName, ...] = ("xfce", "minimal")
 # OSWorld's tasks read and write these under /home/user.
@@ -86,6 +88,7 @@ def prepare_home(
     panel (otherwise it asks on first start which panel to use) and preferred applications."""
     for d in USER_DIRS:
         (home / d).mkdir(exist_ok=True)
+    prepare_profile(home)  # LibreOffice as OSWorld's image has it: no first-run infobar
     if name != "xfce":
         return
     conf = home / ".config" / "xfce4"

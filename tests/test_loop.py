@@ -15,6 +15,7 @@ from agent.loop import StopFlag, run
 from agent.policy import Decision, ScriptedPolicy
 from agent.replay import replay_policy
 from agent.trajectory import RunInfo, TrajectoryWriter, read_info, read_steps
+from agent.version import version_record
 from env.actions import Click, Done, KeyPress, Point, TypeText, Wait
 from tasks.cli import main
 
@@ -61,6 +62,7 @@ def test_run_records_steps_screenshots_and_report(sandbox, tmp_path: Path) -> No
     assert steps[2].timing.settle_s > 0 and steps[2].timing.capture_s > 0
     info = read_info(run_dir)
     assert (info.stop_reason, info.steps, info.status) == ("done", 4, "success")
+    assert info.kimi_agent == version_record()  # the version, and the commit from a checkout
     assert all(s.timing.record_s > 0 for s in steps)  # measured before it is written
     assert info.final_screenshot == "final.png" and (run_dir / "final.png").stat().st_size > 1000
     report = (run_dir / "report.html").read_text()
@@ -260,6 +262,22 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys) -> None:  # type: ignor
     assert re.match(r"kimi-agent: error: script .*bad.json, step 1: .*", err) and "Traceback" not in err
     assert main(["replay", str(tmp_path / "nowhere")]) == 2
     assert "is not a run directory" in capsys.readouterr().out
+
+
+def test_a_broken_run_json_is_one_line_naming_it(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "steps.jsonl").write_text("")
+    for content, problem in (
+        ("{", "is not JSON: Expecting property name enclosed in double quotes at line 1 column 2"),
+        ("[" * 100_000, "is not usable JSON: nested too deeply (arrays or objects)"),
+        ('{"task": 3}', "is not a run record: task: Input should be a valid string (and 4 more)"),
+    ):
+        (run_dir / "run.json").write_text(content)
+        for command in ("report", "replay"):
+            assert main([command, str(run_dir)]) == 2
+            out = capsys.readouterr().out.strip()
+            assert out == f"kimi-agent: error: {run_dir / 'run.json'} {problem}", out
 
 
 def test_model_text_never_reaches_the_terminal_as_markup_or_escapes(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]

@@ -110,6 +110,12 @@ def test_a_scripted_run_on_two_workers_scores_in_osworlds_layout(tmp_path: Path)
     assert (task / "recording.mp4").stat().st_size > 0
     for ours in ("run.json", "steps.jsonl", "report.html", "outcome.json"):
         assert (task / ours).is_file(), ours
+    # Records: the version (and commit) that played, the score and reasons on the task's page.
+    from agent.version import version_record
+
+    assert json.loads((task / "run.json").read_text())["kimi_agent"] == version_record().model_dump()
+    assert json.loads((root / "summary.json").read_text())["kimi_agent"] == version_record().model_dump()
+    assert 'class="score">score 1</span>' in (task / "report.html").read_text()
 
     infeasible = [json.loads(x) for x in (root / "os" / INFEASIBLE / "traj.jsonl").read_text().splitlines()]
     assert [line["action"] for line in infeasible] == ["FAIL"]
@@ -310,6 +316,170 @@ def test_the_summary_divides_by_the_split_and_lists_what_scored_nothing(tmp_path
     assert [v for _, v in s.references()] == [8.22, 9.7, 10.3]
     page = write_html(s).read_text()
     assert "boom" in page and "33.33" in page
+
+
+def _played(d: Path, seconds_per_step: list[float]) -> None:
+    """A task directory as the agent leaves it: run.json, steps.jsonl, report.html."""
+    from agent.trajectory import RunInfo, StepRecord, StepTiming, TrajectoryWriter
+
+    w = TrajectoryWriter(d, RunInfo(task="t", started_at=100.0, policy="p", desktop="d", screen=(64, 48)))
+    t = 100.0
+    for n, s in enumerate(seconds_per_step, 1):
+        w.step(StepRecord(step=n, started_at=t, finished_at=t + s, screenshot=f"step_{n:03d}.png",
+                          screenshot_size=(64, 48), timing=StepTiming(model_s=s / 2)))  # fmt: skip
+        t += s
+    w.close(stop_reason="done", status="success")
+
+
+def _scored_run(tmp_path: Path) -> Path:
+    """The split's three tasks: one scored 1 by the evaluator after 3 steps, one scored 0 with the
+    metric's reason after 1 step, one that crashed before playing."""
+    from tasks.osworld.results import Outcome, RunManifest, Timings, finish, prepare, task_dir, write_manifest
+
+    _, refs = resolve([str(SPLIT)], None)
+    root = tmp_path / "run"
+    write_manifest(root, RunManifest(split="split", model="m", policy="p", max_steps=15, started_at=0.0,
+                                     tasks=refs))  # fmt: skip
+    evaluation = {
+        "score": 0.0,
+        "reason": "answer.txt does not contain 'hello'",
+        "metrics": [
+            {"func": "check_include_exclude", "score": 0.0, "reason": "answer.txt does not contain 'hello'"}
+        ],
+        "postconfig": ["step 1 execute: ok", "step 2 sleep: failed: interrupted"],
+    }
+    for ref, score, steps, details, error in (
+        (refs[0], 1.0, [2.0, 4.0, 6.0], {"evaluation": {"score": 1.0, "metrics": [{"func": "exact_match", "score": 1.0}]}}, None),
+        (refs[1], 0.0, [1.0], {"evaluation": evaluation, "setup": ["step 1 launch: failed: no such program"]}, None),
+        (refs[2], 0.0, None, {}, "no script for this task"),
+    ):  # fmt: skip
+        d = task_dir(root, ref.domain, ref.task_id)
+        prepare(d)
+        if steps is not None:
+            _played(d, steps)
+        kind = "scored" if error is None else "crashed"
+        timings = Timings(total_s=10.0 * len(steps or [1]))
+        outcome = Outcome(task_id=ref.task_id, domain=ref.domain, score=score, kind=kind, error=error,
+                          steps=len(steps or []), details=details, timings=timings)  # fmt: skip
+        finish(d, outcome)
+    return root
+
+
+def test_summary_json_has_a_task_table_step_statistics_and_the_version(tmp_path: Path) -> None:
+    from agent.version import version_record
+    from tasks.osworld.report import write_html
+
+    root = _scored_run(tmp_path)
+    write_html(summarize(root))
+    data = json.loads((root / "summary.json").read_text())
+    assert data["kimi_agent"] == version_record().model_dump()
+    assert data["tasks"] == [
+        {"id": WRITE, "domain": "os", "score": 1.0, "kind": "scored", "steps": 3, "seconds": 30.0,
+         "error": None, "infeasible": False},
+        {"id": INFEASIBLE, "domain": "os", "score": 0.0, "kind": "scored", "steps": 1, "seconds": 10.0,
+         "error": None, "infeasible": True},
+        {"id": NO_SCRIPT, "domain": "os", "score": 0.0, "kind": "crashed", "steps": 0, "seconds": 10.0,
+         "error": "no script for this task", "infeasible": False},
+    ]  # fmt: skip
+    steps = data["steps"]
+    assert steps["total"] == 4
+    assert steps["per_task"] == {"n": 2, "mean": 2, "median": 2, "p90": 3, "max": 3}  # the played tasks
+    assert steps["seconds_per_task"] == {"n": 3, "mean": 50 / 3, "median": 10.0, "p90": 30.0, "max": 30.0}
+    assert steps["seconds_per_step"] == {"n": 4, "mean": 3.25, "median": 3.0, "p90": 6.0, "max": 6.0}
+    assert steps["model_seconds_per_step"]["median"] == 1.5
+    assert steps["reset_seconds_per_task"] is None  # no task recorded a reset time
+    # Unchanged fields users read.
+    assert data["total"]["tasks"] == 3 and data["total"]["score"] == 1.0
+    assert [t["task_id"] for t in data["not_scored"]] == [NO_SCRIPT]
+
+
+def test_a_tasks_report_shows_its_score_and_the_evaluators_reasons(tmp_path: Path) -> None:
+    root = _scored_run(tmp_path)
+    passed = (root / "os" / WRITE / "report.html").read_text()
+    assert "score 1</span>" in passed and "metric exact_match: 1" in passed
+    failed = (root / "os" / INFEASIBLE / "report.html").read_text()
+    assert "score 0</span>" in failed
+    for reason in (
+        "metric check_include_exclude: 0: answer.txt does not contain &#x27;hello&#x27;",
+        "postconfig step 2 sleep: failed: interrupted",
+        "setup step 1 launch: failed: no such program",
+    ):
+        assert reason in failed, reason
+    assert "postconfig step 1 execute: ok" not in failed
+    outcome = json.loads((root / "os" / INFEASIBLE / "outcome.json").read_text())
+    assert outcome["reasons"] == [
+        "metric check_include_exclude: 0: answer.txt does not contain 'hello'",
+        "postconfig step 2 sleep: failed: interrupted",
+        "setup step 1 launch: failed: no such program",
+    ]
+    # The evaluator's own reason is shown when it is not a metric's (the postconfig failed, ...).
+    from tasks.osworld.results import Outcome
+
+    o = Outcome(task_id="t", domain="os", score=0.0, kind="scored",
+                details={"evaluation": {"reason": "postconfig step 2 sleep: failed", "metrics": []}})  # fmt: skip
+    assert o.reasons == ["evaluator: postconfig step 2 sleep: failed"]
+
+
+DEEP = "[" * 100_000
+
+
+def test_results_files_nested_too_deeply_are_one_line_naming_them(tmp_path: Path) -> None:
+    root = _scored_run(tmp_path)
+    # A deep outcome.json or steps.jsonl line costs that task its details, not the summary.
+    (root / "os" / WRITE / "outcome.json").write_text(DEEP)
+    with (root / "os" / INFEASIBLE / "steps.jsonl").open("a") as f:
+        f.write(DEEP + "\n{}\n")
+    s = summarize(root)
+    assert [r.score for r in s.rows] == [1.0, 0.0, 0.0] and s.stats.steps == 3 + 1
+    assert s.stats.task_steps == [1]  # the first task's outcome.json is lost, not the run
+    (root / "kimi_run.json").write_text(DEEP)
+    r = run_cli("report", root, tmp=tmp_path)
+    lines = r.stdout.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, r.stdout + r.stderr
+    assert (
+        lines[0]
+        == f"kimi-agent: error: {root / 'kimi_run.json'} is not usable JSON: nested too deeply (arrays or objects)"
+    )
+    split = tmp_path / "deep_split.json"
+    split.write_text('{"os": ' + DEEP)
+    r = run_cli("run", split, "--script-dir", SCRIPTS, "--out", tmp_path / "out", tmp=tmp_path)
+    assert (
+        r.returncode == 2
+        and r.stdout.strip()
+        == f"kimi-agent: error: {split} is not usable JSON: nested too deeply (arrays or objects)"
+    ), r.stdout + r.stderr
+
+
+def test_the_live_view_shows_the_running_score_and_an_eta() -> None:
+    import io
+
+    from rich.console import Console
+
+    from tasks.osworld.progress import Progress
+    from tasks.osworld.results import Outcome, Timings
+
+    def outcome(score: float) -> Outcome:
+        return Outcome(
+            task_id="t", domain="os", score=score, kind="scored", steps=2, timings=Timings(total_s=5)
+        )
+
+    log = io.StringIO()
+    with Progress(Console(file=log, width=200), total=4, already=1, already_score=1.0) as p:
+        p.started -= 120  # as if the run began two minutes ago
+        assert p.eta_s() is None and "2/4" not in p.standing()
+        p.finished(outcome(0.0))
+        assert p.eta_s() == pytest.approx(240, abs=5)  # 120 s for 1 task here, 2 left
+        p.finished(outcome(1.0))
+    lines = log.getvalue().splitlines()
+    assert lines[0].endswith("2/4 done, score 1 (mean 0.50), ETA 4 min"), lines
+    assert lines[1].endswith("3/4 done, score 2 (mean 0.67), ETA 60 s"), lines
+
+    screen = io.StringIO()  # a terminal: the table redrawn in place carries the same standing
+    with Progress(Console(file=screen, width=200, force_terminal=True), total=2) as p:
+        p.started -= 30
+        p.finished(outcome(1.0))
+        p.watch([])
+    assert "OSWorld run: 1/2 done, score 1 (mean 1.00), ETA 30 s" in screen.getvalue()
 
 
 @pytest.mark.slow

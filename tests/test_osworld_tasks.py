@@ -89,7 +89,7 @@ def _task(**changes: object) -> dict[str, object]:
 
 
 MALFORMED = [
-    ("not json", b'{"id": ', "not JSON: Expecting value at line 1 column 8"),
+    ("not json", b'{"id": ', "is not JSON: Expecting value at line 1 column 8"),
     ("not utf-8", b'{"id": "\xff"}', "not UTF-8 text"),
     ("a list", b"[1, 2]", "a task file must hold a JSON object, not list"),
     ("no id", _task(id=None), "id: Input should be a valid string"),
@@ -150,7 +150,21 @@ def test_malformed_task_files_give_one_line_naming_file_and_field(
     with pytest.raises(TaskError) as e:
         load_task(path)
     line = str(e.value)
-    assert "\n" not in line and line.startswith(f"{path}: ") and message in line, line
+    assert "\n" not in line and line.startswith(str(path)) and message in line, line
+
+
+DEEP = "[" * 100_000  # Python's json parser recurses once per level
+
+
+def test_absurdly_nested_task_and_split_files_are_one_line_naming_them(tmp_path: Path) -> None:
+    task, split = tmp_path / "task.json", tmp_path / "split.json"
+    task.write_text(DEEP)
+    split.write_text('{"os": ' + DEEP)
+    for path, load in ((task, load_task), (split, load_split)):
+        with pytest.raises(TaskError) as e:
+            load(path)
+        line = str(e.value)
+        assert line == f"{path} is not usable JSON: nested too deeply (arrays or objects)", line
 
 
 def test_unknown_step_types_load_and_are_not_supported() -> None:

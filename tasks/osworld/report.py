@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,6 +91,8 @@ class StepStats:
     tokens_in: list[int] = field(default_factory=list)
     tokens_out: list[int] = field(default_factory=list)
     reset_s: list[float] = field(default_factory=list)
+    task_steps: list[int] = field(default_factory=list)  # per task the agent played
+    task_s: list[float] = field(default_factory=list)  # per task that started, reset to score
 
 
 @dataclass
@@ -120,6 +124,10 @@ def _collect(root: Path, manifest: RunManifest) -> tuple[list[TaskRow], StepStat
             status, reason = outcome.kind, outcome.error
             if outcome.timings.reset_s:
                 stats.reset_s.append(outcome.timings.reset_s)
+            if outcome.kind != "unsupported":  # an unsupported task never started
+                stats.task_s.append(outcome.timings.total_s)
+            if (d / "steps.jsonl").is_file():  # the agent played (setup went well)
+                stats.task_steps.append(outcome.steps)
         rows.append(TaskRow(ref.domain, ref.task_id, score or 0.0, status, reason, ref.infeasible, outcome))
         if score is not None and (d / "steps.jsonl").is_file():
             steps, _ = read_steps_lenient(d)
@@ -160,30 +168,76 @@ def summarize(root: Path) -> Summary:
     return Summary(root, manifest, rows, domains, categories, _group("all", rows), stats)
 
 
-def _pct(values: list[float], q: float) -> float:
+def percentile(values: Sequence[float], q: float) -> float:
+    """The nearest-rank percentile (q in 0..1) of a non-empty list: a value that occurred."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def spread(values: Sequence[float]) -> dict[str, float] | None:
+    """n, mean, median, p90 and max of ``values``; None when there are none."""
     if not values:
-        return 0.0
-    s = sorted(values)
-    return s[min(len(s) - 1, int(q * len(s)))]
+        return None
+    return {
+        "n": len(values),
+        "mean": statistics.fmean(values),
+        "median": statistics.median(values),
+        "p90": percentile(values, 0.9),
+        "max": max(values),
+    }
+
+
+def step_stats(st: StepStats) -> dict[str, Any]:
+    """The run's step statistics as numbers (summary.json's ``steps``)."""
+    return {
+        "total": st.steps,
+        "per_task": spread(st.task_steps),
+        "seconds_per_step": spread(st.step_s),
+        "model_seconds_per_step": spread(st.model_s),
+        "tokens_in_per_step": spread(st.tokens_in),
+        "tokens_out_per_step": spread(st.tokens_out),
+        "seconds_per_task": spread(st.task_s),
+        "reset_seconds_per_task": spread(st.reset_s),
+    }
 
 
 def stats_lines(st: StepStats) -> list[str]:
+    """The same statistics, as lines for the terminal and summary.html."""
     out = [f"steps: {st.steps}"]
-    if st.model_s:
-        out.append(
-            f"model call per step: mean {statistics.fmean(st.model_s):.2f} s, p50 {_pct(st.model_s, 0.5):.2f} s, "
-            f"p90 {_pct(st.model_s, 0.9):.2f} s"
-        )
-    if st.step_s:
-        out.append(f"whole step: mean {statistics.fmean(st.step_s):.2f} s, p90 {_pct(st.step_s, 0.9):.2f} s")
-    if st.tokens_in:
-        out.append(
-            f"tokens per step: in mean {statistics.fmean(st.tokens_in):.0f} (max {max(st.tokens_in)}), "
-            f"out mean {statistics.fmean(st.tokens_out):.0f} (max {max(st.tokens_out)})"
-        )
-    if st.reset_s:
-        out.append(f"reset per task: mean {statistics.fmean(st.reset_s):.1f} s, max {max(st.reset_s):.1f} s")
+    labels = [
+        ("per_task", "steps per task", "{:.1f}"),
+        ("seconds_per_step", "whole step", "{:.2f} s"),
+        ("model_seconds_per_step", "model call per step", "{:.2f} s"),
+        ("tokens_in_per_step", "tokens in per step", "{:.0f}"),
+        ("tokens_out_per_step", "tokens out per step", "{:.0f}"),
+        ("seconds_per_task", "task (reset to score)", "{:.1f} s"),
+        ("reset_seconds_per_task", "reset per task", "{:.1f} s"),
+    ]
+    stats = step_stats(st)
+    for key, label, fmt in labels:
+        if (x := stats[key]) is not None:
+            out.append(
+                f"{label}: mean {fmt.format(x['mean'])}, median {fmt.format(x['median'])}, "
+                f"p90 {fmt.format(x['p90'])}, max {fmt.format(x['max'])}"
+            )
     return out
+
+
+def task_table(s: Summary) -> list[dict[str, Any]]:
+    """One row per task of the split, in its order: summary.json's ``tasks``."""
+    return [
+        {
+            "id": r.task_id,
+            "domain": r.domain,
+            "score": r.score,
+            "kind": r.status,
+            "steps": r.outcome.steps if r.outcome else None,
+            "seconds": round(r.outcome.timings.total_s, 3) if r.outcome else None,
+            "error": r.reason,
+            "infeasible": r.infeasible,
+        }
+        for r in s.rows
+    ]
 
 
 def _table(title: str, groups: list[Group], total: Group) -> Table:
@@ -206,6 +260,8 @@ def _table(title: str, groups: list[Group], total: Group) -> Table:
 def print_summary(s: Summary, console: Console) -> None:
     m = s.manifest
     console.print(Text(f"{m.model} on {m.split} ({len(m.tasks)} tasks, up to {m.max_steps} steps): {s.root}"))
+    if m.kimi_agent:
+        console.print(Text(f"kimi-agent {m.kimi_agent.line()}"))
     console.print(_table("Success rate per domain (divided by every task of the split)", s.domains, s.total))
     if s.categories:
         console.print(_table("Per category (OSWorld's grouping)", s.categories, s.total))
@@ -233,10 +289,12 @@ def summary_json(s: Summary) -> dict[str, Any]:
             "always_fail_rate": x.baseline_rate,
         }
 
+    version = s.manifest.kimi_agent
     return {
         "split": s.manifest.split,
         "model": s.manifest.model,
         "max_steps": s.manifest.max_steps,
+        "kimi_agent": version.model_dump() if version else None,
         "total": g(s.total),
         "domains": {x.name: g(x) for x in s.domains},
         "categories": {x.name: g(x) for x in s.categories},
@@ -245,7 +303,8 @@ def summary_json(s: Summary) -> dict[str, Any]:
             for r in s.rows
             if r.status != "scored"
         ],
-        "steps": stats_lines(s.stats),
+        "tasks": task_table(s),
+        "steps": step_stats(s.stats),
         "references": [{"source": n, "success_rate": v} for n, v in s.references()],
     }
 
@@ -272,9 +331,11 @@ def write_html(s: Summary) -> Path:
             if (s.root / rel / "report.html").is_file()
             else html.escape(r.task_id)
         )
+        o = r.outcome
         task_rows.append(
             f"<tr><td>{html.escape(r.domain)}</td><td>{link}</td><td>{r.score:g}</td>"
-            f"<td>{html.escape(r.status)}</td><td>{html.escape(r.reason or '')}</td></tr>"
+            f"<td>{html.escape(r.status)}</td><td>{o.steps if o else ''}</td>"
+            f"<td>{f'{o.timings.total_s:.0f}' if o else ''}</td><td>{html.escape(r.reason or '')}</td></tr>"
         )
     refs = "".join(f"<li>{html.escape(n)}: {v:.2f}%</li>" for n, v in s.references())
     body = f"""<!doctype html><meta charset="utf-8"><title>OSWorld: {html.escape(m.model)}</title>
@@ -282,13 +343,15 @@ def write_html(s: Summary) -> Path:
 td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}td:first-child,td:nth-child(2){{text-align:left}}
 tr.total{{font-weight:bold}}</style>
 <h1>OSWorld: {html.escape(m.model)} on {html.escape(m.split)}</h1>
-<p>{len(m.tasks)} tasks, up to {m.max_steps} steps; {html.escape(m.policy)}. Rates divide by every task of the
+<p>{len(m.tasks)} tasks, up to {m.max_steps} steps; {html.escape(m.policy)}; kimi-agent
+{html.escape(m.kimi_agent.line() if m.kimi_agent else "(version not recorded)")}. Rates divide by every task of the
 split; always-FAIL is what a run that only answers FAIL scores (the infeasible tasks).</p>
 <h2>Per domain</h2>{_html_table(s.domains, s.total)}
 <h2>Per category</h2>{_html_table(s.categories, s.total)}
 {"<h2>Published</h2><ul>" + refs + "</ul>" if refs else ""}
 <h2>Steps</h2><ul>{"".join(f"<li>{html.escape(x)}</li>" for x in stats_lines(s.stats))}</ul>
-<h2>Tasks</h2><table><tr><th>domain</th><th>task</th><th>score</th><th>status</th><th>reason</th></tr>
+<h2>Tasks</h2><table><tr><th>domain</th><th>task</th><th>score</th><th>status</th><th>steps</th>
+<th>seconds</th><th>reason</th></tr>
 {"".join(task_rows)}</table>
 """
     path = s.root / SUMMARY_HTML

@@ -5,7 +5,7 @@
         step_N_<ts>.png     the screen after step N's actions
         recording.mp4       the task's screen recording
         run.json, steps.jsonl, step_NNN.png, report.html   our own trajectory (agent/trajectory)
-        outcome.json        how the task ended: score, kind, error, timings (ours)
+        outcome.json        how the task ended: score, kind, error, the evaluator's reasons, timings (ours)
         result.txt          the score; written atomically and LAST
 
 A task directory with a readable result.txt is finished; any other is cleared and rerun on resume, so
@@ -16,6 +16,7 @@ can be rendered again from files alone.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -26,17 +27,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
+
+from agent.jsonfile import JSONFileError, read_model
+from agent.trajectory import OUTCOME_FILE
+from agent.version import VersionRecord, version_record
 
 ACTION_SPACE = "pyautogui"
 OBSERVATION = "screenshot"
 RESULT_FILE = "result.txt"
-OUTCOME_FILE = "outcome.json"
 TRAJ_FILE = "traj.jsonl"
 RECORDING_FILE = "recording.mp4"
 RUN_FILE = "kimi_run.json"
 LOCK_FILE = ".kimi_run.lock"
 
+_OK_STEP = re.compile(r"step \d+ \S+: ok(:|$)")  # a setup step's line (tasks/osworld/setup) that went well
 # scored: the evaluator gave the score; the others score 0.0 and say why in ``error``.
 Kind = Literal["scored", "crashed", "timed_out", "unsupported", "setup_failed"]
 
@@ -62,6 +67,28 @@ class Outcome(BaseModel):
     timings: Timings = Field(default_factory=Timings)
     details: dict[str, Any] = Field(default_factory=dict)  # the evaluator's own report
 
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def reasons(self) -> list[str]:
+        """Why the task scored what it did, one line each: the error that scored it 0, the
+        evaluator's reason, each metric's score and reason, setup and postconfig steps that failed.
+        Stored in outcome.json for report.html (recomputed, not read back)."""
+        out = [self.error] if self.error else []
+        ev = self.details.get("evaluation")
+        if isinstance(ev, dict):
+            metrics = [m for m in ev.get("metrics") or [] if isinstance(m, dict)]
+            if ev.get("reason") and all(m.get("reason") != ev["reason"] for m in metrics):
+                out.append(f"evaluator: {ev['reason']}")  # not one metric's own (a postconfig, ...)
+            for m in metrics:
+                value = m.get("score")
+                shown = f"{value:g}" if isinstance(value, (int, float)) else str(value)
+                out.append(
+                    f"metric {m.get('func')}: {shown}" + (f": {m['reason']}" if m.get("reason") else "")
+                )
+            out += [f"postconfig {x}" for x in ev.get("postconfig") or [] if not _OK_STEP.match(str(x))]
+        out += [f"setup {line}" for line in self.details.get("setup") or []]
+        return [" ".join(str(r).split()) for r in out]
+
 
 class TaskRef(BaseModel):
     domain: str
@@ -77,6 +104,8 @@ class RunManifest(BaseModel):
     max_steps: int
     started_at: float
     tasks: list[TaskRef]
+    # The kimi-agent that last started (or resumed) the run; None in runs from before it was kept.
+    kimi_agent: VersionRecord | None = None
 
 
 def model_slug(name: str) -> str:
@@ -115,14 +144,21 @@ def read_score(task: Path) -> float | None:
 
 def read_outcome(task: Path) -> Outcome | None:
     try:
-        return Outcome.model_validate_json((task / OUTCOME_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read_model(task / OUTCOME_FILE, Outcome, "a task outcome")
+    except JSONFileError:
         return None
 
 
 def finish(task: Path, outcome: Outcome) -> None:
-    """outcome.json, then result.txt: the one file whose presence says the task is done."""
+    """outcome.json, report.html again with the score, then result.txt: the one file whose presence
+    says the task is done."""
     write_atomic(task / OUTCOME_FILE, outcome.model_dump_json(indent=2))
+    if (task / "run.json").is_file():  # the agent played: its report shows the score now
+        from agent.report import write_report
+
+        # A report that cannot be rendered stays as the run wrote it: the score must be recorded.
+        with contextlib.suppress(OSError, ValueError):
+            write_report(task)
     write_atomic(task / RESULT_FILE, f"{outcome.score}\n")
 
 
@@ -138,19 +174,23 @@ def pending(root: Path, tasks: list[TaskRef]) -> list[TaskRef]:
     return [t for t in tasks if read_score(task_dir(root, t.domain, t.task_id)) is None]
 
 
+def finished_score(root: Path, tasks: list[TaskRef]) -> float:
+    """The sum of the scores of the tasks that have finished (what a resumed run starts from)."""
+    return sum(read_score(task_dir(root, t.domain, t.task_id)) or 0.0 for t in tasks)
+
+
 def write_manifest(root: Path, manifest: RunManifest) -> None:
     root.mkdir(parents=True, exist_ok=True)
+    if manifest.kimi_agent is None:
+        manifest = manifest.model_copy(update={"kimi_agent": version_record()})
     write_atomic(root / RUN_FILE, manifest.model_dump_json(indent=2))
 
 
 def read_manifest(root: Path) -> RunManifest:
     path = root / RUN_FILE
-    try:
-        return RunManifest.model_validate_json(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read: {e.strerror or e} (not a kimi-agent OSWorld run?)") from None
-    except ValueError as e:
-        raise ValueError(f"{path}: not a run manifest: {str(e).splitlines()[0]}") from None
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file (not a kimi-agent OSWorld run?)")
+    return read_model(path, RunManifest, "a kimi-agent OSWorld run manifest")
 
 
 def find_runs(out: Path) -> list[Path]:

@@ -7,7 +7,6 @@ bad usage and an unavailable model raise, for tasks/cli.py to report on one line
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import threading
 import time
@@ -18,6 +17,7 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
+from agent.jsonfile import JSONFileError, read_json
 from agent.policy import ScriptedPolicy
 from tasks.osworld import suite
 from tasks.osworld.progress import Progress
@@ -27,6 +27,7 @@ from tasks.osworld.results import (
     TaskRef,
     exclusive,
     find_runs,
+    finished_score,
     model_dir,
     pending,
     write_manifest,
@@ -107,8 +108,8 @@ def run_parser() -> argparse.ArgumentParser:
 
 def _is_task_file(path: Path) -> bool:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = read_json(path)
+    except JSONFileError:
         return False  # load_split / load_task say what is wrong with it
     return isinstance(data, dict) and "evaluator" in data and "id" in data
 
@@ -285,7 +286,7 @@ def main_run(argv: Sequence[str], console: Console) -> int:
         )
         settings = RunSettings(root=root, task_timeout_s=args.task_timeout, network=not args.no_network)
         scorer = OfficialScorer(settings.cache_dir)
-        with Progress(console, len(refs), done) as progress:
+        with Progress(console, len(refs), done, finished_score(root, refs)) as progress:
             try:
                 run_tasks(todo, targets, agents, scorer, settings, progress.finished, progress.watch)
             finally:

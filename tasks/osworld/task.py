@@ -9,7 +9,6 @@ parameters differ per getter type. Any problem is a ``TaskError``: one line nami
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -26,6 +25,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from agent.jsonfile import JSONFileError, read_json
 
 DEFAULT_DIR_VAR = "KIMI_OSWORLD_DIR"
 
@@ -298,13 +299,9 @@ def load_task(path: Path | str) -> Task:
     """Load one task file; a file named ``<id>.json`` must hold that id."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise TaskError(f"{path}: cannot read: {e.strerror or e}") from None
-    except UnicodeDecodeError as e:
-        raise TaskError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except json.JSONDecodeError as e:
-        raise TaskError(f"{path}: not JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+        data = read_json(path)
+    except JSONFileError as e:
+        raise TaskError(str(e)) from None
     task = parse_task(data, path)
     if path.suffix == ".json" and path.stem != task.id and _looks_like_id(path.stem):
         raise TaskError(f"{path}: id: {task.id!r} does not match the file name")
@@ -355,16 +352,14 @@ def load_split(name_or_path: Path | str, examples_dir: Path | str | None = None)
     if not raw.suffix and not raw.exists():
         path = osworld_dir() / f"{raw.name}.json"
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
+        data = read_json(path)
+    except JSONFileError as e:
         hint = (
-            f" (no such split; set ${DEFAULT_DIR_VAR} to OSWorld's evaluation_examples)"
-            if not path.exists()
-            else ""
+            ""
+            if path.exists()
+            else f" (no such split; set ${DEFAULT_DIR_VAR} to OSWorld's evaluation_examples)"
         )
-        raise TaskError(f"{path}: cannot read: {e.strerror or e}{hint}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise TaskError(f"{path}: not a JSON split file: {e}") from None
+        raise TaskError(f"{e}{hint}") from None
     if not isinstance(data, dict):
         raise TaskError(f"{path}: a split file must hold an object {{domain: [task ids]}}")
     examples = Path(examples_dir) if examples_dir is not None else path.parent / "examples"
