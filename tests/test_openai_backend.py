@@ -432,7 +432,7 @@ def test_probe_of_an_unreachable_server_is_one_line_at_once() -> None:
     msg = str(e.value)
     assert msg.startswith(f"cannot reach the model server at {url}: Connection refused — start one with")
     assert "\n" not in msg and "tries" not in msg and sleeps.delays == []
-    assert took < 2.0, took
+    assert took < 5.0, took  # generous for a loaded machine: the back-off alone was 15 s
 
 
 def test_probe_of_a_server_that_never_answers_is_one_line_at_its_timeout() -> None:
@@ -827,12 +827,12 @@ def test_a_tokenize_endpoint_that_goes_away_leaves_upper_bounds(tiny_chat: Any) 
 
 
 def test_the_agent_cli_budgets_with_the_servers_counts_and_records_it(tiny_chat: Any) -> None:
-    from tasks.cli import _run_parser
+    from tasks.cli import parsers
     from tasks.model import build_policy
 
     server = FakeOpenAI(tokenizer=tiny_chat.text_ids)
     try:
-        args = _run_parser().parse_args(
+        args = parsers()["kimi-agent"].parse_args(
             ["t", "--backend", "openai", "--base-url", server.url, "--model", "kimi-vl"]
         )
         setup = build_policy(args, print, None)
