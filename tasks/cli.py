@@ -517,18 +517,20 @@ def _cmd_serve(console: Console, argv: Sequence[str]) -> int:
 
 
 BENCHMARKS = {
-    "osworld": "OSWorld tasks: check, list, run, setup, report",
     "screenspot": "grounding benchmarks (ScreenSpot v1/v2/Pro, OSWorld-G): run, score",
+    "osworld": "OSWorld tasks: check, list, run, setup, report",
 }
 
 
 def _cmd_bench(console: Console, argv: Sequence[str]) -> int:
-    """`kimi-agent bench osworld|screenspot ...`: the benchmark harnesses, each with its subcommands."""
-    if not argv or argv[0] in ("-h", "--help", "help"):
-        console.print(Text("usage: kimi-agent bench {osworld,screenspot} COMMAND ... (--help after each)"))
+    """`kimi-agent bench screenspot|osworld ...`: the benchmark harnesses, each with its subcommands."""
+    if not argv:
+        raise UsageError(f"kimi-agent bench: name a benchmark ({', '.join(BENCHMARKS)}); --help lists them")
+    if argv[0] in ("-h", "--help", "help"):
+        console.print(Text("usage: kimi-agent bench {screenspot,osworld} COMMAND ... (--help after each)"))
         for name, what in BENCHMARKS.items():
             console.print(Text(f"  {name:<12} {what}"))
-        return 0 if argv else 2
+        return 0
     if argv[0] not in BENCHMARKS:
         close = difflib.get_close_matches(argv[0], list(BENCHMARKS), n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]!r}?" if close else ""
