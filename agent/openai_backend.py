@@ -115,9 +115,18 @@ class OpenAIBackend:
         max_backoff_s: float = 30.0,
         sleep: Callable[[float], None] = time.sleep,
         on_retry: Callable[[str], None] | None = None,
+        probe_timeout_s: float = 5.0,
     ) -> None:
-        if max_retries < 0 or backoff_s < 0 or max_backoff_s < 0 or not timeout_s > 0:
-            raise ValueError("max_retries, backoff_s and max_backoff_s must be >= 0 and timeout_s > 0")
+        if (
+            max_retries < 0
+            or backoff_s < 0
+            or max_backoff_s < 0
+            or not timeout_s > 0
+            or not probe_timeout_s > 0
+        ):
+            raise ValueError(
+                "max_retries, backoff_s and max_backoff_s must be >= 0, timeout_s and probe_timeout_s > 0"
+            )
         url = urlsplit(base_url)
         if url.scheme not in ("http", "https") or not url.hostname:
             raise BackendError(f"the model server URL {base_url!r} is not an http:// or https:// URL")
@@ -126,6 +135,7 @@ class OpenAIBackend:
             raise BackendError("the API key holds characters an HTTP header cannot carry")
         self.base_url, self.model, self.in_token_limit = base_url.rstrip("/"), model, in_token_limit
         self.timeout_s, self.max_retries = timeout_s, max_retries
+        self.probe_timeout_s = min(timeout_s, probe_timeout_s)
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         self.sleep, self.on_retry = sleep, on_retry
         self._headers = [
@@ -159,8 +169,13 @@ class OpenAIBackend:
     def probe(self) -> ServerInfo:
         """Ask the server what it serves (GET /models), before anything else starts. Raises
         BackendError, one line naming the server and the cause, when it cannot be reached, does not
-        speak the OpenAI API or does not serve ``model`` (then the line lists what it serves)."""
-        cards = self._call("GET", "/models", None, _model_cards, retry_malformed=False)
+        speak the OpenAI API or does not serve ``model`` (then the line lists what it serves).
+
+        At start-up nobody has waited on the server yet: a refused connection or a server that does
+        not answer GET /models within ``probe_timeout_s`` is reported at once, without the retries
+        and back-off that keep a long run going through a server's hiccup (a mistyped --base-url
+        took 16.6 s to report). An overloaded server (429, 5xx) is still retried."""
+        cards = self._call("GET", "/models", None, _model_cards, retry_malformed=False, at_start=True)
         ours = next((c for c in cards if c.id == self.model), None)
         if ours is None:
             raise BackendError(self._no_such_model([c.id for c in cards]))
@@ -173,7 +188,7 @@ class OpenAIBackend:
         endpoint fails later, that text and every later one fall back to the upper bound (so a
         budget is never under-counted) and ``notice`` says so once."""
         root = self.base_url.removesuffix("/v1")
-        if self._count(root, "image") is None:
+        if self._count(root, "image", self.probe_timeout_s) is None:  # at start-up: not minutes
             return None
         failed = False
 
@@ -188,11 +203,11 @@ class OpenAIBackend:
 
         return count
 
-    def _count(self, root: str, text: str) -> int | None:
+    def _count(self, root: str, text: str, timeout_s: float | None = None) -> int | None:
         """One POST /tokenize (no retries: a failure only makes the count an upper bound)."""
         body = {"model": self.model, "prompt": _unicode(text), "add_special_tokens": False}
         try:
-            answer = self._exchange("POST", "/tokenize", json.dumps(body).encode("ascii"), root)
+            answer = self._exchange("POST", "/tokenize", json.dumps(body).encode("ascii"), root, timeout_s)
             return _shaped(_Tokenized, answer, "sent").count if answer.status == 200 else None
         except (httpcore2.TimeoutException, httpcore2.NetworkError, httpcore2.ProtocolError, _Malformed):
             return None
@@ -217,10 +232,13 @@ class OpenAIBackend:
         parse: Callable[[_Answer], T],
         *,
         retry_malformed: bool,
+        at_start: bool = False,
     ) -> T:
+        """``at_start``: the probe's short timeout, and an unreachable server is not retried."""
+        timeout_s = self.probe_timeout_s if at_start else self.timeout_s
         for attempt in range(self.max_retries + 1):
             try:
-                answer = self._exchange(method, path, body)
+                answer = self._exchange(method, path, body, timeout_s=timeout_s)
                 if answer.status == 200:
                     return parse(answer)
                 fault = self._status_fault(answer, path)
@@ -230,14 +248,15 @@ class OpenAIBackend:
                 )
             except httpcore2.TimeoutException:
                 fault = _Fault(
-                    f"the model server at {self.base_url} did not answer within {self.timeout_s:g} s",
+                    f"the model server at {self.base_url} did not answer within {timeout_s:g} s",
                     "; is it overloaded, or is the timeout too short?",
-                    short=f"no answer within {self.timeout_s:g} s",
+                    short=f"no answer within {timeout_s:g} s",
+                    retry=not at_start,
                 )
             except httpcore2.ConnectError as e:
                 hint = f"start one with `{SERVE_HINT.format(model=self.model)}` or pass --base-url"
                 head = f"cannot reach the model server at {self.base_url}"
-                fault = _Fault(head, f": {_cause(e)} — {hint}", short=_cause(e))
+                fault = _Fault(head, f": {_cause(e)} — {hint}", short=_cause(e), retry=not at_start)
             except (httpcore2.NetworkError, httpcore2.ProtocolError) as e:  # cut mid-exchange
                 head = f"the model server at {self.base_url} broke off the exchange"
                 fault = _Fault(head, f": {_cause(e)}", short=f"connection broken: {_cause(e)}")
@@ -252,9 +271,16 @@ class OpenAIBackend:
             self.sleep(wait)
         raise AssertionError("unreachable")  # the loop returns or raises
 
-    def _exchange(self, method: str, path: str, body: bytes | None, base: str | None = None) -> _Answer:
-        """One request and its whole reply, within ``timeout_s`` from now."""
-        _deadline.at = time.monotonic() + self.timeout_s
+    def _exchange(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        base: str | None = None,
+        timeout_s: float | None = None,
+    ) -> _Answer:
+        """One request and its whole reply, within ``timeout_s`` (default: the backend's) from now."""
+        _deadline.at = time.monotonic() + (timeout_s or self.timeout_s)
         url = (base or self.base_url) + path
         try:
             with self._pool.stream(method, url, headers=self._headers, content=body) as r:

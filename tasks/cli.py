@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import difflib
 import os
 import re
+import shlex
 import signal
 import sys
 import time
@@ -27,6 +30,15 @@ from agent.text import visible
 from agent.trajectory import RunInfo, TrajectoryWriter
 from agent.weights import DEFAULT_MODEL
 from env.desktop import Desktop
+from tasks.cli_common import (
+    HelpFormatter,
+    UsageError,
+    ask_yes_no,
+    check_limits,
+    make_console,
+    parser,
+    version,
+)
 from tasks.live import LiveView, clip
 from tasks.sandbox_args import add_sandbox_flags, make_sandbox
 
@@ -37,10 +49,7 @@ if TYPE_CHECKING:
 # agent.kimi_policy.VariantName and agent.history.PROFILES.
 VARIANTS = ["instruct", "thinking", "thinking-2506"]
 PROFILES = ["append", "osworld"]
-
-
-class UsageError(Exception):
-    """Bad flags or inputs: reported as one line, exit status 2."""
+DRY_RUN_DONE = 3  # exit status of a dry run that reached the model's "done": not a finished task
 
 
 def _desktop_flags(p: argparse.ArgumentParser) -> None:
@@ -87,13 +96,41 @@ def _desktop_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
 
 
+DESCRIPTION = """Let Kimi-VL operate a computer: kimi-agent "TASK" [options].
+
+Other commands (each with --help):
+  replay RUN_DIR         play a recorded run's actions again, without a model
+  report RUN_DIR         write a run's report.html again
+  sandbox                start a private desktop and keep it until Ctrl-C
+  serve                  serve OSWorld's VM protocol for a desktop
+  bench osworld ...      OSWorld tasks: check, list, run, setup, report
+  bench screenspot ...   grounding benchmarks (ScreenSpot v1/v2/Pro, OSWorld-G): run, score
+  export RUN_DIR...      write runs as a LLaMA-Factory dataset
+  help [COMMAND]         this help, or a command's"""
+
+EPILOG = """A one-word task that looks like a mistyped command is refused; kimi-agent -- TASK [options] \
+runs it as a task.
+
+Exit status: 0 the task was done; 1 it was not (failure, max steps, interrupted, ...); 2 a usage error, \
+or the model (server or weights) is unavailable; 3 a --dry-run that reached the model's "done" (nothing \
+was executed, so the task is not done); 130 Ctrl-C before a run began."""
+
+
+class _VersionAction(argparse.Action):
+    """--version, computed only when asked (it may run git)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kw: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kw)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        print(version())
+        parser.exit()
+
+
 def _run_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="kimi-agent",
-        description="Let Kimi-VL operate a computer. Also: `kimi-agent replay RUN_DIR`, `kimi-agent report "
-        "RUN_DIR`, `kimi-agent sandbox`, `kimi-agent serve`, `kimi-agent bench screenspot`, `kimi-agent export "
-        "RUN_DIR... --out DIR`. Exit status: 0 the task was done, 1 it was not (failure, max steps, "
-        "interrupted, ...), 2 a usage error or the model (server or weights) is unavailable.",
+    p = parser("kimi-agent", DESCRIPTION, epilog=EPILOG)
+    p.add_argument(
+        "--version", action=_VersionAction, help="print the version (and the git commit in a checkout)"
     )
     p.add_argument("task", help="what to do, in plain words")
     _desktop_flags(p)
@@ -111,7 +148,13 @@ def _run_parser() -> argparse.ArgumentParser:
 def model_flags(p: argparse.ArgumentParser) -> None:
     """The model options, shared by `kimi-agent "task"` and `kimi-agent bench osworld run`."""
     m = p.add_argument_group("model")
-    m.add_argument("--backend", choices=["transformers", "openai"], default="transformers")
+    m.add_argument(
+        "--backend",
+        choices=["transformers", "openai"],
+        default="transformers",
+        help="transformers: load the checkpoint here (a GPU); openai: ask an OpenAI-compatible server "
+        "such as vLLM (--base-url)",
+    )
     m.add_argument(
         "--model",
         default=DEFAULT_MODEL,
@@ -167,18 +210,25 @@ def model_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _replay_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="kimi-agent replay", description="Re-execute a recorded run's actions.")
-    p.add_argument("run_dir", type=Path)
+    p = parser(
+        "kimi-agent replay",
+        "Play a recorded run again without a model: the actions RUN_DIR executed successfully, step by "
+        "step, on a fresh desktop (a sandbox unless --desktop or --vm), recorded as a new run in --out. "
+        "Use it to reproduce a run, or to see whether its actions still work on another desktop; "
+        "at most --max-steps steps are played.",
+    )
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory (holds run.json and steps)")
     _desktop_flags(p)
     return p
 
 
 def _sandbox_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="kimi-agent sandbox", description="Start a sandbox and keep it until Ctrl-C."
+    p = parser(
+        "kimi-agent sandbox",
+        "Start a sandbox (a private desktop), print how to watch it, and keep it until Ctrl-C.",
     )
     add_sandbox_flags(p)
-    p.add_argument("--debug", action="store_true")
+    p.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
     return p
 
 
@@ -273,49 +323,23 @@ def _execute(
             confirm=view.ask if args.confirm else None,
             on_step=view.on_step,
         )
+    if args.dry_run and traj.status is not None:
+        # Nothing was executed: the model's "success" describes a screen that never changed. The
+        # summary says dry-run instead, and the exit status is 3, never 0 ("the task was done").
+        traj = dataclasses.replace(traj, status="dry-run")
     view.summary(traj)
     if args.debug and traj.exception is not None:
         console.print(Text("".join(traceback.format_exception(traj.exception))), soft_wrap=True)
     if isinstance(traj.exception, BackendError):
         return 2  # the model server or weights went away: the user's to fix, like a bad flag
+    if args.dry_run:
+        return DRY_RUN_DONE if traj.stop_reason == "done" else 1
     return 0 if traj.stop_reason == "done" and traj.status == "success" else 1
-
-
-def _ask_yes_no(console: Console) -> Callable[[str], bool] | None:
-    """A y/N question when a person is at the terminal; None (go ahead) when not."""
-    if not sys.stdin.isatty():
-        return None
-
-    def ask(question: str) -> bool:
-        return console.input(Text(f"{question} [y/N] ")).strip().lower() in ("y", "yes")
-
-    return ask
-
-
-def _check_limits(args: argparse.Namespace) -> None:
-    """Values no run can use are usage errors now, not a failure after the desktop started."""
-    problems = [
-        (not args.task.strip(), "the task is empty"),
-        (args.max_steps is not None and args.max_steps < 1, "--max-steps must be at least 1"),
-        (args.retries < 0, "--retries must be at least 0"),
-        (args.timeout <= 0, "--timeout must be above 0"),
-        (args.in_token_limit is not None and args.in_token_limit < 1, "--in-token-limit must be at least 1"),
-        (args.history_images < 1, "--history-images must be at least 1 (the current screen)"),
-        (args.temperature is not None and args.temperature < 0, "--temperature must not be negative"),
-        (args.max_new_tokens is not None and args.max_new_tokens < 1, "--max-new-tokens must be at least 1"),
-        (
-            args.max_new_tokens is not None and args.max_new_tokens >= args.max_context,
-            "--max-new-tokens must be below --max-context",
-        ),
-    ]
-    for bad, why in problems:
-        if bad:
-            raise UsageError(why)
 
 
 def _cmd_run(console: Console, argv: Sequence[str]) -> int:
     args = _run_parser().parse_args(argv)
-    _check_limits(args)
+    check_limits(args)
     _check_out(args, args.task)
     if args.script:
         policy = ScriptedPolicy.from_file(args.script)
@@ -327,7 +351,7 @@ def _cmd_run(console: Console, argv: Sequence[str]) -> int:
     from tasks.model import build_policy
 
     # Before any desktop starts: a missing model or an unreachable server is reported at once.
-    setup = build_policy(args, LiveView(console, args.max_steps).say, _ask_yes_no(console))
+    setup = build_policy(args, LiveView(console, args.max_steps).say, ask_yes_no(console))
     return _execute(console, args, args.task, setup.policy, setup.label, setup.settings)
 
 
@@ -366,14 +390,18 @@ def _cmd_sandbox(console: Console, argv: Sequence[str]) -> int:
     return 0
 
 
-def _cmd_report(console: Console, argv: Sequence[str]) -> int:
-    p = argparse.ArgumentParser(
-        prog="kimi-agent report",
-        description="Write RUN_DIR/report.html again, e.g. for a run that was killed before it could.",
+def _report_parser() -> argparse.ArgumentParser:
+    p = parser(
+        "kimi-agent report",
+        "Write RUN_DIR/report.html again, e.g. for a run that was killed before it could.",
     )
-    p.add_argument("run_dir", type=Path)
-    p.add_argument("--debug", action="store_true")
-    args = p.parse_args(argv)
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory (holds run.json)")
+    p.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
+    return p
+
+
+def _cmd_report(console: Console, argv: Sequence[str]) -> int:
+    args = _report_parser().parse_args(argv)
     from agent.report import write_report
 
     console.print(Text(f"wrote {write_report(args.run_dir)}"))
@@ -382,6 +410,7 @@ def _cmd_report(console: Console, argv: Sequence[str]) -> int:
 
 def _export_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
+        formatter_class=HelpFormatter,
         prog="kimi-agent export",
         description="Write runs as a LLaMA-Factory dataset (ShareGPT multimodal): one sample per step, "
         "the exact prompt the agent sent and the reply it acted on (docs: export). By default only what "
@@ -524,24 +553,51 @@ def _cmd_export(console: Console, argv: Sequence[str]) -> int:
     return 0 if m.samples else 1
 
 
+def parsers() -> dict[str, argparse.ArgumentParser]:
+    """Every command's parser, by the command line that reaches it."""
+    from tasks.osworld.cli import parser as osworld
+    from tasks.screenspot.cli import parser as screenspot
+    from tasks.serve import parser as serve
+
+    return {
+        "kimi-agent": _run_parser(),
+        "kimi-agent replay": _replay_parser(),
+        "kimi-agent report": _report_parser(),
+        "kimi-agent sandbox": _sandbox_parser(),
+        "kimi-agent serve": serve(),
+        "kimi-agent export": _export_parser(),
+        "kimi-agent bench osworld": osworld(),
+        "kimi-agent bench screenspot": screenspot(),
+    }
+
+
 def _cmd_serve(console: Console, argv: Sequence[str]) -> int:
     from tasks.serve import cmd_serve
 
     return cmd_serve(console, argv)
 
 
-BENCHMARKS = ("screenspot", "osworld")
+BENCHMARKS = {
+    "screenspot": "grounding benchmarks (ScreenSpot v1/v2/Pro, OSWorld-G): run, score",
+    "osworld": "OSWorld tasks: check, list, run, setup, report",
+}
 
 
 def _cmd_bench(console: Console, argv: Sequence[str]) -> int:
-    """`kimi-agent bench screenspot|osworld ...`: the benchmark harnesses, each with its own flags."""
-    if not argv or argv[0] not in BENCHMARKS:
-        if argv and argv[0] in ("-h", "--help"):
-            console.print(
-                Text(f"usage: kimi-agent bench {{{','.join(BENCHMARKS)}}} ... (--help after the name)")
-            )
-            return 0
-        raise UsageError(f"kimi-agent bench: name a benchmark ({', '.join(BENCHMARKS)})")
+    """`kimi-agent bench screenspot|osworld ...`: the benchmark harnesses, each with its subcommands."""
+    if not argv:
+        raise UsageError(f"kimi-agent bench: name a benchmark ({', '.join(BENCHMARKS)}); --help lists them")
+    if argv[0] in ("-h", "--help", "help"):
+        console.print(Text("usage: kimi-agent bench {screenspot,osworld} COMMAND ... (--help after each)"))
+        for name, what in BENCHMARKS.items():
+            console.print(Text(f"  {name:<12} {what}"))
+        return 0
+    if argv[0] not in BENCHMARKS:
+        close = difflib.get_close_matches(argv[0], list(BENCHMARKS), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise UsageError(
+            f"kimi-agent bench: no benchmark {argv[0]!r} (there are {', '.join(BENCHMARKS)}){hint}"
+        )
     if argv[0] == "osworld":
         from tasks.osworld.cli import main as osworld
 
@@ -551,20 +607,47 @@ def _cmd_bench(console: Console, argv: Sequence[str]) -> int:
     return screenspot(list(argv[1:]))
 
 
+Command = Callable[[Console, Sequence[str]], int]
+COMMANDS: dict[str, Command] = {
+    "replay": _cmd_replay,
+    "sandbox": _cmd_sandbox,
+    "report": _cmd_report,
+    "bench": _cmd_bench,
+    "export": _cmd_export,
+    "serve": _cmd_serve,
+}
+
+
+def _command(argv: list[str]) -> tuple[Command, list[str]]:
+    """The command argv names and its arguments; anything else is a task for the agent. A first
+    word that is almost a command (or `help`) is refused: a typo must not start a run, let alone
+    download the model. `kimi-agent -- WORD` runs WORD as a task all the same."""
+    if not argv:
+        return _cmd_run, argv
+    first = argv[0]
+    if first in COMMANDS:
+        return COMMANDS[first], argv[1:]
+    if first == "--":
+        return _cmd_run, argv[1:]
+    if first == "help":  # `kimi-agent help [COMMAND]`
+        named = argv[1] if len(argv) > 1 and argv[1] in COMMANDS else None
+        return (COMMANDS[named], ["--help"]) if named else (_cmd_run, ["--help"])
+    word = first.strip()
+    if word and not word.startswith("-") and len(word.split()) == 1:
+        close = difflib.get_close_matches(word.lower(), [*COMMANDS, "help"], n=1, cutoff=0.75)
+        if close:
+            raise UsageError(
+                f"{word!r} is not a command; did you mean {close[0]!r}? "
+                f"(to give the agent the task {word!r}: kimi-agent -- {shlex.quote(word)} ...)"
+            )
+    return _cmd_run, argv
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    console = Console()
-    commands = {
-        "replay": _cmd_replay,
-        "sandbox": _cmd_sandbox,
-        "report": _cmd_report,
-        "bench": _cmd_bench,
-        "export": _cmd_export,
-        "serve": _cmd_serve,
-    }
-    command = commands.get(argv[0], _cmd_run) if argv else _cmd_run
-    rest = argv[1:] if argv and argv[0] in commands else argv
+    console = make_console()
     try:
+        command, rest = _command(argv)
         with _terminate_like_ctrl_c():
             return command(console, rest)
     except KeyboardInterrupt:

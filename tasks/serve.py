@@ -13,6 +13,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.text import Text
 
+from tasks.cli_common import HelpFormatter
 from tasks.sandbox_args import add_sandbox_flags, isolation
 
 
@@ -20,8 +21,9 @@ class ServeUsageError(Exception):
     pass
 
 
-def _parser() -> argparse.ArgumentParser:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
+        formatter_class=HelpFormatter,
         prog="kimi-agent serve",
         description="Serve OSWorld's VM protocol (port 5000 in OSWorld's VMs) for an X display, so "
         "OSWorld's code and `kimi-agent --vm URL` can drive it. Every request needs the token.",
@@ -56,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
         "the sandbox flags below apply",
     )
     add_sandbox_flags(p)
-    p.add_argument("--debug", action="store_true")
+    p.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
     return p
 
 
@@ -78,7 +80,7 @@ def _token(args: argparse.Namespace) -> str | None:
 
 
 def cmd_serve(console: Console, argv: Sequence[str]) -> int:
-    args = _parser().parse_args(argv)
+    args = parser().parse_args(argv)
     if args.sandbox:
         return _serve_sandbox(console, args)
     if not args.display:

@@ -204,9 +204,11 @@ def test_a_dry_run_is_marked_everywhere(tmp_path: Path, capsys) -> None:  # type
     script = tmp_path / "s.json"
     script.write_text(json.dumps([{"kind": "click", "point": {"x": 0.5, "y": 0.5}}, {"kind": "done"}]))
     out = tmp_path / "run"
-    assert main(["t", "--script", str(script), "--out", str(out), "--size", "640x480", "--dry-run"]) == 0
+    # 3, not 0: a dry run that reached "done" executed nothing, so the task is not done (issue 18).
+    assert main(["t", "--script", str(script), "--out", str(out), "--size", "640x480", "--dry-run"]) == 3
     printed = capsys.readouterr().out
     assert "DRY RUN" in printed and "dry run: no action was executed" in printed
+    assert "status: dry-run" in printed and "success" not in printed
     assert read_info(out).dry_run is True
     assert "DRY RUN" in (out / "report.html").read_text()
     assert not read_steps(out)[0].actions[0].executed

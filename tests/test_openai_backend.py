@@ -418,13 +418,44 @@ def test_probe_faults_are_one_line(server: FakeOpenAI, case: str) -> None:
     assert len(sleeps.delays) == (2 if case == "overloaded" else 0)  # a web page will not turn into an API
 
 
-def test_probe_of_an_unreachable_server_is_one_line() -> None:
+def test_probe_of_an_unreachable_server_is_one_line_at_once() -> None:
+    """Issue 18: a refused connection at start-up took 16.6 s of retries and back-off to report."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
         url = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
-        with pytest.raises(BackendError, match=r"^cannot reach the model server at .* after 3 tries: ") as e:
-            _backend(url).probe()
-    assert "\n" not in str(e.value)
+        sleeps = Sleeps()
+        b = OpenAIBackend(url, "kimi-vl", max_retries=4, backoff_s=1.0, sleep=sleeps)  # the CLI's defaults
+        t0 = time.perf_counter()
+        with pytest.raises(BackendError) as e:
+            b.probe()
+        took = time.perf_counter() - t0
+    msg = str(e.value)
+    assert msg.startswith(f"cannot reach the model server at {url}: Connection refused — start one with")
+    assert "\n" not in msg and "tries" not in msg and sleeps.delays == []
+    assert took < 5.0, took  # generous for a loaded machine: the back-off alone was 15 s
+
+
+def test_probe_of_a_server_that_never_answers_is_one_line_at_its_timeout() -> None:
+    """A listener that accepts and never answers: one try, ended by the probe's own timeout, not the
+    timeout of a model call (minutes) times the retries."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+        sleeps = Sleeps()
+        b = OpenAIBackend(url, "kimi-vl", timeout_s=300, max_retries=4, sleep=sleeps, probe_timeout_s=0.5)
+        t0 = time.perf_counter()
+        with pytest.raises(BackendError) as e:
+            b.probe()
+        took = time.perf_counter() - t0
+        conn, _ = listener.accept()  # the probe did connect: it was the answer that never came
+        conn.close()
+    msg = str(e.value)
+    assert (
+        msg
+        == f"the model server at {url} did not answer within 0.5 s; is it overloaded, or is the timeout too short?"
+    )
+    assert sleeps.delays == [] and 0.5 <= took < 5.0, took
 
 
 # --- issue 6.12: retries visible as they happen -------------------------------------------------------
@@ -796,12 +827,12 @@ def test_a_tokenize_endpoint_that_goes_away_leaves_upper_bounds(tiny_chat: Any) 
 
 
 def test_the_agent_cli_budgets_with_the_servers_counts_and_records_it(tiny_chat: Any) -> None:
-    from tasks.cli import _run_parser
+    from tasks.cli import parsers
     from tasks.model import build_policy
 
     server = FakeOpenAI(tokenizer=tiny_chat.text_ids)
     try:
-        args = _run_parser().parse_args(
+        args = parsers()["kimi-agent"].parse_args(
             ["t", "--backend", "openai", "--base-url", server.url, "--model", "kimi-vl"]
         )
         setup = build_policy(args, print, None)

@@ -23,7 +23,7 @@ import pytest
 from tasks.osworld import suite
 from tasks.osworld.report import summarize
 from tasks.osworld.results import RESULT_FILE, model_dir
-from tasks.osworld.run_cli import resolve
+from tasks.osworld.run_cli import resolve, select
 from tasks.osworld.task import TaskError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -279,10 +279,53 @@ def test_tasks_are_named_by_split_ids_or_files_and_bad_names_are_one_line() -> N
         resolve([WRITE, WRITE], DATA)
 
 
+def test_suite_tasks_are_named_by_id_and_chosen_by_domain_and_limit(tmp_path: Path) -> None:
+    """`run os-hello-file calc-sum-formula --script-dir suite` failed: ids were only looked up in
+    OSWorld's directory. Here that directory is empty, so both come from the packaged suite."""
+    _, refs = resolve(["os-hello-file", "calc-sum-formula"], tmp_path)
+    assert [(r.domain, r.task_id) for r in refs] == [
+        ("os", "os-hello-file"),
+        ("libreoffice_calc", "calc-sum-formula"),
+    ]
+    name, everything = resolve(["suite"], tmp_path)
+    assert name == "suite" and len(everything) == 26
+    chosen = select(everything, ["gimp", "os"], 3, name)
+    assert [r.task_id for r in chosen] == ["os-count-errors", "os-hello-file", "os-infeasible-bitlocker"]
+    assert [r.task_id for r in select(everything, ["gimp"], None, name)] == [
+        "gimp-export-png",
+        "gimp-flip-horizontal",
+    ]
+    with pytest.raises(TaskError, match=r"os-\*: neither a split"):
+        resolve(["os-*"], tmp_path)  # a pattern is not an id: it must not pick some task
+
+
+@pytest.mark.slow
+@needs_x
+def test_two_suite_tasks_by_id_run_with_the_suites_solutions(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    r = run_cli("run", "os-hello-file", "os-make-folders", "--script-dir", "suite", "--out", out, *SANDBOX_FLAGS,
+                tmp=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "tasks: 2 tasks, 0 already finished, 2 to run" in r.stdout
+    root = model_dir(out, f"script-{suite.SOLUTIONS.name}")
+    assert results_like_show_result(root) == {"os": {"os-hello-file": 1.0, "os-make-folders": 1.0}}
+
+
 def test_usage_errors_are_one_line(tmp_path: Path) -> None:
     r = run_cli("run", SPLIT, "--script-dir", SCRIPTS, "--out", tmp_path, tmp=tmp_path,
                 env={"KIMI_OSWORLD_EVAL_VENV": str(tmp_path / "no-venv")})  # fmt: skip
-    assert r.returncode == 2 and "kimi-agent bench osworld setup" in r.stdout, r.stdout
+    assert r.returncode == 2 and r.stdout.count("\n") == 1, r.stdout
+    assert f"environment {tmp_path / 'no-venv'} ($KIMI_OSWORLD_EVAL_VENV) is not built" in r.stdout
+    assert (
+        "run kimi-agent bench osworld setup, or set $KIMI_OSWORLD_EVAL_VENV to one that is built" in r.stdout
+    )
+    r = run_cli("run", "suite", "--domain", "excel", "--script-dir", "suite", tmp=tmp_path)
+    assert (
+        r.returncode == 2
+        and "--domain excel: suite has no such domain; its domains: os, mousepad," in r.stdout
+    )
+    r = run_cli("run", "suite", "--limit", "0", "--script-dir", "suite", tmp=tmp_path)
+    assert r.returncode == 2 and "--limit must be at least 1" in r.stdout
     r = run_cli("run", SPLIT, "--vm-revert", "true", "--script-dir", SCRIPTS, "--out", tmp_path, tmp=tmp_path)
     assert r.returncode == 2 and "--vm-revert resets VMs" in r.stdout
     r = run_cli(

@@ -1,5 +1,5 @@
 """OSWorld task files: typed loading of the real corpus and its splits, one-line errors for malformed
-files, and the coverage check (`kimi-agent bench osworld --check`) against the setup registry."""
+files, and the coverage check (`kimi-agent bench osworld check`) against the setup registry."""
 
 from __future__ import annotations
 
@@ -258,7 +258,7 @@ def test_official_names_match_the_installed_desktop_env() -> None:
 
 @needs_corpus
 def test_the_check_command(tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "tasks.cli", "bench", "osworld", "--check"]
+    cmd = [sys.executable, "-m", "tasks.cli", "bench", "osworld", "check"]
     done = subprocess.run(
         [*cmd, "test_small", "--osworld-dir", str(CORPUS), "--json"],
         cwd=REPO,
@@ -289,3 +289,29 @@ def test_the_check_command(tmp_path: Path) -> None:
         [*cmd, str(tmp_path / "none.json")], cwd=REPO, capture_output=True, text=True, timeout=120
     )
     assert bad.returncode == 2 and bad.stdout.count("\n") == 1 and "none.json: cannot read" in bad.stdout
+
+
+@needs_corpus
+def test_list_prints_a_splits_ids_with_their_domains() -> None:
+    cmd = [
+        sys.executable,
+        "-m",
+        "tasks.cli",
+        "bench",
+        "osworld",
+        "list",
+        "test_small",
+        "--osworld-dir",
+        str(CORPUS),
+    ]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    split = load_split(CORPUS / "test_small.json")
+    assert done.returncode == 0, done.stdout
+    assert done.stdout.splitlines() == [f"{e.task_id}\t{e.domain}" for e in split.entries]
+    done = subprocess.run(
+        [*cmd, "--domain", "chrome", "--limit", "2"], cwd=REPO, capture_output=True, text=True
+    )
+    assert (
+        done.stdout.splitlines()
+        == [f"{e.task_id}\tchrome" for e in split.entries if e.domain == "chrome"][:2]
+    )

@@ -1,5 +1,6 @@
-"""`kimi-agent bench osworld --check SPLIT`: what of an OSWorld split kimi-agent can run, per task and
-per domain, on a sandbox and on an OSWorld VM. `run` and `report` are in run_cli.py.
+"""`kimi-agent bench osworld {check,list,run,setup,report}`: the commands and their parser; `check`
+(what of an OSWorld split kimi-agent can run, per task and per domain, on a sandbox and on an OSWorld
+VM), `list` and `setup` are here, `run` and `report` in run_cli.py.
 
 ``main(argv)`` returns the exit status: 0 (the report was printed); bad usage and unreadable split or
 task files raise, for tasks/cli.py to report on one line.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,33 +19,77 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from tasks.cli_common import HelpFormatter, make_console
+from tasks.cli_common import parser as cli_parser
+from tasks.osworld import evalenv
 from tasks.osworld.coverage import TARGETS, TaskCoverage, check_split, per_domain
-from tasks.osworld.task import DEFAULT_DIR_VAR, load_split
+from tasks.osworld.task import DEFAULT_DIR_VAR, Split, SplitEntry, load_split, load_task, osworld_dir
+
+DESCRIPTION = (
+    "OSWorld tasks (evaluation_examples layout: SPLIT.json beside examples/DOMAIN/ID.json; `suite`: our "
+    "tasks that run on this machine's sandboxes). Start with `setup` (once), then `check` or `list` a "
+    "split, `run` tasks, and `report` a run again. --help after each command."
+)
+DIR_HELP = (
+    f"OSWorld's evaluation_examples directory (default: ${DEFAULT_DIR_VAR}, else ./evaluation_examples)"
+)
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="kimi-agent bench osworld",
-        description="OSWorld tasks (evaluation_examples layout: SPLIT.json beside examples/DOMAIN/ID.json). "
-        "Also: `kimi-agent bench osworld setup` builds the environment of OSWorld's evaluators (once), "
-        "`kimi-agent bench osworld run ...` runs and scores tasks (`run suite --script-dir suite`: our "
-        "suite's reference solutions), `kimi-agent bench osworld report OUT` prints a run's summary again "
-        "(--help after them).",
+    from tasks.osworld import run_cli
+
+    p = cli_parser("kimi-agent bench osworld", DESCRIPTION)
+    sub = p.add_subparsers(title="commands", dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, summary: str, description: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=summary, description=description, formatter_class=HelpFormatter)
+
+    c = command(
+        "check",
+        "what of a split runs here and on an OSWorld VM",
+        "Report what of an OSWorld split kimi-agent can run, per task and per domain, on a sandbox "
+        "(this machine's apps) and on an OSWorld VM. A task file checks that one task.",
     )
-    p.add_argument(
-        "--check",
-        metavar="SPLIT",
-        required=True,
-        help="report what is supported: a split file, or a split name (test_all, test_small, ...) "
-        "looked up in --osworld-dir",
+    c.add_argument(
+        "split",
+        metavar="SPLIT|suite|TASK_FILE",
+        help="a split file, a split name (test_all, test_small, ...) looked up in --osworld-dir, "
+        "`suite`, or one task's file",
     )
-    p.add_argument(
-        "--osworld-dir",
+    c.add_argument("--osworld-dir", type=Path, help=DIR_HELP)
+    c.add_argument("--domains-only", action="store_true", help="print the per-domain table only")
+    c.add_argument("--json", action="store_true", help="print the report as JSON instead of tables")
+    c.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
+
+    ls = command(
+        "list",
+        "print a split's task ids",
+        "Print the task ids of a split, one per line: the id, a tab, the domain "
+        "(`... | cut -f1` gives names `run` takes).",
+    )
+    ls.add_argument(
+        "split", metavar="SPLIT|suite", help="a split file, a split name in --osworld-dir, or `suite`"
+    )
+    ls.add_argument("--osworld-dir", type=Path, help=DIR_HELP)
+    run_cli.add_selection_flags(ls)
+    ls.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
+
+    run_cli.add_run_arguments(command("run", "run tasks and score them", run_cli.RUN_DESCRIPTION))
+
+    st = command(
+        "setup",
+        "build the environment OSWorld's evaluators run in (once)",
+        "Build the venv with OSWorld's official evaluators (desktop-env 1.0.2) that scoring runs in; "
+        "a no-op when it is ready.",
+    )
+    st.add_argument(
+        "--venv",
         type=Path,
-        help=f"OSWorld's evaluation_examples directory (default: ${DEFAULT_DIR_VAR}, else ./evaluation_examples)",
+        help=f"where (default: ${evalenv.VENV_VAR}, else $XDG_CACHE_HOME/kimi-agent/osworld-eval)",
     )
-    p.add_argument("--domains-only", action="store_true", help="print the per-domain table only")
-    p.add_argument("--json", action="store_true", help="print the report as JSON instead of tables")
+    st.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
+
+    run_cli.add_report_arguments(command("report", "print a run's summary again", run_cli.REPORT_DESCRIPTION))
     return p
 
 
@@ -118,21 +164,9 @@ def report_json(rows: list[TaskCoverage], split: str) -> dict[str, object]:
     }
 
 
-def setup_main(argv: Sequence[str], console: Console) -> int:
+def setup_main(args: argparse.Namespace, console: Console) -> int:
     """`kimi-agent bench osworld setup [--venv DIR]`: build the evaluator environment (a no-op when
     it is ready)."""
-    from tasks.osworld import evalenv
-
-    p = argparse.ArgumentParser(
-        prog="kimi-agent bench osworld setup",
-        description="Build the venv with OSWorld's official evaluators (desktop-env 1.0.2) that scoring runs in.",
-    )
-    p.add_argument(
-        "--venv",
-        type=Path,
-        help=f"where (default: ${evalenv.VENV_VAR}, else $XDG_CACHE_HOME/kimi-agent/osworld-eval)",
-    )
-    args = p.parse_args(list(argv))
     venv = args.venv or evalenv.default_venv()
     if evalenv.is_ready(venv):
         console.print(f"the OSWorld evaluator environment is ready: {venv}")
@@ -143,19 +177,20 @@ def setup_main(argv: Sequence[str], console: Console) -> int:
     return 0
 
 
-def main(argv: Sequence[str], console: Console | None = None) -> int:
-    console = console or Console()
-    if argv and argv[0] in ("run", "report"):
-        from tasks.osworld.run_cli import main_report, main_run
+def the_split(name: str, examples: Path | None) -> Split:
+    """The split ``name`` means; a task file is a split of that one task."""
+    from tasks.osworld.run_cli import is_task_file, split_path
 
-        return (main_run if argv[0] == "run" else main_report)(list(argv[1:]), console)
-    if argv and argv[0] == "setup":
-        return setup_main(argv[1:], console)
-    args = parser().parse_args(list(argv))
-    name = args.check
-    if args.osworld_dir is not None and not Path(name).suffix:
-        name = str(args.osworld_dir / f"{name}.json")
-    split = load_split(name)
+    path = split_path(name, osworld_dir(examples))
+    if path.suffix == ".json" and is_task_file(path):
+        task = load_task(path)
+        entry = SplitEntry(domain=task.domain, task_id=task.id, path=path)
+        return Split(name=task.id, path=path, entries=[entry])
+    return load_split(path)
+
+
+def check_main(args: argparse.Namespace, console: Console) -> int:
+    split = the_split(args.split, args.osworld_dir)
     rows = check_split(split)
     if args.json:
         console.print_json(json.dumps(report_json(rows, split.name)))
@@ -170,3 +205,28 @@ def main(argv: Sequence[str], console: Console | None = None) -> int:
         "sandbox and needs no internet."
     )
     return 0
+
+
+def list_main(args: argparse.Namespace, console: Console) -> int:
+    from tasks.osworld.run_cli import select
+
+    split = the_split(args.split, args.osworld_dir)
+    entries = select(split.entries, args.domain, args.limit, split.name)
+    # Plain lines, not the console: a tab must stay a tab for `cut`, and nothing may wrap.
+    sys.stdout.write("".join(f"{e.task_id}\t{e.domain}\n" for e in entries))
+    sys.stdout.flush()
+    return 0
+
+
+def main(argv: Sequence[str], console: Console | None = None) -> int:
+    console = console or make_console()
+    argv = list(argv)
+    if argv[:1] == ["--check"]:  # the old spelling, `bench osworld --check SPLIT`
+        argv = ["check", *argv[1:]]
+    args = parser().parse_args(argv)
+    if args.command in ("run", "report"):
+        from tasks.osworld.run_cli import main_report, main_run
+
+        return (main_run if args.command == "run" else main_report)(args, console)
+    commands = {"setup": setup_main, "check": check_main, "list": list_main}
+    return commands[args.command](args, console)

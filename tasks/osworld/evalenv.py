@@ -57,10 +57,14 @@ def is_ready(venv: Path) -> bool:
 
 def ready_python(venv: Path | None = None) -> Path:
     """The venv's interpreter; EvalEnvError (saying how to build it) when it is not built."""
+    where = "" if venv is not None or not os.environ.get(VENV_VAR) else f" (${VENV_VAR})"
     venv = venv or default_venv()
     if not is_ready(venv):
         state = "out of date" if (venv / READY).exists() else "not built"
-        raise EvalEnvError(f"the OSWorld evaluator environment {venv} is {state}: {SETUP_HINT}")
+        raise EvalEnvError(
+            f"the OSWorld evaluator environment {venv}{where} is {state}: {SETUP_HINT}, "
+            f"or set ${VENV_VAR} to one that is built"
+        )
     return python_of(venv)
 
 

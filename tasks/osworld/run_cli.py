@@ -1,4 +1,5 @@
-"""`kimi-agent bench osworld run SPLIT|TASK_IDS|TASK_FILES` and `kimi-agent bench osworld report OUT`.
+"""`kimi-agent bench osworld run SPLIT|TASK_IDS|TASK_FILES` and `kimi-agent bench osworld report OUT`:
+their arguments, which tasks they mean, and running them.
 
 ``run`` returns 0 when every task of the run has a result, 1 when some are left (a resume runs them);
 bad usage and an unavailable model raise, for tasks/cli.py to report on one line (status 2).
@@ -12,13 +13,14 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from rich.console import Console
 from rich.text import Text
 
 from agent.jsonfile import JSONFileError, read_json
 from agent.policy import ScriptedPolicy
+from tasks.cli_common import UsageError
 from tasks.osworld import suite
 from tasks.osworld.progress import Progress
 from tasks.osworld.report import print_summary, summarize, write_html
@@ -50,21 +52,26 @@ DEFAULT_SPLIT = "test_nogdrive"  # OSWorld-Verified's standard 361 tasks
 SUITE = "suite"  # names tasks/osworld/suite: its split, and for --script-dir its solutions
 
 
-def run_parser() -> argparse.ArgumentParser:
+RUN_DESCRIPTION = (
+    "Run OSWorld tasks and score them with OSWorld's own evaluators; results in OSWorld's layout "
+    "(<out>/pyautogui/screenshot/<model>/<domain>/<task_id>/). Finished tasks are skipped, so the same "
+    "command resumes a killed run. Examples: `run test_small --backend openai --model kimi-vl`; "
+    "`run suite --script-dir suite` (our suite's reference solutions); "
+    "`run os-hello-file calc-sum-formula --script-dir suite`; `run suite --domain os --limit 3 ...`."
+)
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of `bench osworld run`, on ``p`` (its own parser, or the subcommand's)."""
     from tasks.cli import model_flags
 
-    p = argparse.ArgumentParser(
-        prog="kimi-agent bench osworld run",
-        description="Run OSWorld tasks and score them with OSWorld's own evaluators; results in OSWorld's "
-        "layout (<out>/pyautogui/screenshot/<model>/<domain>/<task_id>/). Finished tasks are skipped, "
-        "so the same command resumes a killed run.",
-    )
     p.add_argument(
         "tasks",
         nargs="*",
         metavar="SPLIT|TASK_ID|TASK_FILE",
-        help=f"a split (file, or name in --osworld-dir; default {DEFAULT_SPLIT}; `suite`: the tasks that run "
-        "on our sandboxes), task ids, or task files",
+        help=f"a split (file, or name in --osworld-dir; default {DEFAULT_SPLIT}; `{SUITE}`: the tasks "
+        "that run on our sandboxes), or task ids (looked up in --osworld-dir, then in the suite), or "
+        "task files",
     )
     p.add_argument(
         "--osworld-dir",
@@ -92,7 +99,10 @@ def run_parser() -> argparse.ArgumentParser:
         "--max-steps", type=int, default=15, help="model calls per task (OSWorld's max_steps; default 15)"
     )
     p.add_argument(
-        "--task-timeout", type=float, default=3600.0, help="seconds a task may take before it scores 0 (3600)"
+        "--task-timeout",
+        type=float,
+        default=3600.0,
+        help="seconds a task may take before it scores 0 (default 3600)",
     )
     p.add_argument(
         "--script-dir",
@@ -100,27 +110,29 @@ def run_parser() -> argparse.ArgumentParser:
         help="play DIR/<task_id>.json (the --script format) instead of asking a model; "
         "`suite`: the packaged suite's reference solutions",
     )
+    add_selection_flags(p)
     add_isolation_flags(p)
     p.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
     model_flags(p)
-    return p
 
 
-def _is_task_file(path: Path) -> bool:
-    try:
-        data = read_json(path)
-    except JSONFileError:
-        return False  # load_split / load_task say what is wrong with it
-    return isinstance(data, dict) and "evaluator" in data and "id" in data
+def add_selection_flags(p: argparse.ArgumentParser) -> None:
+    """Which of the named tasks: shared by `run` and `list`."""
+    p.add_argument(
+        "--domain",
+        action="append",
+        default=[],
+        metavar="DOMAIN",
+        help="only the tasks of this domain (os, chrome, libreoffice_calc, ...; repeatable)",
+    )
+    p.add_argument("--limit", type=int, metavar="N", help="only the first N tasks (after --domain)")
 
 
 def resolve(names: Sequence[str], examples: Path | None) -> tuple[str, list[TaskRef]]:
     """The run's name and tasks: one split, or any mix of task files and task ids (looked up as
-    examples/<domain>/<id>.json under the OSWorld directory)."""
+    examples/<domain>/<id>.json under the OSWorld directory, then in the packaged suite)."""
     base = osworld_dir(examples)
     names = list(names) or [DEFAULT_SPLIT]
-    if names == [SUITE] and not (base / f"{SUITE}.json").is_file():
-        names = [str(suite.SPLIT)]  # the packaged suite that runs on our sandboxes
     split_file = _split_file(names[0], base) if len(names) == 1 else None
     if split_file is not None:
         split = load_split(split_file)
@@ -132,29 +144,79 @@ def resolve(names: Sequence[str], examples: Path | None) -> tuple[str, list[Task
             task = load_task(path)
             refs.append(_ref(task.domain, task.id, path, task))
             continue
-        found = sorted((base / "examples").glob(f"*/{name}.json"))
-        if not found:
-            raise TaskError(f"task {name}: no file {base / 'examples'}/*/{name}.json (set --osworld-dir)")
-        refs.append(_ref(found[0].parent.name, name, found[0], load_task(found[0])))
+        found = find_task(name, base)
+        if found is None:
+            raise TaskError(
+                f"task {name}: no file {base / 'examples'}/*/{name}.json nor in the suite (set --osworld-dir)"
+            )
+        refs.append(_ref(found.parent.name, name, found, load_task(found)))
     ids = [r.task_id for r in refs]
     if len(set(ids)) != len(ids):
         raise TaskError(f"task {next(i for i in ids if ids.count(i) > 1)} is named twice")
     return "tasks", refs
 
 
+def split_path(name: str, base: Path) -> Path:
+    """The file of the split ``name``: a path as given, `suite` (unless the OSWorld directory has a
+    split of that name), or ``<base>/<name>.json``."""
+    if name == SUITE and not (base / f"{SUITE}.json").is_file():
+        return suite.SPLIT  # the packaged suite that runs on our sandboxes
+    return Path(name) if Path(name).suffix else base / f"{name}.json"
+
+
+def find_task(task_id: str, base: Path) -> Path | None:
+    """The file of a task id: ``<base>/examples/<domain>/<id>.json``, else the suite's."""
+    if not task_id or any(c in task_id for c in "*?[]/\\") or task_id.startswith("."):
+        return None  # not an id; a glob pattern must not pick an arbitrary task
+    for examples in (base / "examples", suite.EXAMPLES):
+        found = sorted(examples.glob(f"*/{task_id}.json"))
+        if found:
+            return found[0]
+    return None
+
+
+def is_task_file(path: Path) -> bool:
+    """Whether ``path`` holds one task (an object with an id and an evaluator), not a split."""
+    try:
+        data = read_json(path)
+    except JSONFileError:
+        return False  # load_split / load_task say what is wrong with it
+    return isinstance(data, dict) and "evaluator" in data and "id" in data
+
+
 def _split_file(name: str, base: Path) -> Path | None:
     """The split ``name`` means, or None when it names a task (its file, or its id)."""
-    path = Path(name)
-    if path.suffix == ".json":
-        return None if _is_task_file(path) else path
-    if (base / f"{name}.json").is_file():
-        return base / f"{name}.json"
-    if not any((base / "examples").glob(f"*/{name}.json")):
+    path = split_path(name, base)
+    if path.suffix == ".json" and Path(name).suffix:
+        return None if is_task_file(path) else path
+    if path.is_file():
+        return path
+    if find_task(name, base) is None:
         raise TaskError(
-            f"{name}: neither a split ({base / name}.json) nor a task ({base / 'examples'}/*/{name}.json); "
-            f"set --osworld-dir or ${DEFAULT_DIR_VAR}"
+            f"{name}: neither a split ({base / name}.json) nor a task ({base / 'examples'}/*/{name}.json, "
+            f"or one of the suite's); set --osworld-dir or ${DEFAULT_DIR_VAR}"
         )
     return None
+
+
+class _InDomain(Protocol):
+    @property
+    def domain(self) -> str: ...
+
+
+T = TypeVar("T", bound=_InDomain)
+
+
+def select(refs: list[T], domains: Sequence[str], limit: int | None, name: str) -> list[T]:
+    """``refs`` of the given domains (all when none), at most ``limit`` of them, in order."""
+    if limit is not None and limit < 1:
+        raise UsageError("--limit must be at least 1")
+    known = list(dict.fromkeys(r.domain for r in refs))
+    unknown = [d for d in domains if d not in known]
+    if unknown:
+        raise UsageError(f"--domain {unknown[0]}: {name} has no such domain; its domains: {', '.join(known)}")
+    chosen = [r for r in refs if not domains or r.domain in domains]
+    return chosen[:limit] if limit is not None else chosen
 
 
 def _ref(domain: str, task_id: str, path: Path, task: Task) -> TaskRef:
@@ -167,7 +229,6 @@ def _ref(domain: str, task_id: str, path: Path, task: Task) -> TaskRef:
 
 
 def _targets(args: argparse.Namespace) -> list[Target]:
-    from tasks.cli import UsageError
 
     if args.vm:
         if args.workers not in (None, len(args.vm)):
@@ -216,7 +277,7 @@ def _agents(args: argparse.Namespace, console: Console, refs: list[TaskRef]) -> 
         return scripted, f"script-{scripts.resolve().name}", f"scripts in {scripts}"
 
     from agent.kimi_policy import KimiPolicy
-    from tasks.cli import _ask_yes_no, _check_limits
+    from tasks.cli_common import ask_yes_no, check_limits
     from tasks.live import LiveView
     from tasks.model import build_policy
 
@@ -224,8 +285,8 @@ def _agents(args: argparse.Namespace, console: Console, refs: list[TaskRef]) -> 
     args.task = max(instructions, key=len) if instructions else "task"
     args.desktop = "vm" if args.vm else "sandbox"
     args.size = SCREEN
-    _check_limits(args)
-    setup = build_policy(args, LiveView(console, args.max_steps).say, _ask_yes_no(console))
+    check_limits(args)
+    setup = build_policy(args, LiveView(console, args.max_steps).say, ask_yes_no(console))
     first = setup.policy
     backend = first.backend if args.backend == "openai" else _Locked(first.backend)
     cfg = first.context.cfg
@@ -248,15 +309,14 @@ def _agents(args: argparse.Namespace, console: Console, refs: list[TaskRef]) -> 
     return model, args.model, setup.label
 
 
-def main_run(argv: Sequence[str], console: Console) -> int:
-    from tasks.cli import UsageError
-
-    args = run_parser().parse_args(list(argv))
+def main_run(args: argparse.Namespace, console: Console) -> int:
+    """`bench osworld run`, its arguments as ``add_run_arguments`` declares them."""
     if args.max_steps < 1:
         raise UsageError("--max-steps must be at least 1")
     if args.task_timeout <= 0:
         raise UsageError("--task-timeout must be above 0")
     split, refs = resolve(args.tasks, args.osworld_dir)
+    refs = select(refs, args.domain, args.limit, split)
     targets = _targets(args)
     from tasks.osworld.evalenv import ready_python
 
@@ -301,14 +361,18 @@ def main_run(argv: Sequence[str], console: Console) -> int:
     return 0 if not left else 1
 
 
-def main_report(argv: Sequence[str], console: Console) -> int:
-    p = argparse.ArgumentParser(
-        prog="kimi-agent bench osworld report",
-        description="Print the summary of OSWorld runs again and rewrite their summary.html, from their files.",
-    )
+REPORT_DESCRIPTION = (
+    "Print the summary of OSWorld runs again and rewrite their summary.html, from their files."
+)
+
+
+def add_report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("out", type=Path, help="a results directory (--out of run), or one model directory in it")
-    p.add_argument("--debug", action="store_true")
-    args = p.parse_args(list(argv))
+    p.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
+
+
+def main_report(args: argparse.Namespace, console: Console) -> int:
+    """`bench osworld report OUT`."""
     runs = find_runs(args.out)
     if not runs:
         raise FileNotFoundError(f"{args.out}: no OSWorld run (kimi_run.json) under it")

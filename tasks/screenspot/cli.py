@@ -20,6 +20,7 @@ from rich.markup import escape
 from agent.backend import GenerationParams
 from agent.kimi_policy import ResolvedVariant, Variant, resolve_variant
 from agent.weights import DEFAULT_MODEL
+from tasks.cli_common import HelpFormatter
 from tasks.screenspot import report
 from tasks.screenspot.runner import (
     FILTER_KEYS,
@@ -55,13 +56,27 @@ RESUME_KEYS = (
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="kimi-agent bench screenspot",
-        description="Grounding benchmarks (ScreenSpot v1 / v2 / Pro, OSWorld-G): run a model, or re-score.",
+        description="Grounding benchmarks (ScreenSpot v1 / v2 / Pro, OSWorld-G): `run` a model on a dataset, "
+        "or `score` a results file again. --help after each command.",
+        formatter_class=HelpFormatter,
     )
-    sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("run", help="ask a model about every sample; resumable")
+    sub = p.add_subparsers(title="commands", dest="command", required=True, metavar="COMMAND")
+    r = sub.add_parser(
+        "run",
+        help="ask a model about every sample; resumable",
+        description="Ask a model where each sample's target is, score the answers, write results.json "
+        "and report.html in --out; the same command resumes an interrupted run.",
+        formatter_class=HelpFormatter,
+    )
     r.add_argument("dataset", type=Path, help="the dataset directory, as downloaded (layout auto-detected)")
     r.add_argument("--out", type=Path, required=True, help="run directory: predictions.jsonl, results.json")
-    r.add_argument("--backend", choices=["openai", "transformers"], default="openai")
+    r.add_argument(
+        "--backend",
+        choices=["openai", "transformers"],
+        default="openai",
+        help="openai: ask an OpenAI-compatible server such as vLLM (--base-url); transformers: load "
+        "the checkpoint here (a GPU)",
+    )
     r.add_argument(
         "--model",
         default=DEFAULT_MODEL,
@@ -115,7 +130,12 @@ def parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--no-progress", action="store_true", help="no progress bar (logs, CI)")
     r.add_argument("--max-misses", type=int, default=60, help="misses shown in report.html (default 60)")
-    s = sub.add_parser("score", help="re-score a results file offline")
+    s = sub.add_parser(
+        "score",
+        help="re-score a results file offline",
+        description="Score a results file again, offline: a run's results.json or a published one.",
+        formatter_class=HelpFormatter,
+    )
     s.add_argument(
         "file",
         type=Path,

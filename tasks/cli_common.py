@@ -1,0 +1,106 @@
+"""What every `kimi-agent` command shares: the usage error, the help layout, the version line, the
+y/N question and the checks of the model flags. A module of its own so that tasks/cli.py and the
+benchmark CLIs (tasks/osworld, tasks/screenspot) import it without importing each other."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Callable
+from functools import cache
+
+from rich.console import Console
+from rich.text import Text
+
+from agent.version import kimi_agent_version
+
+
+class UsageError(Exception):
+    """Bad flags or inputs: reported as one line, exit status 2."""
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's layout, with every option's default shown: appended as "(default: X)" unless the
+    help already says what the default is (many explain it better than the bare value can, e.g.
+    "default: $KIMI_VM_TOKEN"). Switches (default off) and options without a default get nothing.
+    In descriptions, a blank line starts a paragraph and an indented line (a table of commands) is
+    kept as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        out: list[str] = []
+        for para in re.split(r"\n\s*\n", text.strip()):
+            prose: list[str] = []
+            for line in [*para.splitlines(), ""]:
+                if line.startswith(" ") or not line:
+                    if prose:
+                        out.append(super()._fill_text(" ".join(prose), width, indent))
+                        prose = []
+                    if line:
+                        out.append(indent + line)
+                else:
+                    prose.append(line)
+            out.append("")
+        return "\n".join(out).rstrip("\n")
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "default" in text.lower() or not action.option_strings:
+            return text
+        if action.default in (None, False, [], argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)".lstrip()
+
+
+def parser(prog: str, description: str, **kw: object) -> argparse.ArgumentParser:
+    """An ArgumentParser in the CLI's style."""
+    return argparse.ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter, **kw)  # type: ignore[arg-type]
+
+
+@cache
+def version() -> str:
+    """``kimi-agent 0.1.0``, with the git commit (and ", modified" when tracked files changed) when it
+    runs from a checkout: a run made from a modified tree must not look like one made from a release.
+    The same record run.json and summary.json carry (agent.version)."""
+    return f"kimi-agent {kimi_agent_version()}"
+
+
+def ask_yes_no(console: Console) -> Callable[[str], bool] | None:
+    """A y/N question when a person is at the terminal; None (go ahead) when not."""
+    if not sys.stdin.isatty():
+        return None
+
+    def ask(question: str) -> bool:
+        return console.input(Text(f"{question} [y/N] ")).strip().lower() in ("y", "yes")
+
+    return ask
+
+
+def check_limits(args: argparse.Namespace) -> None:
+    """Values no run can use are usage errors now, not a failure after the desktop started."""
+    problems = [
+        (not args.task.strip(), "the task is empty"),
+        (args.max_steps is not None and args.max_steps < 1, "--max-steps must be at least 1"),
+        (args.retries < 0, "--retries must be at least 0"),
+        (args.timeout <= 0, "--timeout must be above 0"),
+        (args.in_token_limit is not None and args.in_token_limit < 1, "--in-token-limit must be at least 1"),
+        (args.history_images < 1, "--history-images must be at least 1 (the current screen)"),
+        (args.temperature is not None and args.temperature < 0, "--temperature must not be negative"),
+        (args.max_new_tokens is not None and args.max_new_tokens < 1, "--max-new-tokens must be at least 1"),
+        (
+            args.max_new_tokens is not None and args.max_new_tokens >= args.max_context,
+            "--max-new-tokens must be below --max-context",
+        ),
+    ]
+    for bad, why in problems:
+        if bad:
+            raise UsageError(why)
+
+
+def make_console() -> Console:
+    """The console every command prints on. Output that is not a terminal (a pipe, a file, a CI log)
+    is not wrapped at 80 columns: a command, path or URL split over two lines cannot be copied or
+    grepped. Tables still fit the width."""
+    console = Console()
+    console.soft_wrap = not console.is_terminal
+    return console
