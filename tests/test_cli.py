@@ -92,9 +92,8 @@ def _options(name: str, p: argparse.ArgumentParser) -> list[tuple[str, argparse.
 def test_every_option_has_help_that_shows_its_default() -> None:
     every = [o for name, p in parsers().items() for o in _options(name, p)]
     assert len(every) > 150
-    # `export`'s flags are another part of issue 18's; its --debug is the one option left without words.
     silent = [f"{name} {a.option_strings[0]}" for name, a in every if not (a.help or "").strip()]
-    assert silent == ["kimi-agent export --debug"]
+    assert silent == []
     for name, p in parsers().items():
         for cmd, action in _options(name, p):
             if action.default in (None, False, [], argparse.SUPPRESS):
