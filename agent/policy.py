@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import Protocol
 
 from pydantic import BaseModel, Field
 
+from agent.jsonfile import JSONFileError, read_json
 from env.actions import Action, action_from_dict, describe
 from env.desktop import Frame
 from env.geometry import ScreenGeometry
@@ -92,9 +92,9 @@ class ScriptedPolicy:
         """A JSON list of steps; a step is one action object or a list of them, e.g.
         ``[[{"kind": "click", "point": {"x": 0.5, "y": 0.5}}], {"kind": "type", "text": "hi"}]``."""
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise ValueError(f"cannot read script {path}: {e}") from e
+            data = read_json(path)
+        except JSONFileError as e:
+            raise ValueError(f"cannot read script: {e}") from None
         if not isinstance(data, list):
             raise ValueError(f"script {path}: expected a JSON list of steps, got {type(data).__name__}")
         steps = []

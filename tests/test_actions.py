@@ -73,6 +73,15 @@ def test_a_script_file_with_json_numbers_and_lists_still_loads(tmp_path: Path) -
     ]
 
 
+@pytest.mark.parametrize("text", ["[" * 100_000, "{", '{"kind": "click"}'])
+def test_a_script_file_that_is_not_a_list_of_steps_is_one_line_naming_it(tmp_path: Path, text: str) -> None:
+    script = tmp_path / "script.json"
+    script.write_text(text)
+    with pytest.raises(ValueError) as e:
+        ScriptedPolicy.from_file(script)
+    assert str(script) in str(e.value) and "\n" not in str(e.value)
+
+
 LAX = [  # each was coerced before: "3" -> 3 clicks, True -> 1, "0.5" -> a coordinate, 1e12 px accepted
     (
         {"kind": "click", "point": {"x": 0.5, "y": 0.5}, "clicks": "3"},

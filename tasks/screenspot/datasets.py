@@ -28,6 +28,7 @@ from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from agent.jsonfile import JSONFileError, read_json
 from tasks.screenspot.sample import DatasetName, Sample, Target
 
 SPLITS = ("mobile", "desktop", "web")
@@ -166,8 +167,8 @@ def _records(
     """Each record of a JSON list file through ``build``; a record it rejects becomes a problem line."""
     where = file.relative_to(root).as_posix()
     try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = read_json(file)
+    except JSONFileError as exc:
         yield f"{where}: cannot be read as JSON: {exc}"
         return
     if not isinstance(data, list):
@@ -302,13 +303,13 @@ def _osworld_sample(
 def _osworld_categories(root: Path, problems: list[str]) -> dict[str, tuple[str, ...]]:
     """id -> its categories, from ``{"classified": {category: [{"id": ...}, ...]}}``."""
     name = "classification_result.json"
-    try:
-        classified = json.loads((root / name).read_text(encoding="utf-8"))["classified"]
-        if not isinstance(classified, dict):
-            raise TypeError(f"'classified' is {_kind_name(type(classified))}, expected an object")
-    except FileNotFoundError:
+    if not (root / name).exists():
         problems.append(f"{name}: not found; samples have no categories")
         return {}
+    try:
+        classified = read_json(root / name)["classified"]
+        if not isinstance(classified, dict):
+            raise TypeError(f"'classified' is {_kind_name(type(classified))}, expected an object")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         problems.append(f"{name}: cannot be read ({type(exc).__name__}: {exc}); samples have no categories")
         return {}

@@ -6,7 +6,6 @@ instruction), the model's reply as the target. Only answers that hit their targe
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 from PIL import Image
 
 from agent.export.records import Options, RunSummary, Sample, Skip, target_text
+from agent.jsonfile import read_json
 from agent.messages import ImagePart, Message
 from tasks.screenspot import prompt
 from tasks.screenspot.runner import instruction, read_log
@@ -25,7 +25,7 @@ PACKAGED = "prompts/grounding_system.md"
 class GroundingRun:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.settings: dict[str, Any] = json.loads((path / "run.json").read_text(encoding="utf-8"))
+        self.settings: dict[str, Any] = read_json(path / "run.json")
         if not isinstance(self.settings, dict) or "dataset_dir" not in self.settings:
             raise ValueError("run.json is not a grounding run's (no dataset_dir)")
         self.summary = RunSummary(

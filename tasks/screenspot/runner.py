@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from agent.backend import Backend, BackendError, Completion, GenerationParams
+from agent.jsonfile import read_json
 from agent.openai_backend import OpenAIBackend, data_url
 from agent.vision import check_sides, model_size
 from tasks.screenspot import prompt
@@ -324,7 +325,7 @@ def check_resume(out: Path, settings: dict[str, Any], keys: Sequence[str]) -> No
     f = out / "run.json"
     if not f.exists():
         return
-    before = json.loads(f.read_text(encoding="utf-8"))
+    before = read_json(f)
     for k in keys:
         if k in before and before[k] != settings.get(k):
             raise ValueError(
