@@ -222,19 +222,7 @@ class OSWorldClient:
         return self.call("POST", "/setup/open_file", json_body={"path": path}, timeout_s=timeout_s).text
 
     def upload(self, path: str, data: bytes, timeout_s: float = 600.0) -> str:
-        boundary = "kimi-" + secrets.token_hex(16)
-        body = b"".join(
-            [
-                f'--{boundary}\r\nContent-Disposition: form-data; name="file_path"\r\n\r\n'.encode(),
-                path.encode(),
-                f"\r\n--{boundary}\r\n".encode(),
-                b'Content-Disposition: form-data; name="file_data"; filename="upload"\r\n',
-                b"Content-Type: application/octet-stream\r\n\r\n",
-                data,
-                f"\r\n--{boundary}--\r\n".encode(),
-            ]
-        )
-        ctype = f"multipart/form-data; boundary={boundary}"
+        body, ctype = upload_form(path, data)
         return self.call("POST", "/setup/upload", content=body, content_type=ctype, timeout_s=timeout_s).text
 
     def download_file(self, url: str, path: str, timeout_s: float = 600.0) -> str:
@@ -291,3 +279,20 @@ class OSWorldClient:
 
     def end_recording(self) -> bytes:
         return self.call("POST", "/end_recording", timeout_s=60.0).body
+
+
+def upload_form(path: str, data: bytes) -> tuple[bytes, str]:
+    """The multipart body and content type of OSWorld's ``/setup/upload`` (``file_path``, ``file_data``)."""
+    boundary = "kimi-" + secrets.token_hex(16)
+    body = b"".join(
+        [
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file_path"\r\n\r\n'.encode(),
+            path.encode(),
+            f"\r\n--{boundary}\r\n".encode(),
+            b'Content-Disposition: form-data; name="file_data"; filename="upload"\r\n',
+            b"Content-Type: application/octet-stream\r\n\r\n",
+            data,
+            f"\r\n--{boundary}--\r\n".encode(),
+        ]
+    )
+    return body, f"multipart/form-data; boundary={boundary}"

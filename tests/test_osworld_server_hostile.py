@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from env.osworld_client import OSWorldClient, Reply
+from env.osworld_client import OSWorldClient, Reply, upload_form
 from env.osworld_server import RunningServer, ServerConfig, start_server
 from env.sandbox import Sandbox
 
@@ -274,22 +274,8 @@ def test_many_slow_clients_cannot_starve_a_client_with_the_token(box: Sandbox) -
 
 # -- 2.5: uploads that fail -------------------------------------------------------------------------
 def _upload(c: OSWorldClient, path: str, data: bytes) -> Reply:
-    import secrets
-
-    boundary = "kimi-" + secrets.token_hex(8)
-    body = b"".join(
-        [
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file_path"\r\n\r\n'.encode(),
-            path.encode(),
-            f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="file_data"; filename="u"\r\n'.encode(),
-            b"Content-Type: application/octet-stream\r\n\r\n",
-            data,
-            f"\r\n--{boundary}--\r\n".encode(),
-        ]
-    )
-    return c.request(
-        "POST", "/setup/upload", content=body, content_type=f"multipart/form-data; boundary={boundary}"
-    )
+    body, ctype = upload_form(path, data)
+    return c.request("POST", "/setup/upload", content=body, content_type=ctype)
 
 
 def _upload_error(r: Reply) -> str:
