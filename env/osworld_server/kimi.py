@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from env.actions import action_from_dict
+from env.activity import Activity, ProcessActivity, XActivity, in_bubblewrap
 from env.desktop import ActionResult
 from env.executor import execute, execute_and_settle
 from env.geometry import ScreenGeometry
@@ -43,7 +44,23 @@ def _hands(state: ServerState) -> HeldInputs:
     return hands
 
 
+_signals: dict[int, list[Activity]] = {}  # per server state: what the settle wait watches
+
+
+def _watch(state: ServerState) -> list[Activity]:
+    """Windows on the served display and, inside a sandbox (whose pid namespace is the desktop's),
+    its processes; made on first use and kept."""
+    if id(state) not in _signals:
+        signals: list[Activity] = [XActivity(state.config.display, state.config.xauthority)]
+        if in_bubblewrap():
+            signals.append(ProcessActivity())
+        _signals[id(state)] = signals
+    return _signals[id(state)]
+
+
 def close(state: ServerState) -> None:
+    for signal in _signals.pop(id(state), []):
+        signal.close()
     hands = state.kimi_hands
     if hands is not None:
         hands.release_all()
@@ -78,8 +95,12 @@ def act() -> Response | tuple[Response, int]:
     try:
         action = action_from_dict(data["action"])
         settle = Settle(**data["settle"]) if data.get("settle") is not None else None
-        if settle is not None and not 0 <= settle.timeout_s <= MAX_SETTLE_S:
-            raise ValueError(f"settle.timeout_s must be in [0, {MAX_SETTLE_S:g}]")
+        # Settle itself refuses negative and non-finite numbers; here, waits that would hold the server.
+        too_long = [
+            k for k, v in (vars(settle) if settle else {}).items() if v is not None and v > MAX_SETTLE_S
+        ]
+        if too_long:
+            raise ValueError(f"settle.{too_long[0]} must be at most {MAX_SETTLE_S:g}")
     except (ValueError, TypeError) as e:
         return jsonify({"error": f"bad request: {e}"}), 400
     state = _state()
@@ -89,7 +110,7 @@ def act() -> Response | tuple[Response, int]:
         if settle is None:
             result: ActionResult = execute(action, _hands(state), geometry)
         else:
-            result = execute_and_settle(action, _hands(state), geometry, screen.frame, settle)
+            result = execute_and_settle(action, _hands(state), geometry, screen.frame, settle, _watch(state))
     return jsonify(result.model_dump())
 
 
