@@ -50,7 +50,7 @@ SUITE = "suite"  # names tasks/osworld/suite: its split, and for --script-dir it
 
 
 def run_parser() -> argparse.ArgumentParser:
-    from tasks.cli import model_flags
+    from tasks.cli import model_flags, sleep_after_flag
 
     p = argparse.ArgumentParser(
         prog="kimi-agent bench osworld run",
@@ -100,6 +100,7 @@ def run_parser() -> argparse.ArgumentParser:
         "`suite`: the packaged suite's reference solutions",
     )
     add_isolation_flags(p)
+    sleep_after_flag(p)
     p.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
     model_flags(p)
     return p
@@ -283,7 +284,12 @@ def main_run(argv: Sequence[str], console: Console) -> int:
             ),
             soft_wrap=True,
         )
-        settings = RunSettings(root=root, task_timeout_s=args.task_timeout, network=not args.no_network)
+        settings = RunSettings(
+            root=root,
+            task_timeout_s=args.task_timeout,
+            network=not args.no_network,
+            sleep_after_s=args.sleep_after,
+        )
         scorer = OfficialScorer(settings.cache_dir)
         with Progress(console, len(refs), done) as progress:
             try:
