@@ -4,8 +4,8 @@ Pixels alone say too little: a key that starts a program changes none until the 
 started, so a wait that ends when two frames match ends before the change has begun. Where the
 desktop can be watched (env/activity.py: windows mapping, processes running) any sign of a reaction
 counts as a change. An action nothing reacts to is watched for ``react_s`` and ends "unchanged";
-one something reacts to ends once nothing has changed for ``quiet_s``; ``timeout_s`` bounds both
-(a blinking cursor or a busy program never goes quiet). ``sleep_after_s`` replaces all of it with
+one something reacts to ends once nothing has changed for ``quiet_s`` (``window_quiet_s`` after a
+window came or went); ``timeout_s`` bounds both (a video or a busy program never goes quiet). ``sleep_after_s`` replaces all of it with
 OSWorld's fixed sleep after every action (its runners' ``--sleep_after_execution``).
 """
 
@@ -26,14 +26,16 @@ SettleReason = Literal["settled", "unchanged", "timeout", "fixed"]
 
 @dataclass(frozen=True)
 class Settle:
+    # What one action may cost at most: LibreOffice's first start takes about 5 s on a loaded machine.
     timeout_s: float = 5.0
     interval_s: float = 0.03
     # Once the screen has changed: how long nothing may change before it counts as settled.
     quiet_s: float = 0.1
-    # ... and after a window came, went or moved: what the desktop does in turn (a panel hiding
-    # behind the new window, an app's second layout pass) runs on timers of a few hundred ms.
+    # ... and how long no window may come, go or move: what the desktop does in turn (a panel
+    # hiding behind a new window, an app's second layout pass) runs on timers of a few hundred ms.
     window_quiet_s: float = 0.5
-    # Until it has: how long after the last sign of activity (or the action) to wait for it to.
+    # Until the screen has changed: how long after the last sign of activity (or the action) to
+    # wait for it to.
     # A program at work before its first pixel (a dialog checking a file, an app starting) may go
     # still for a few hundred milliseconds. On screenshots alone (an OSWorld VM) this is the only
     # guard against a late start, and what every no-op costs.
