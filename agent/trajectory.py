@@ -46,6 +46,7 @@ class ActionRecord(BaseModel):
     execute_s: float = 0.0
     settle_s: float = 0.0
     settled: bool = True
+    settle_reason: str = ""  # settled, unchanged, timeout or fixed (env/settle.py)
 
     def to_action(self) -> Action:
         return action_from_dict(self.action)
@@ -128,6 +129,7 @@ def action_record(action: Action, geometry: ScreenGeometry, result: ActionResult
         rec.ok, rec.error = result.ok, result.error
         rec.screen_points = list(result.screen_points)
         rec.execute_s, rec.settle_s, rec.settled = result.execute_s, result.settle_s, result.settled
+        rec.settle_reason = result.settle_reason
     return rec
 
 

@@ -52,6 +52,8 @@ class ActionResult(BaseModel):
     execute_s: float = 0.0
     settle_s: float = 0.0
     settled: bool = True
+    # Why the wait after the action ended (env/settle.py's SettleReason); "" when there was none.
+    settle_reason: str = ""
 
     @classmethod
     def failed(cls, error: str) -> ActionResult:

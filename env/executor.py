@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from env.actions import Action
+from env.activity import Activity
 from env.desktop import ActionResult, Frame
 from env.drivers import HeldInputs
 from env.geometry import OutOfScreen, ScreenGeometry
@@ -52,12 +53,21 @@ def execute(action: Action, inputs: HeldInputs, geometry: ScreenGeometry) -> Act
 
 
 def execute_and_settle(
-    action: Action, inputs: HeldInputs, geometry: ScreenGeometry, grab: Callable[[], Frame], settle: Settle
+    action: Action,
+    inputs: HeldInputs,
+    geometry: ScreenGeometry,
+    grab: Callable[[], Frame],
+    settle: Settle,
+    signals: Sequence[Activity] = (),
 ) -> ActionResult:
-    """What every desktop's execute() does: run the action, then wait for the screen to settle."""
+    """What every desktop's execute() does: run the action, then wait for the screen to settle.
+    ``signals`` (the desktop's activity watchers) start from the action, not from before it."""
+    for s in signals:
+        s.reset()
     result = execute(action, inputs, geometry)
     if result.ok and action.kind not in ("wait", "done"):
-        result.settled, result.settle_s = wait_until_settled(grab, settle)
+        waited = wait_until_settled(grab, settle, signals)
+        result.settled, result.settle_s, result.settle_reason = waited.settled, waited.seconds, waited.reason
     return result
 
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
+import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from env.actions import Action
+from env.activity import Activity, XActivity
 from env.capture import Box, Grabber, open_mss
 from env.desktop import ActionResult, Frame, StopRequested
 from env.drivers import HeldInputs, PyAutoGUIDriver
@@ -24,6 +28,18 @@ def describe_monitors(monitors: list[dict[str, int]]) -> str:
     return ", ".join(
         f"{i}: {m['width']}x{m['height']} at ({m['left']}, {m['top']})" for i, m in enumerate(monitors) if i
     )
+
+
+def _x_activity() -> list[Activity]:
+    """Window activity where the desktop is an X display (an X11 session, or XWayland's view of
+    X apps); elsewhere screenshots are the settle wait's only signal. This machine's processes
+    are not watched: on a workstation they are busy with much besides the desktop."""
+    display = os.environ.get("DISPLAY")
+    if not sys.platform.startswith("linux") or not display:
+        return []
+    with contextlib.suppress(Exception):  # python-xlib raises several kinds for a display it cannot open
+        return [XActivity(display)]
+    return []
 
 
 class LocalDesktop:
@@ -67,6 +83,7 @@ class LocalDesktop:
             self._sct.close()
             raise
         self._inputs = HeldInputs(self._driver)
+        self._signals = _x_activity()
         atexit.register(self.release_held)
 
     @property
@@ -87,7 +104,9 @@ class LocalDesktop:
 
     def execute(self, action: Action) -> ActionResult:
         with self._user_stop():
-            return execute_and_settle(action, self._inputs, self._geometry, self.screenshot, self.settle)
+            return execute_and_settle(
+                action, self._inputs, self._geometry, self.screenshot, self.settle, self._signals
+            )
 
     def release_held(self) -> None:
         """Release every key and button the run pressed and has not released (a key_down)."""
@@ -98,6 +117,8 @@ class LocalDesktop:
         try:
             self.release_held()
         finally:
+            for signal in self._signals:
+                signal.close()
             self._driver.close()
             self._sct.close()
 

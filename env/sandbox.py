@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import IO
 
 from env.actions import Action
+from env.activity import Activity, ProcessActivity, XActivity
 from env.capture import Grabber, open_mss
 from env.desktop import ActionResult, Frame
 from env.desktops import DesktopName, DesktopSpec, missing, prepare_home, spec
@@ -203,6 +204,12 @@ class Sandbox:
         with authority(self.xauthority):
             self._sct = open_mss(self.display)
         self._grabber = Grabber(self._sct, (0, 0, width, height))
+        # What the settle wait watches besides pixels: windows, and the processes inside (Xvfb,
+        # which our own grabs keep busy, is not one of them).
+        self._signals: list[Activity] = [
+            XActivity(self.display, self.xauthority),
+            ProcessActivity(self._supervisor.proc.pid),
+        ]
         if desk is not None:
             argv = [a.replace(READY_DIR, self.inside(self.root / "run")) for a in desk.command]
             self._start_desktop(desk, argv, timeout_s)
@@ -398,9 +405,13 @@ class Sandbox:
                     self._warn(f"{shlex.join(argv)} showed no window within {timeout_s:g} s")
                 break
             time.sleep(0.02)
-        settled, waited = wait_until_settled(self.screenshot, self.settle)
-        if not settled and self.settle.timeout_s > 0:  # 0: settling switched off
-            self._warn(f"the screen was still changing {waited:.1f} s after the desktop and apps showed")
+        for watch in self._signals:
+            watch.reset()
+        waited = wait_until_settled(self.screenshot, self.settle, self._signals)
+        if not waited.settled and self.settle.timeout_s > 0:  # 0: settling switched off
+            self._warn(
+                f"the screen was still changing {waited.seconds:.1f} s after the desktop and apps showed"
+            )
 
     def _app_ended_without_window(self, argv: Sequence[str], p: SandboxProcess) -> None:
         what = f"{shlex.join(argv)} exited with status {p.returncode} before showing a window"
@@ -506,7 +517,9 @@ class Sandbox:
         return self._grabber.grab()
 
     def execute(self, action: Action) -> ActionResult:
-        return execute_and_settle(action, self._inputs, self._geometry, self.screenshot, self.settle)
+        return execute_and_settle(
+            action, self._inputs, self._geometry, self.screenshot, self.settle, self._signals
+        )
 
     def release_held(self) -> None:
         """Release every key and button the run pressed and has not released (a key_down)."""
@@ -522,6 +535,8 @@ class Sandbox:
             if hasattr(self, obj):
                 with contextlib.suppress(Exception):
                     getattr(self, obj).close()
+        for watch in getattr(self, "_signals", ()):
+            watch.close()
         if hasattr(self, "_supervisor") and self.isolation is None:
             # No pid namespace: signal the groups of what it started (daemons: the marker below).
             for pid in self._supervisor.started():

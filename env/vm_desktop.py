@@ -100,7 +100,7 @@ class VMDesktop:
             "POST",
             "/kimi/act",
             json_body={"action": action.model_dump(mode="json"), "settle": settle},
-            timeout_s=wait + self.settle.timeout_s + ACT_MARGIN_S,
+            timeout_s=wait + max(self.settle.timeout_s, self.settle.sleep_after_s or 0.0) + ACT_MARGIN_S,
         )
         return ActionResult(**r.json())
 
@@ -121,9 +121,15 @@ class VMDesktop:
             self._held[action.key] = None
         elif action.kind == "key_up":
             self._held.pop(action.key, None)
-        settled, settle_s = wait_until_settled(self.screenshot, self.settle)
+        # No window or process signals through OSWorld's protocol: screenshots are all there is.
+        waited = wait_until_settled(self.screenshot, self.settle)
         return ActionResult(
-            ok=True, screen_points=points, execute_s=execute_s, settled=settled, settle_s=settle_s
+            ok=True,
+            screen_points=points,
+            execute_s=execute_s,
+            settled=waited.settled,
+            settle_s=waited.seconds,
+            settle_reason=waited.reason,
         )
 
     def release_held(self) -> None:

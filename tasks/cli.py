@@ -44,6 +44,7 @@ from tasks.sandbox_args import add_sandbox_flags, make_sandbox
 
 if TYPE_CHECKING:
     from env.sandbox import Sandbox
+    from env.settle import Settle
 
 # Spelled out here so that `kimi-agent --help` does not import torch; tests check them against
 # agent.kimi_policy.VariantName and agent.history.PROFILES.
@@ -77,6 +78,7 @@ def _desktop_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--monitor", type=int, default=1, help="monitor to use with --desktop (mss index, 1 = primary)"
     )
+    sleep_after_flag(p)
     add_sandbox_flags(p)
     p.add_argument("--out", type=Path, help="run directory (default runs/<time>-<task>)")
     p.add_argument(
@@ -125,6 +127,33 @@ class _VersionAction(argparse.Action):
     def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
         print(version())
         parser.exit()
+
+
+def _seconds(text: str) -> float:
+    try:
+        s = float(text)
+    except ValueError:
+        s = -1.0
+    if not 0 <= s <= 30:  # also refuses nan and inf; our server allows no longer wait
+        raise argparse.ArgumentTypeError(f"expected seconds between 0 and 30, got {text!r}")
+    return s
+
+
+def sleep_after_flag(p: argparse.ArgumentParser) -> None:
+    """``--sleep-after``: shared by the run commands and `bench osworld run`."""
+    p.add_argument(
+        "--sleep-after",
+        type=_seconds,
+        metavar="S",
+        help="sleep S seconds after every action, as OSWorld's runners do (--sleep_after_execution; 3 in "
+        "Kimi's), instead of waiting until the screen settles (default: wait)",
+    )
+
+
+def settle_of(args: argparse.Namespace) -> Settle:
+    from env.settle import Settle
+
+    return Settle(sleep_after_s=args.sleep_after)
 
 
 def _run_parser() -> argparse.ArgumentParser:
@@ -242,19 +271,20 @@ def _open_desktop(args: argparse.Namespace, console: Console) -> Iterator[tuple[
         from env.vm_desktop import VMDesktop
 
         token = args.vm_token or os.environ.get("KIMI_VM_TOKEN") or None
-        with VMDesktop(OSWorldClient(args.vm, token=token)) as vm:
+        with VMDesktop(OSWorldClient(args.vm, token=token), settle=settle_of(args)) as vm:
             yield vm, vm.name, None
         return
     if args.desktop == "local":
         from env.local import LocalDesktop
 
-        desktop = LocalDesktop(monitor=args.monitor)
+        desktop = LocalDesktop(monitor=args.monitor, settle=settle_of(args))
         try:
             yield desktop, f"local monitor {args.monitor}", None
         finally:
             desktop.close()
         return
     with make_sandbox(args) as box:
+        box.settle = settle_of(args)  # from the first action on; the start still waits for the apps
         for warning in box.warnings:  # an --app that showed no window, say
             console.print(Text(f"warning: {clip(warning, 300)}", style="yellow"))
         yield box, f"sandbox {box.display}", _watch_hint(box)

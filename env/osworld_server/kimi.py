@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from env.actions import action_from_dict
+from env.activity import Activity, ProcessActivity, XActivity, in_bubblewrap
 from env.desktop import ActionResult
 from env.executor import execute, execute_and_settle
 from env.geometry import ScreenGeometry
@@ -31,6 +32,9 @@ SETTLE_RANGES = {  # seconds
     "timeout_s": (0.0, MAX_SETTLE_S),
     "interval_s": (0.0, 1.0),  # 0: grab back to back (tests/bench), still bounded by timeout_s
     "quiet_s": (0.0, MAX_SETTLE_S),
+    "window_quiet_s": (0.0, MAX_SETTLE_S),
+    "react_s": (0.0, MAX_SETTLE_S),
+    "sleep_after_s": (0.0, MAX_SETTLE_S),  # or null: watch instead of sleeping
 }
 
 
@@ -49,7 +53,23 @@ def _hands(state: ServerState) -> HeldInputs:
     return hands
 
 
+_signals: dict[int, list[Activity]] = {}  # per server state: what the settle wait watches
+
+
+def _watch(state: ServerState) -> list[Activity]:
+    """Windows on the served display and, inside a sandbox (whose pid namespace is the desktop's),
+    its processes; made on first use and kept."""
+    if id(state) not in _signals:
+        signals: list[Activity] = [XActivity(state.config.display, state.config.xauthority)]
+        if in_bubblewrap():
+            signals.append(ProcessActivity())
+        _signals[id(state)] = signals
+    return _signals[id(state)]
+
+
 def close(state: ServerState) -> None:
+    for signal in _signals.pop(id(state), []):
+        signal.close()
     hands = state.kimi_hands
     if hands is not None:
         hands.release_all()
@@ -84,6 +104,8 @@ def _settle(raw: object) -> Settle:
         raise ValueError("settle must be an object or null")
     for name, (lo, hi) in SETTLE_RANGES.items():
         value = raw.get(name, lo)
+        if name == "sleep_after_s" and value is None:
+            continue
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not lo <= value <= hi:
             raise ValueError(f"settle.{name} must be a number in [{lo:g}, {hi:g}], got {str(value)[:40]}")
     return Settle(**raw)
@@ -106,7 +128,7 @@ def act() -> Response | tuple[Response, int]:
         if settle is None:
             result: ActionResult = execute(action, _hands(state), geometry)
         else:
-            result = execute_and_settle(action, _hands(state), geometry, screen.frame, settle)
+            result = execute_and_settle(action, _hands(state), geometry, screen.frame, settle, _watch(state))
     return jsonify(result.model_dump())
 
 

@@ -63,7 +63,7 @@ RUN_DESCRIPTION = (
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """The flags of `bench osworld run`, on ``p`` (its own parser, or the subcommand's)."""
-    from tasks.cli import model_flags
+    from tasks.cli import model_flags, sleep_after_flag
 
     p.add_argument(
         "tasks",
@@ -112,6 +112,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     )
     add_selection_flags(p)
     add_isolation_flags(p)
+    sleep_after_flag(p)
     p.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
     model_flags(p)
 
@@ -344,7 +345,12 @@ def main_run(args: argparse.Namespace, console: Console) -> int:
             ),
             soft_wrap=True,
         )
-        settings = RunSettings(root=root, task_timeout_s=args.task_timeout, network=not args.no_network)
+        settings = RunSettings(
+            root=root,
+            task_timeout_s=args.task_timeout,
+            network=not args.no_network,
+            sleep_after_s=args.sleep_after,
+        )
         scorer = OfficialScorer(settings.cache_dir)
         with Progress(console, len(refs), done, finished_score(root, refs)) as progress:
             try:

@@ -37,6 +37,7 @@ from agent.trajectory import ActionRecord, RunInfo, StepRecord, TrajectoryWriter
 from env.actions import Action, action_from_dict
 from env.isolation import Isolation
 from env.osworld_client import OSWorldClient, OSWorldError
+from env.settle import Settle
 from env.vm_desktop import VMDesktop, pyautogui_code
 from tasks.osworld.results import (
     RECORDING_FILE,
@@ -220,6 +221,7 @@ class RunSettings:
     task_timeout_s: float = 3600.0
     cache_dir: Path = field(default_factory=lambda: default_cache())
     network: bool = True
+    sleep_after_s: float | None = None  # a fixed sleep after every action instead of the settle wait
 
 
 def default_cache() -> Path:
@@ -402,7 +404,10 @@ class Worker:
         timer.daemon = True
         log = TrajLog(out)
         # Our own client: VMDesktop closes it, and the one for setup and scoring stays open.
-        desktop = VMDesktop(OSWorldClient(self.target.desktop_url() or client.base_url, token=client.token))
+        desktop = VMDesktop(
+            OSWorldClient(self.target.desktop_url() or client.base_url, token=client.token),
+            settle=Settle(sleep_after_s=self.settings.sleep_after_s),
+        )
         try:
             g = desktop.geometry
             writer = TrajectoryWriter(
