@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -22,6 +23,10 @@ NO_XVFB = "Xvfb is not installed (Debian: apt-get install xvfb)"
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # The Ctrl-C tests need SIGINT to raise KeyboardInterrupt, here and in the programs they start. A
+    # shell that runs a command in the background without job control (`bash .ci/run &` in a script)
+    # starts it with SIGINT ignored, which Python keeps and children inherit across exec.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     config.addinivalue_line("markers", "x11: needs Xvfb; skipped where it is not installed")
     config.addinivalue_line(
         "markers", "may_skip_in_ci: its skip depends on the host (cgroups, mounts), not on an install step"
