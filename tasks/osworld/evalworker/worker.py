@@ -251,7 +251,7 @@ def handle(req: dict[str, Any]) -> dict[str, Any]:
         except MemoryError:
             # Only the address-space backstop raises it (the host kills a worker over its memory limit
             # first, unless an allocation outran its watch); what this process holds is now suspect.
-            size = f" of {ADDRESS_SPACE / 2**30:g} GiB" if ADDRESS_SPACE else ""
+            size = f" of {ADDRESS_SPACE / 2**30:.3g} GiB" if ADDRESS_SPACE else ""
             score, reason, restart = 0.0, f"evaluator exceeded its address-space limit{size}", True
         return {
             "ok": True,
