@@ -16,6 +16,7 @@ dies) the score is 0 with the reason kept: ``evaluate`` never raises for a task'
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import queue
@@ -220,10 +221,10 @@ class EvaluatorWorker:
             if self._proc is None or self._proc.poll() is not None:
                 self._stop()
                 self._proc = self._start()
-                self._exchange({"op": "ping"}, START_TIMEOUT_S)
+                self._exchange({"op": "ping"}, START_TIMEOUT_S, cpu_limit=False)  # imports: seconds of CPU
             return self._exchange(req, timeout_s or self.timeout_s)
 
-    def _exchange(self, req: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    def _exchange(self, req: dict[str, Any], timeout_s: float, cpu_limit: bool = True) -> dict[str, Any]:
         proc = self._proc
         assert proc is not None and proc.stdin is not None
         self._next_id += 1
@@ -237,6 +238,7 @@ class EvaluatorWorker:
         deadline = time.monotonic() + timeout_s
         start = usage_of(proc.pid)
         cpu0 = start.cpu_s if start else 0.0
+        limits = self.limits if cpu_limit else dataclasses.replace(self.limits, cpu_s=None)
         while True:
             left = deadline - time.monotonic()
             try:
@@ -246,7 +248,7 @@ class EvaluatorWorker:
             usage = usage_of(proc.pid)
             if usage is not None:
                 self.last_usage, self.last_cpu_s = usage, usage.cpu_s - cpu0
-                over = self.limits.exceeded(usage, cpu0)
+                over = limits.exceeded(usage, cpu0)
                 if over:
                     self._stop(kill=True)
                     raise WorkerError(over)
