@@ -655,3 +655,37 @@ def test_a_file_over_the_size_cap_is_refused_before_it_is_parsed(
     assert (bad.score, bad.reason) == (0.0, "result file is 3.46 MB, over the 1 MB cap")
     assert not (tmp_path / "hostile.xlsx").exists()  # refused while downloading: never written
     assert (good.score, good.reason, w.starts) == (1.0, None, 1)  # no restart needed
+
+
+def test_an_allocation_past_the_address_space_backstop_scores_0_and_costs_a_restart(
+    venv: Path, tmp_path: Path
+) -> None:
+    """An allocation too big to be seen growing (compare_text_file reads a whole file at once: here
+    a sparse 3 GB one, the file cap off) fails at the worker's address-space limit, twice the memory
+    limit plus 1 GiB; the next task gets a fresh worker, its memory no longer suspect."""
+    with open(tmp_path / "huge.txt", "wb") as f:
+        f.truncate(3 * 10**9)
+    (tmp_path / "small.txt").write_text("same\n")
+
+    def text(name: str) -> Task:
+        return task({"func": "compare_text_file", "result": {"type": "cache_file", "path": name},
+                     "expected": {"type": "cache_file", "path": "small.txt"}})  # fmt: skip
+
+    with EvaluatorWorker(venv=venv, timeout_s=120, limits=EvalLimits(memory_gib=0.5, file_mb=None)) as w:
+        bad = evaluate(text("huge.txt"), NOWHERE, last_action="DONE", cache_dir=tmp_path, worker=w)
+        assert (bad.score, bad.reason) == (0.0, "evaluator exceeded its address-space limit of 2 GiB")
+        good = evaluate(text("small.txt"), NOWHERE, last_action="DONE", cache_dir=tmp_path, worker=w)
+        assert (good.score, good.reason, w.starts) == (1.0, None, 2)
+
+
+def test_a_file_a_getter_left_in_the_cache_is_held_to_the_cap_before_a_metric_opens_it(
+    venv: Path, tmp_path: Path
+) -> None:
+    """cache_file and cloud_file (which desktop-env downloads uncapped) are checked on disk."""
+    with open(tmp_path / "huge.txt", "wb") as f:
+        f.truncate(60 * 10**6)  # sparse: 60 MB to stat, nothing on disk
+    t = task({"func": "compare_text_file", "result": {"type": "cache_file", "path": "huge.txt"},
+              "expected": {"type": "cache_file", "path": "huge.txt"}})  # fmt: skip
+    with EvaluatorWorker(venv=venv, timeout_s=120, limits=EvalLimits()) as w:
+        ev = evaluate(t, NOWHERE, last_action="DONE", cache_dir=tmp_path, worker=w)
+    assert (ev.score, ev.reason) == (0.0, "result file is 60 MB, over the 50 MB cap")
