@@ -24,8 +24,10 @@ from PIL import Image, ImageDraw
 from env.osworld_client import OSWorldClient
 from env.served_sandbox import ServedSandbox
 from tasks.osworld import evalenv
-from tasks.osworld.evaluation import EvaluatorWorker, Server, WorkerError, evaluate
+from tasks.osworld.evallimits import GIB, EvalLimits, Usage
+from tasks.osworld.evaluation import Evaluation, EvaluatorWorker, Server, WorkerError, evaluate
 from tasks.osworld.task import Task, parse_task
+from tests.hostile_xlsx import write_sheet
 
 REPO = Path(__file__).resolve().parent.parent
 VENV = REPO / ".cache" / "osworld-eval"
@@ -571,3 +573,119 @@ def test_devtools_getters_are_those_that_read_chromium_port(venv: Path) -> None:
     ours = (evalenv.WORKER_DIR / "ours_getters.py").read_text()
     assert "chromium_port" in ours
     assert found | {"chrome_appearance_mode_ui"} == DEVTOOLS_GETTERS
+
+
+# -- the worker's limits: a hostile file costs its task's score, never the host --------------------------
+
+
+def test_limits_default_on_and_are_overridden_by_the_environment() -> None:
+    assert EvalLimits.from_env({}) == EvalLimits() == EvalLimits(2.0, 60.0, 50.0)
+    env = {"KIMI_EVAL_MEMORY_GIB": "0.5", "KIMI_EVAL_CPU_S": "off", "KIMI_EVAL_FILE_MB": " 25 "}
+    assert EvalLimits.from_env(env) == EvalLimits(0.5, None, 25.0)
+    for bad in ("nan", "-1", "0", "inf", "lots"):
+        with pytest.raises(
+            ValueError, match=f"KIMI_EVAL_CPU_S must be a number above 0 or 'off', got '{bad}'"
+        ):
+            EvalLimits.from_env({"KIMI_EVAL_CPU_S": bad})
+
+
+HOSTILE_CELLS = (60_000, 20)  # 1.2 M cells, 3.5 MB zipped: issue 18's sheet
+
+
+@pytest.fixture(scope="module")
+def hostile(box: ServedSandbox, home: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A directory on the sandbox's machine with hostile.xlsx and a small gold.xlsx, both made there."""
+    local = tmp_path_factory.mktemp("hostile")
+    put(box, f"{home}/hostile.xlsx", write_sheet(local / "h.xlsx", *HOSTILE_CELLS).read_bytes())
+    put(box, f"{home}/gold.xlsx", write_sheet(local / "g.xlsx", 3, 3).read_bytes())
+    return home
+
+
+def table(home: str, name: str) -> dict[str, Any]:
+    return {"func": "compare_table", "result": vm_file(f"{home}/{name}", name),
+            "expected": vm_file(f"{home}/gold.xlsx", "gold.xlsx"),
+            "options": {"rules": [{"type": "sheet_data", "sheet_idx0": 0, "sheet_idx1": "EI0"}]}}  # fmt: skip
+
+
+def score_twice(
+    box: ServedSandbox, venv: Path, hostile: str, tmp_path: Path, limits: EvalLimits
+) -> tuple[Evaluation, Evaluation, EvaluatorWorker, Usage | None]:
+    """The hostile sheet, then an ordinary one, on one worker under ``limits``; with the worker's
+    usage as the hostile one ended (when killed: as the host last saw it)."""
+    with EvaluatorWorker(venv=venv, timeout_s=600, limits=limits, log=tmp_path / "worker.log") as w:
+        bad = evaluate(task(table(hostile, "hostile.xlsx")), server_of(box), last_action="DONE",
+                       cache_dir=tmp_path, worker=w)  # fmt: skip
+        usage = w.last_usage
+        good = evaluate(task(table(hostile, "gold.xlsx")), server_of(box), last_action="DONE",
+                        cache_dir=tmp_path, worker=w)  # fmt: skip
+    return bad, good, w, usage
+
+
+@pytest.mark.x11
+def test_a_sheet_over_the_memory_limit_scores_0_and_the_next_task_gets_a_fresh_worker(
+    box: ServedSandbox, venv: Path, hostile: str, tmp_path: Path
+) -> None:
+    """Unbounded, compare_table on this sheet holds about 0.8 GiB for about 30 s; under a 0.5 GiB limit
+    the host kills the worker as it crosses it (an idle one holds about 0.3 GiB)."""
+    bad, good, w, usage = score_twice(box, venv, hostile, tmp_path, EvalLimits(memory_gib=0.5, cpu_s=None))
+    assert bad.score == 0.0
+    assert (bad.reason or "").startswith("evaluator exceeded its memory limit of 0.5 GiB (resident 0.5")
+    assert [m.func for m in bad.metrics] == ["compare_table"]
+    assert (good.score, good.reason, w.starts) == (1.0, None, 2)
+    # Killed within one watch (50 ms) of crossing: what it held is the limit and a little more.
+    assert usage is not None and 0.5 * GIB < usage.peak_rss < 0.75 * GIB
+
+
+@pytest.mark.x11
+def test_a_sheet_over_the_cpu_time_limit_scores_0_and_the_next_task_gets_a_fresh_worker(
+    box: ServedSandbox, venv: Path, hostile: str, tmp_path: Path
+) -> None:
+    t0 = time.monotonic()
+    bad, good, w, _ = score_twice(box, venv, hostile, tmp_path, EvalLimits(memory_gib=None, cpu_s=5))
+    assert (bad.score, bad.reason) == (0.0, "evaluator exceeded its CPU time limit of 5 s; worker killed")
+    assert (good.score, good.reason, w.starts) == (1.0, None, 2)
+    assert time.monotonic() - t0 < 300  # unbounded it takes tens of seconds of CPU; generous on a busy host
+
+
+@pytest.mark.x11
+def test_a_file_over_the_size_cap_is_refused_before_it_is_parsed(
+    box: ServedSandbox, venv: Path, hostile: str, tmp_path: Path
+) -> None:
+    bad, good, w, _ = score_twice(box, venv, hostile, tmp_path, EvalLimits(file_mb=1))
+    assert (bad.score, bad.reason) == (0.0, "result file is 3.46 MB, over the 1 MB cap")
+    assert not (tmp_path / "hostile.xlsx").exists()  # refused while downloading: never written
+    assert (good.score, good.reason, w.starts) == (1.0, None, 1)  # no restart needed
+
+
+def test_an_allocation_past_the_address_space_backstop_scores_0_and_costs_a_restart(
+    venv: Path, tmp_path: Path
+) -> None:
+    """An allocation too big to be seen growing (compare_text_file reads a whole file at once: here
+    a sparse 3 GB one, the file cap off) fails at the worker's address-space limit, twice the memory
+    limit plus 1 GiB; the next task gets a fresh worker, its memory no longer suspect."""
+    with open(tmp_path / "huge.txt", "wb") as f:
+        f.truncate(3 * 10**9)
+    (tmp_path / "small.txt").write_text("same\n")
+
+    def text(name: str) -> Task:
+        return task({"func": "compare_text_file", "result": {"type": "cache_file", "path": name},
+                     "expected": {"type": "cache_file", "path": "small.txt"}})  # fmt: skip
+
+    with EvaluatorWorker(venv=venv, timeout_s=120, limits=EvalLimits(memory_gib=0.5, file_mb=None)) as w:
+        bad = evaluate(text("huge.txt"), NOWHERE, last_action="DONE", cache_dir=tmp_path, worker=w)
+        assert (bad.score, bad.reason) == (0.0, "evaluator exceeded its address-space limit of 2 GiB")
+        good = evaluate(text("small.txt"), NOWHERE, last_action="DONE", cache_dir=tmp_path, worker=w)
+        assert (good.score, good.reason, w.starts) == (1.0, None, 2)
+
+
+def test_a_file_a_getter_left_in_the_cache_is_held_to_the_cap_before_a_metric_opens_it(
+    venv: Path, tmp_path: Path
+) -> None:
+    """cache_file and cloud_file (which desktop-env downloads uncapped) are checked on disk."""
+    with open(tmp_path / "huge.txt", "wb") as f:
+        f.truncate(60 * 10**6)  # sparse: 60 MB to stat, nothing on disk
+    t = task({"func": "compare_text_file", "result": {"type": "cache_file", "path": "huge.txt"},
+              "expected": {"type": "cache_file", "path": "huge.txt"}})  # fmt: skip
+    with EvaluatorWorker(venv=venv, timeout_s=120, limits=EvalLimits()) as w:
+        ev = evaluate(t, NOWHERE, last_action="DONE", cache_dir=tmp_path, worker=w)
+    assert (ev.score, ev.reason) == (0.0, "result file is 60 MB, over the 50 MB cap")

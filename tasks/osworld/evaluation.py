@@ -16,6 +16,7 @@ dies) the score is 0 with the reason kept: ``evaluate`` never raises for a task'
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import queue
@@ -31,6 +32,7 @@ from typing import Any
 
 from env.osworld_client import OSWorldClient
 from tasks.osworld.evalenv import WORKER_DIR, EvalEnvError, default_venv, ready_python
+from tasks.osworld.evallimits import EvalLimits, Usage, usage_of
 from tasks.osworld.setup import (
     _VM_HOME_RE,
     CDP_PORTS,
@@ -44,6 +46,7 @@ from tasks.osworld.task import Getter, Metric, Task
 
 FAIL = "FAIL"
 START_TIMEOUT_S = 120.0  # a worker's start: Python plus desktop_env's imports (~2 s idle)
+WATCH_S = 0.05  # how often a busy worker's memory and CPU time are read
 
 
 @dataclass(frozen=True)
@@ -102,12 +105,24 @@ class WorkerError(RuntimeError):
 class EvaluatorWorker:
     """A long-lived worker process in the evaluator venv (importing the metrics takes seconds, so one
     serves every task). Started on first use; restarted on the next request after a crash or a
-    timeout. Thread-safe: requests are serialised."""
+    timeout. Thread-safe: requests are serialised.
 
-    def __init__(self, venv: Path | None = None, timeout_s: float = 300.0, log: Path | None = None) -> None:
-        self.venv = venv or default_venv()
+    It parses files the sandbox made, so it runs under ``limits`` (default: ``EvalLimits.from_env()``):
+    a request over one scores 0 with the limit in its reason and costs a restart, never the host."""
+
+    def __init__(
+        self,
+        venv: Path | None = None,
+        timeout_s: float = 300.0,
+        log: Path | None = None,
+        limits: EvalLimits | None = None,
+    ) -> None:
+        self.venv = (venv or default_venv()).absolute()  # the worker runs in WORKER_DIR
         self.timeout_s = timeout_s
         self.log = log  # where the worker's stderr goes (the getters' and metrics' own logging)
+        self.limits = limits or EvalLimits.from_env()
+        self.last_usage: Usage | None = None  # the worker's, as the last request ended (for benches)
+        self.last_cpu_s = 0.0  # CPU time the last request used
         self._proc: subprocess.Popen[str] | None = None
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._lock = threading.Lock()
@@ -126,6 +141,13 @@ class EvaluatorWorker:
         except EvalEnvError as e:
             raise WorkerError(str(e)) from None
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+        for name, value in (
+            ("KIMI_EVAL_ADDRESS_SPACE", self.limits.address_space),
+            ("KIMI_EVAL_FILE_BYTES", self.limits.file_bytes),
+        ):
+            env.pop(name, None)
+            if value is not None:
+                env[name] = str(value)
         stderr: Any = subprocess.DEVNULL
         if self.log is not None:
             self.log.parent.mkdir(parents=True, exist_ok=True)
@@ -161,10 +183,15 @@ class EvaluatorWorker:
         self.starts += 1
         return proc
 
-    def _stop(self) -> None:
+    def _stop(self, kill: bool = False) -> None:
+        """Ask the worker to quit (``kill``: kill its process group at once, as over a limit)."""
         proc, self._proc = self._proc, None
         if proc is None:
             return
+        if kill and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
         if proc.poll() is None:
             with contextlib.suppress(OSError, ValueError):
                 assert proc.stdin is not None
@@ -194,10 +221,10 @@ class EvaluatorWorker:
             if self._proc is None or self._proc.poll() is not None:
                 self._stop()
                 self._proc = self._start()
-                self._exchange({"op": "ping"}, START_TIMEOUT_S)
+                self._exchange({"op": "ping"}, START_TIMEOUT_S, cpu_limit=False)  # imports: seconds of CPU
             return self._exchange(req, timeout_s or self.timeout_s)
 
-    def _exchange(self, req: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    def _exchange(self, req: dict[str, Any], timeout_s: float, cpu_limit: bool = True) -> dict[str, Any]:
         proc = self._proc
         assert proc is not None and proc.stdin is not None
         self._next_id += 1
@@ -209,14 +236,29 @@ class EvaluatorWorker:
             self._stop()
             raise WorkerError(f"the evaluator worker died: {e}") from None
         deadline = time.monotonic() + timeout_s
+        start = usage_of(proc.pid)
+        cpu0 = start.cpu_s if start else 0.0
+        limits = self.limits if cpu_limit else dataclasses.replace(self.limits, cpu_s=None)
         while True:
+            left = deadline - time.monotonic()
             try:
-                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+                line = self._lines.get(timeout=max(0.0, min(left, WATCH_S)))
             except queue.Empty:
+                line = ""
+            usage = usage_of(proc.pid)
+            if usage is not None:
+                self.last_usage, self.last_cpu_s = usage, usage.cpu_s - cpu0
+                over = limits.exceeded(usage, cpu0)
+                if over:
+                    self._stop(kill=True)
+                    raise WorkerError(over)
+            if line == "" and left <= 0:
                 self._stop()  # it may be stuck in a getter; a fresh one answers the next request
                 raise WorkerError(
                     f"the evaluator worker did not answer {req.get('op')} within {timeout_s:.0f} s"
                 ) from None
+            if line == "":
+                continue
             if line is None:
                 code = proc.wait()
                 self._stop()
@@ -227,6 +269,8 @@ class EvaluatorWorker:
                 continue  # not ours: a library that wrote to the real stdout
             if answer.get("id") != rid:
                 continue  # a late answer to a request that timed out
+            if answer.get("restart"):
+                self._stop()  # it ran out of address space: what it holds now is suspect
             if not answer.get("ok"):
                 raise WorkerError(f"the evaluator worker refused the request: {answer.get('error')}")
             return answer

@@ -58,7 +58,7 @@ def corpus(split_path: str) -> None:
             seen.add(key)
             tasks.append(t)
     reasons: collections.Counter[str] = collections.Counter()
-    times, passed = [], []
+    times, passed, cpu, peak = [], [], [], 0
     venv = REPO / ".cache" / "osworld-eval"
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -69,6 +69,8 @@ def corpus(split_path: str) -> None:
         for t in tasks:
             ev = evaluate(t, server, last_action="DONE", cache_dir=Path(tmp) / t.id, worker=w)
             times.append(ev.seconds)
+            cpu.append(w.last_cpu_s)
+            peak = max(peak, w.last_usage.peak_rss if w.last_usage else 0)
             print(f"{t.domain}/{t.id} {ev.score} {ev.seconds:.1f} s {ev.reason or ''}", flush=True)
             if ev.score > 0:
                 passed.append(f"{t.domain}/{t.id} {ev.score}")
@@ -79,6 +81,11 @@ def corpus(split_path: str) -> None:
         f"{len(tasks)} distinct evaluators: {sum(times):.0f} s, median {statistics.median(times):.2f} s, max {max(times):.0f} s"
     )
     print(f"worker starts: {starts} (1 + one per timeout)")
+    hits = sum(n for reason, n in reasons.items() if "limit of" in reason or " cap" in reason)
+    print(
+        f"limits {w.limits}: {hits} hit; worker peak RSS {peak / 2**30:.2f} GiB, "
+        f"most CPU for one metric {max(cpu):.1f} s"
+    )
     print(f"scored > 0 untouched: {passed or 'none'}")
     for reason, n in reasons.most_common(12):
         print(f"  {n:4d}  {reason}")

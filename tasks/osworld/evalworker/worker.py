@@ -6,11 +6,17 @@ Protocol: one JSON object per line on stdin, one answer per line on stdout.
   {"op": "ping"}                      -> {"ok": true, "pid", "import_s", "python"}
   {"op": "metric", "server": {"host", "port", "token"}, "cache_dir", "func", "result", "expected",
    "options", "chromium_port", "vlc_port"}
-                                      -> {"ok": true, "score": float, "reason": str | null, "seconds"}
+                                      -> {"ok": true, "score": float, "reason": str | null, "seconds",
+                                          "restart": bool}
   {"op": "quit"}                      -> exits
 Anything the request itself gets wrong answers {"ok": false, "error": "..."}. A task's fault (a getter
 that raises, a missing file, a metric that raises) is a score of 0 with its reason, never an error.
 The getters print freely, so stdout is kept for the protocol alone: fd 1 is pointed at stderr.
+
+Limits (tasks/osworld/evallimits.py; the host watches memory and CPU time): from the environment,
+KIMI_EVAL_ADDRESS_SPACE caps this process's address space (a MemoryError then scores 0 and asks the
+host for a fresh worker: "restart"), and KIMI_EVAL_FILE_BYTES the size of a file a getter fetches
+(checked while it downloads and again before a metric opens it).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import sys
 import time
 import traceback
@@ -54,10 +61,69 @@ _t0 = time.monotonic()
 _stand_in_easyocr()
 import ours_getters  # noqa: E402
 import ours_metrics  # noqa: E402
+import requests  # noqa: E402
 from desktop_env.controllers.python import PythonController  # noqa: E402
 from desktop_env.evaluators import getters, metrics  # noqa: E402
 
 IMPORT_S = time.monotonic() - _t0
+
+
+def _limit(name: str) -> int | None:
+    value = os.environ.get(name, "")
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
+ADDRESS_SPACE = _limit("KIMI_EVAL_ADDRESS_SPACE")
+FILE_CAP = _limit("KIMI_EVAL_FILE_BYTES")
+if ADDRESS_SPACE is not None:
+    # After the imports, which map more than they use; children (Playwright's driver) inherit it.
+    resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
+
+
+class LimitHit(BaseException):
+    """A limit crossed. A BaseException, so that the getters' and metrics' own ``except Exception``
+    (get_vm_file turns any error into a missing file) cannot hide it."""
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.4g} MB"
+
+
+def _too_large(what: str, size: int | None, cap: int) -> LimitHit:
+    actual = f"is {_mb(size)}" if size is not None else "is larger"
+    return LimitHit(f"{what} {actual}, over the {_mb(cap)} cap")
+
+
+class CappedController(PythonController):
+    """get_file as upstream's (3 tries; None when the server will not give the file) but streamed, so
+    a file over the cap is refused before it is held: by its Content-Length, or when it grows past it."""
+
+    def __init__(self, *args: Any, cap: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.cap = cap
+
+    def get_file(self, file_path: str) -> bytes | None:
+        for _ in range(self.retry_times):
+            try:
+                with requests.post(
+                    self.http_server + "/file", data={"file_path": file_path}, stream=True
+                ) as r:
+                    if r.status_code == 200:
+                        declared = r.headers.get("Content-Length", "")
+                        if declared.isdigit() and int(declared) > self.cap:
+                            raise _too_large("file", int(declared), self.cap)
+                        data = bytearray()
+                        for chunk in r.iter_content(1 << 16):
+                            data += chunk
+                            if len(data) > self.cap:
+                                raise _too_large("file", None, self.cap)
+                        return bytes(data)
+                    print(f"get_file {file_path}: status {r.status_code}", file=sys.stderr)
+            except requests.RequestException as e:
+                print(f"get_file {file_path}: {e}", file=sys.stderr)
+            time.sleep(self.retry_interval)
+        return None
+
 
 # Getters whose value is a path to a fetched file (None where the file is missing on the machine).
 FILE_GETTERS = {"vm_file", "cache_file", "cloud_file", "vlc_config", "content_from_vm_file"}
@@ -83,7 +149,10 @@ class Env:
         self.vm_platform = req.get("platform", "Linux")
         self.vm_machine = req.get("machine", platform.machine())
         self.current_use_proxy = False
-        self.controller = PythonController(vm_ip=self.vm_ip, server_port=self.server_port)
+        if FILE_CAP is None:
+            self.controller = PythonController(vm_ip=self.vm_ip, server_port=self.server_port)
+        else:
+            self.controller = CappedController(vm_ip=self.vm_ip, server_port=self.server_port, cap=FILE_CAP)
 
 
 # Getters desktop-env 1.0.2 has in an older form than the corpus needs (a list of date formats, the
@@ -109,6 +178,15 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, list) and any(v is None for v in value))
 
 
+def _check_sizes(role: str, value: Any) -> None:
+    """LimitHit when a fetched file (a cloud file too, which upstream downloads uncapped) is over the cap."""
+    if FILE_CAP is None:
+        return
+    for path in value if isinstance(value, list) else [value]:
+        if isinstance(path, str) and os.path.isfile(path) and os.path.getsize(path) > FILE_CAP:
+            raise _too_large(f"{role} file", os.path.getsize(path), FILE_CAP)
+
+
 def metric(req: dict[str, Any]) -> tuple[float, str | None]:
     func = req["func"]
     fn = _find("metric", func)
@@ -127,6 +205,10 @@ def metric(req: dict[str, Any]) -> tuple[float, str | None]:
             return 0.0, f"unknown getter {cfg['type']}"
         try:
             state = getter(env, cfg)
+        except LimitHit as e:
+            return 0.0, f"{role} {e}" if str(e).startswith("file ") else str(e)
+        except MemoryError:
+            raise
         except FileNotFoundError as e:
             return 0.0, _error(f"{role} file not found ({cfg['type']})", e)
         except Exception as e:
@@ -135,10 +217,17 @@ def metric(req: dict[str, Any]) -> tuple[float, str | None]:
         if cfg["type"] in FILE_GETTERS and _missing(state):
             where = cfg.get("path") or cfg.get("dest") or cfg["type"]
             return 0.0, f"{role} file missing: {where}"
+        if cfg["type"] in FILE_GETTERS:
+            try:
+                _check_sizes(role, state)
+            except LimitHit as e:
+                return 0.0, str(e)
         states.append((role, cfg["type"], state))
     try:
         value = fn(*(s for _, _, s in states), **(req.get("options") or {}))
         score = float(value)
+    except MemoryError:
+        raise
     except Exception as e:
         traceback.print_exc()
         return 0.0, _error(f"metric {func} raised", e)
@@ -154,11 +243,23 @@ def handle(req: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "pid": os.getpid(), "import_s": IMPORT_S, "python": sys.executable}
     if op == "metric":
         t0 = time.monotonic()
+        restart = False
         try:
             score, reason = metric(req)
         except KeyError as e:
             return {"ok": False, "error": f"metric request lacks {e}"}
-        return {"ok": True, "score": score, "reason": reason, "seconds": time.monotonic() - t0}
+        except MemoryError:
+            # Only the address-space backstop raises it (the host kills a worker over its memory limit
+            # first, unless an allocation outran its watch); what this process holds is now suspect.
+            size = f" of {ADDRESS_SPACE / 2**30:.3g} GiB" if ADDRESS_SPACE else ""
+            score, reason, restart = 0.0, f"evaluator exceeded its address-space limit{size}", True
+        return {
+            "ok": True,
+            "score": score,
+            "reason": reason,
+            "seconds": time.monotonic() - t0,
+            "restart": restart,
+        }
     if op == "crash":  # for the tests: a worker that dies mid-request must be restarted
         os._exit(3)
     return {"ok": False, "error": f"unknown op {op!r}"}
