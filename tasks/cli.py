@@ -69,7 +69,7 @@ def _desktop_flags(p: argparse.ArgumentParser) -> None:
         "--vm",
         metavar="URL",
         help="a desktop behind OSWorld's VM server protocol: an OSWorld VM (http://IP:5000) or "
-        "`kimi-agent serve` (README: OSWorld protocol server and VMs)",
+        "`kimi-agent serve` (docs/osworld.md: The OSWorld protocol server)",
     )
     p.set_defaults(desktop="sandbox")
     p.add_argument(
@@ -168,7 +168,7 @@ def _run_parser() -> argparse.ArgumentParser:
         type=Path,
         help="play a JSON file instead of asking a model: a list of steps, each an action object or a list "
         'of them, e.g. [{"kind": "click", "point": {"x": 0.5, "y": 0.5}}, {"kind": "type", "text": "hi"}] '
-        "(README: Scripts)",
+        "(docs/cli.md: Scripts)",
     )
     model_flags(p)
     return p
@@ -229,7 +229,7 @@ def model_flags(p: argparse.ArgumentParser) -> None:
         "--prompt-profile",
         choices=list(PROFILES),
         default=PROFILES[0],
-        help=f"history layout and wording (default {PROFILES[0]}; README: Prompt profiles)",
+        help=f"history layout and wording (default {PROFILES[0]}; docs/prompts.md)",
     )
     m.add_argument(
         "--prompt-dir",

@@ -64,7 +64,7 @@ class Manifest(BaseModel):
     runs: list[RunEntry] = Field(default_factory=list)
     options: dict[str, Any] = Field(default_factory=dict)
     tokenizer: str = ""
-    # Settings LLaMA-Factory needs to see what the agent saw (README: Training data export).
+    # Settings LLaMA-Factory needs to see what the agent saw (docs/export.md).
     llamafactory: dict[str, Any] = Field(default_factory=dict)
 
     @property
