@@ -15,9 +15,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from PIL import Image
+
+if TYPE_CHECKING:  # imported where used: the openai backend needs the geometry, not torch (seconds)
+    import torch
 
 PATCH = 14
 MERGE = 2
@@ -110,6 +113,8 @@ def preprocess(images: Sequence[Image.Image], in_token_limit: int) -> PixelBatch
     """Resize (MoonViT rule), zero-pad right/bottom to multiples of 28, normalise with
     mean = std = 0.5 and cut into 14x14 patches, row-major. Raises ValueError for an image with
     a side of 512 patches or more, as the official processor does ("Exceed pos emb")."""
+    import torch
+
     if not images:
         raise ValueError("preprocess needs at least one image")
     patches, grids, tokens, sizes = [], [], [], []

@@ -97,10 +97,10 @@ def check_limits(args: argparse.Namespace) -> None:
             raise UsageError(why)
 
 
-def make_console() -> Console:
+def make_console(*, highlight: bool = True) -> Console:
     """The console every command prints on. Output that is not a terminal (a pipe, a file, a CI log)
     is not wrapped at 80 columns: a command, path or URL split over two lines cannot be copied or
     grepped. Tables still fit the width."""
-    console = Console()
+    console = Console(highlight=highlight)
     console.soft_wrap = not console.is_terminal
     return console

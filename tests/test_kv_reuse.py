@@ -153,11 +153,11 @@ def test_sampling_with_reuse_draws_as_without(pair: tuple[TransformersBackend, T
 def test_both_clis_load_the_local_backend_with_reuse_unless_told_not_to(
     tiny_kimi: Path, flag: list[str]
 ) -> None:
-    from tasks.cli import _run_parser
+    from tasks.cli import parsers
     from tasks.model import load_local
     from tasks.screenspot.cli import parser as screenspot_parser
 
-    agent_args = _run_parser().parse_args(["a task", "--model", str(tiny_kimi), *flag])
+    agent_args = parsers()["kimi-agent"].parse_args(["a task", "--model", str(tiny_kimi), *flag])
     bench_args = screenspot_parser().parse_args(
         ["run", "data", "--out", "out", "--backend", "transformers", "--model", str(tiny_kimi), *flag]
     )

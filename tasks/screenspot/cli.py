@@ -20,7 +20,7 @@ from rich.markup import escape
 from agent.backend import GenerationParams
 from agent.kimi_policy import ResolvedVariant, Variant, resolve_variant
 from agent.weights import DEFAULT_MODEL
-from tasks.cli_common import HelpFormatter
+from tasks.cli_common import HelpFormatter, make_console
 from tasks.screenspot import report
 from tasks.screenspot.runner import (
     FILTER_KEYS,
@@ -154,7 +154,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str]) -> int:
     args = parser().parse_args(list(argv))
-    console = Console(highlight=False)
+    console = make_console(highlight=False)
     if args.command == "score":
         return _score(args, console)
     return _run(args, console)
