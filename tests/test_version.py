@@ -68,3 +68,34 @@ def test_a_checkout_without_git_still_says_its_version(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == {"version": pyproject_version(), "commit": None, "dirty": None}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_a_copy_pip_installed_from_a_checkout_names_its_commit_and_whether_it_differs(tmp_path: Path) -> None:
+    """`pip install .`, as .ci/setup does: the copy in site-packages names the checkout's commit, clean
+    while its files are the checkout's, modified once the checkout moves on without a reinstall."""
+    src, site = tmp_path / "src", tmp_path / "site"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(src)], check=True, timeout=120)
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target"]
+    subprocess.run([*pip, str(site), str(src)], check=True, capture_output=True, timeout=300)
+
+    def record() -> dict[str, object]:
+        out = subprocess.run(
+            [sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(site)!r}); {PRINT}"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    head = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True)
+    assert record() == {"version": pyproject_version(), "commit": head.stdout.strip(), "dirty": False}
+    (src / "agent" / "loop.py").write_text((src / "agent" / "loop.py").read_text() + "\n# changed\n")
+    git = ["git", "-C", str(src), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "commit", "-qam", "later"], check=True, timeout=60)
+    later = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True)
+    # the installed code is not that commit's: it says so
+    assert record() == {"version": pyproject_version(), "commit": later.stdout.strip(), "dirty": True}
