@@ -14,6 +14,8 @@ mean over one frame).
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import time
 from dataclasses import dataclass
@@ -84,6 +86,17 @@ def k25_config(raw: dict, *, media_start_id: int | None = None, media_end_id: in
         vision_end_token_id=image_token - 1 if media_end_id is None else media_end_id,
         tie_word_embeddings=False,
     )
+
+
+@functools.cache
+def _forward_params(cls: type) -> frozenset[str]:
+    return frozenset(inspect.signature(cls.forward).parameters)
+
+
+def cache_keyword(lm: torch.nn.Module) -> str:
+    """The keyword the text model takes its KV cache under: ``cache`` since transformers 5.2x renamed
+    ``past_key_values`` (which warns there, and goes in 5.40); 5.20 knows only the old name."""
+    return "cache" if "cache" in _forward_params(type(lm)) else "past_key_values"
 
 
 def load_native(path: Path, dtype: torch.dtype, chat: KimiChat) -> torch.nn.Module:
@@ -279,7 +292,8 @@ class TransformersBackend:
     def forward(self, embeds: torch.Tensor, kv: DynamicCache) -> torch.Tensor:
         """The next-token logits (float32) after ``embeds``, appended to ``kv``; positions follow
         the cache's length (DeepseekV3Model's default position_ids)."""
-        out = self.model.model.language_model(inputs_embeds=embeds, past_key_values=kv, use_cache=True)
+        lm = self.model.model.language_model
+        out = lm(inputs_embeds=embeds, use_cache=True, **{cache_keyword(lm): kv})
         return self.model.lm_head(out.last_hidden_state[:, -1]).float()[0]
 
     @staticmethod
