@@ -105,12 +105,12 @@ def cmd_serve(console: Console, argv: Sequence[str]) -> int:
         **({"token": token} if token else {}),
     )
     where = f"unix:{args.socket}" if args.socket else f"http://{args.host}:{args.port}"
-    console.print(Text(f"serving DISPLAY={args.display} at {where}; Ctrl-C stops it"))
-    if token is None:
-        console.print(Text(f"token: {config.token}"))
-    if args.socket is None and not _is_loopback(args.host):
-        console.print(Text(f"warning: {args.host} is reachable from other machines", style="yellow"))
-    try:
+    try:  # from the first line on: a client may press Ctrl-C as soon as it reads it
+        console.print(Text(f"serving DISPLAY={args.display} at {where}; Ctrl-C stops it"))
+        if token is None:
+            console.print(Text(f"token: {config.token}"))
+        if args.socket is None and not _is_loopback(args.host):
+            console.print(Text(f"warning: {args.host} is reachable from other machines", style="yellow"))
         serve_forever(config, args.host, args.port, args.socket)
     except KeyboardInterrupt:
         console.print("stopped")
@@ -150,14 +150,14 @@ def _serve_sandbox(console: Console, args: argparse.Namespace) -> int:
     except (SandboxError, OSError) as e:
         raise ServeUsageError(f"cannot start the sandbox: {e}") from None
     with served:
-        console.print(
-            Text(f"serving sandbox DISPLAY={served.sandbox.display} at {served.url}; Ctrl-C stops it")
-        )
-        console.print(Text(f"token: {served.token}"))
-        console.print(Text(f"OSWorld's controllers: vm_ip={served.vm_ip!r}, server_port={served.port}"))
-        if args.keep:
-            console.print(Text(f"kept: {served.sandbox.root}"))
-        try:
+        try:  # from the first line on: a client may press Ctrl-C as soon as it reads it
+            console.print(
+                Text(f"serving sandbox DISPLAY={served.sandbox.display} at {served.url}; Ctrl-C stops it")
+            )
+            console.print(Text(f"token: {served.token}"))
+            console.print(Text(f"OSWorld's controllers: vm_ip={served.vm_ip!r}, server_port={served.port}"))
+            if args.keep:
+                console.print(Text(f"kept: {served.sandbox.root}"))
             while served.server_process.poll() is None:
                 time.sleep(0.5)
             console.print(
