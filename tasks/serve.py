@@ -13,7 +13,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.text import Text
 
-from tasks.cli_common import HelpFormatter
+from tasks.cli_common import ArgumentParser, HelpFormatter
 from tasks.sandbox_args import add_sandbox_flags, isolation
 
 
@@ -22,7 +22,7 @@ class ServeUsageError(Exception):
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         formatter_class=HelpFormatter,
         prog="kimi-agent serve",
         description="Serve OSWorld's VM protocol (port 5000 in OSWorld's VMs) for an X display, so "
@@ -150,14 +150,14 @@ def _serve_sandbox(console: Console, args: argparse.Namespace) -> int:
     except (SandboxError, OSError) as e:
         raise ServeUsageError(f"cannot start the sandbox: {e}") from None
     with served:
-        console.print(
-            Text(f"serving sandbox DISPLAY={served.sandbox.display} at {served.url}; Ctrl-C stops it")
-        )
-        console.print(Text(f"token: {served.token}"))
-        console.print(Text(f"OSWorld's controllers: vm_ip={served.vm_ip!r}, server_port={served.port}"))
-        if args.keep:
-            console.print(Text(f"kept: {served.sandbox.root}"))
-        try:
+        try:  # Ctrl-C right after the address is printed stops cleanly too
+            console.print(
+                Text(f"serving sandbox DISPLAY={served.sandbox.display} at {served.url}; Ctrl-C stops it")
+            )
+            console.print(Text(f"token: {served.token}"))
+            console.print(Text(f"OSWorld's controllers: vm_ip={served.vm_ip!r}, server_port={served.port}"))
+            if args.keep:
+                console.print(Text(f"kept: {served.sandbox.root}"))
             while served.server_process.poll() is None:
                 time.sleep(0.5)
             console.print(
