@@ -158,7 +158,8 @@ class OSWorldClient:
         where = f"{method} {path} on {self.base_url}"
         if r.status == 401:
             raise Unauthorized(
-                f"{where}: the server refused the token ({'none sent' if not self.token else 'wrong'})"
+                f"{where}: the server refused the token "
+                + ("(none sent: pass --vm-token or set $KIMI_VM_TOKEN)" if not self.token else "(wrong)")
             )
         if r.status == 404:
             raise NotFound(f"{where}: {_excerpt(r.body) or 'not found'}")

@@ -31,6 +31,7 @@ from agent.trajectory import RunInfo, TrajectoryWriter
 from agent.weights import DEFAULT_MODEL
 from env.desktop import Desktop
 from tasks.cli_common import (
+    ArgumentParser,
     HelpFormatter,
     UsageError,
     ask_yes_no,
@@ -434,12 +435,17 @@ def _cmd_report(console: Console, argv: Sequence[str]) -> int:
     args = _report_parser().parse_args(argv)
     from agent.report import write_report
 
-    console.print(Text(f"wrote {write_report(args.run_dir)}"))
+    d = args.run_dir
+    if not (d / "run.json").is_file() and ((d / "pyautogui").is_dir() or (d / "kimi_run.json").is_file()):
+        raise UsageError(
+            f"{d} is an OSWorld results folder, not a run directory: kimi-agent bench osworld report {d}"
+        )
+    console.print(Text(f"wrote {write_report(d)}"))
     return 0
 
 
 def _export_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         formatter_class=HelpFormatter,
         prog="kimi-agent export",
         description="Write runs as a LLaMA-Factory dataset (ShareGPT multimodal): one sample per step, "
@@ -659,9 +665,13 @@ def _command(argv: list[str]) -> tuple[Command, list[str]]:
         return COMMANDS[first], argv[1:]
     if first == "--":
         return _cmd_run, argv[1:]
-    if first == "help":  # `kimi-agent help [COMMAND]`
-        named = argv[1] if len(argv) > 1 and argv[1] in COMMANDS else None
-        return (COMMANDS[named], ["--help"]) if named else (_cmd_run, ["--help"])
+    if first == "help":  # `kimi-agent help [COMMAND [SUBCOMMAND ...]]`: that command's --help
+        if len(argv) == 1:
+            return _cmd_run, ["--help"]
+        if argv[1] not in COMMANDS:
+            _command(argv[1:2])  # a typo is refused as `kimi-agent WORD` would be
+            raise UsageError(f"kimi-agent help: no command {argv[1]!r} (there are {', '.join(COMMANDS)})")
+        return COMMANDS[argv[1]], [*argv[2:], "--help"]
     word = first.strip()
     if word and not word.startswith("-") and len(word.split()) == 1:
         close = difflib.get_close_matches(word.lower(), [*COMMANDS, "help"], n=1, cutoff=0.75)

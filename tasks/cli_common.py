@@ -5,10 +5,13 @@ benchmark CLIs (tasks/osworld, tasks/screenspot) import it without importing eac
 from __future__ import annotations
 
 import argparse
+import difflib
+import os
 import re
 import sys
 from collections.abc import Callable
 from functools import cache
+from typing import NoReturn
 
 from rich.console import Console
 from rich.text import Text
@@ -52,9 +55,33 @@ class HelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)".lstrip()
 
 
-def parser(prog: str, description: str, **kw: object) -> argparse.ArgumentParser:
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, with a usage error on one line like the tool's own checks (argparse prints the
+    whole usage block first, burying the error), a pointer to --help, and the nearest choice or
+    option for a typo. Subparsers inherit the class."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}{self.suggestion(message)} (see {self.prog} --help)\n")
+
+    def suggestion(self, message: str) -> str:
+        """ "(did you mean X?)" for an invalid choice or an unknown option close to a real one."""
+        choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if choice:
+            options = re.findall(r"'?([^,' ]+)'?", choice.group(2))
+            close = difflib.get_close_matches(choice.group(1), options, n=1, cutoff=0.6)
+            return f" (did you mean {close[0]!r}?)" if close else ""
+        if message.startswith("unrecognized arguments: "):
+            known = [o for a in self._actions for o in a.option_strings]
+            for word in message.split()[2:]:
+                close = difflib.get_close_matches(word.split("=")[0], known, n=1, cutoff=0.7)
+                if word.startswith("-") and close:
+                    return f" (did you mean {close[0]}?)"
+        return ""
+
+
+def parser(prog: str, description: str, **kw: object) -> ArgumentParser:
     """An ArgumentParser in the CLI's style."""
-    return argparse.ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter, **kw)  # type: ignore[arg-type]
+    return ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter, **kw)  # type: ignore[arg-type]
 
 
 @cache
@@ -100,7 +127,10 @@ def check_limits(args: argparse.Namespace) -> None:
 def make_console(*, highlight: bool = True) -> Console:
     """The console every command prints on. Output that is not a terminal (a pipe, a file, a CI log)
     is not wrapped at 80 columns: a command, path or URL split over two lines cannot be copied or
-    grepped. Tables still fit the width."""
+    grepped. Tables there get 200 columns unless $COLUMNS says otherwise, so a task id is never cut
+    over two lines."""
     console = Console(highlight=highlight)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = 200
     console.soft_wrap = not console.is_terminal
     return console

@@ -13,7 +13,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.text import Text
 
-from tasks.cli_common import HelpFormatter
+from tasks.cli_common import ArgumentParser, HelpFormatter
 from tasks.sandbox_args import add_sandbox_flags, isolation
 
 
@@ -22,7 +22,7 @@ class ServeUsageError(Exception):
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         formatter_class=HelpFormatter,
         prog="kimi-agent serve",
         description="Serve OSWorld's VM protocol (port 5000 in OSWorld's VMs) for an X display, so "

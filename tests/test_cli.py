@@ -209,3 +209,45 @@ def test_a_dry_run_is_not_a_done_task(tmp_path: Path) -> None:
     assert "stopped: done, status: dry-run  (dry run: no action was executed)" in r.stdout
     assert "success" not in r.stdout
     assert json.loads((tmp_path / "run" / "run.json").read_text())["dry_run"] is True
+
+
+def test_help_command_names_subcommands_and_refuses_typos(tmp_path: Path) -> None:
+    r = kimi("help", "sandbx", cwd=tmp_path)
+    assert r.returncode == 2 and "did you mean 'sandbox'?" in r.stdout and len(r.stdout.splitlines()) == 1
+    for words, usage in [
+        (["bench", "osworld", "run"], "usage: kimi-agent bench osworld run"),
+        (["bench", "osworld"], "usage: kimi-agent bench osworld"),
+        (["bench", "screenspot", "score"], "usage: kimi-agent bench screenspot score"),
+    ]:
+        r = kimi("help", *words, cwd=tmp_path)
+        assert r.returncode == 0 and r.stdout.startswith(usage), r.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "wanted"),
+    [
+        (["t", "--size", "100"], "kimi-agent: error: argument --size: "),
+        (["t", "--max-steps", "abc"], "kimi-agent: error: argument --max-steps: "),
+        (["bench", "osworld", "lst"], "(did you mean 'list'?)"),
+        (["t", "--modle", "x"], "unrecognized arguments: --modle x (did you mean --model?)"),
+    ],
+)
+def test_argparse_errors_are_one_line(tmp_path: Path, args: list[str], wanted: str) -> None:
+    r = kimi(*args, cwd=tmp_path)
+    out = r.stdout + r.stderr
+    assert r.returncode == 2 and len(out.splitlines()) == 1, out
+    assert wanted in out and out.rstrip().endswith("--help)"), out
+
+
+def test_tables_into_a_pipe_keep_whole_task_ids(tmp_path: Path) -> None:
+    r = kimi("bench", "osworld", "check", "suite", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert any("os-infeasible-bitlocker" in line for line in r.stdout.splitlines()), r.stdout
+
+
+def test_report_on_an_osworld_results_folder_points_at_bench_report(tmp_path: Path) -> None:
+    (tmp_path / "results" / "pyautogui").mkdir(parents=True)
+    r = kimi("report", "results", cwd=tmp_path)
+    assert r.returncode == 2
+    assert "kimi-agent bench osworld report results" in r.stdout and len(r.stdout.splitlines()) == 1

@@ -124,7 +124,10 @@ def test_the_token_in_the_url_works_like_osworlds_vm_ip(served: Served) -> None:
     url = f"http://{served.server.vm_ip}:{served.server.port}"
     with OSWorldClient(url) as c:
         assert c.platform() == "Linux"
-    with OSWorldClient(served.server.url) as c, pytest.raises(Unauthorized, match="none sent"):
+    with (
+        OSWorldClient(served.server.url) as c,
+        pytest.raises(Unauthorized, match=r"none sent: pass --vm-token or set \$KIMI_VM_TOKEN"),
+    ):
         c.platform()
 
 

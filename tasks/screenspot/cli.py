@@ -20,7 +20,7 @@ from rich.markup import escape
 from agent.backend import GenerationParams
 from agent.kimi_policy import ResolvedVariant, Variant, resolve_variant
 from agent.weights import DEFAULT_MODEL
-from tasks.cli_common import HelpFormatter, make_console
+from tasks.cli_common import ArgumentParser, HelpFormatter, make_console
 from tasks.screenspot import report
 from tasks.screenspot.runner import (
     FILTER_KEYS,
@@ -54,7 +54,7 @@ RESUME_KEYS = (
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="kimi-agent bench screenspot",
         description="Grounding benchmarks (ScreenSpot v1 / v2 / Pro, OSWorld-G): `run` a model on a dataset, "
         "or `score` a results file again. --help after each command.",
