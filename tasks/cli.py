@@ -571,7 +571,7 @@ def _cmd_export(console: Console, argv: Sequence[str]) -> int:
             warn=lambda line: console.print(Text(f"warning: {clip(line, 400)}", style="yellow")),
         )
     except NothingToExport as e:  # not a usage error: the runs are fine, none is training data
-        console.print(Text(str(e)))
+        console.print(Text(str(e)), soft_wrap=True)
         return 1
     taken = sum(r.taken for r in m.runs)
     console.print(

@@ -276,7 +276,11 @@ def test_osworld_result_trees_filters_and_the_cli(
     for n, (flags, want) in enumerate(cases):
         dest = tmp_path / f"ds{n}"
         code = main(["export", str(tree), "--out", str(dest), "--tokenizer", str(tiny_kimi), *flags])
-        capsys.readouterr()
+        printed = capsys.readouterr().out
+        if not dest.exists():  # every run left out whole: said at once, nothing written
+            assert not want and code == 1 and printed.startswith("nothing to export: "), flags
+            assert len(printed.strip().splitlines()) == 1, printed
+            continue
         m = Manifest.model_validate_json((dest / "manifest.json").read_text())
         assert {Path(r.path).parent.name for r in m.runs if r.taken} == want, flags
         assert code == (0 if want else 1)
