@@ -54,7 +54,7 @@ from agent.vision import wire_image
 
 SERVE_HINT = (
     "vllm serve moonshotai/Kimi-VL-A3B-Instruct --served-model-name {model} --trust-remote-code "
-    "--max-model-len 32768 --limit-mm-per-prompt '{{\"image\":64}}'"
+    "--max-model-len 32768 --max-num-batched-tokens 32768 --limit-mm-per-prompt '{{\"image\":64}}'"
 )
 SLICE_S = 0.25  # the longest a read waits before Python code (signal handlers) runs again
 MAX_REPLY_BYTES = 64 << 20  # a reply of 8192 tokens is well under 1 MiB

@@ -70,11 +70,18 @@ def resolve_checkpoint(
     return _download(model)
 
 
-def resolve_tokenizer(model: str, *, offline: bool = False, notice: Callable[[str], None] = print) -> Path:
+def resolve_tokenizer(
+    model: str,
+    *,
+    offline: bool = False,
+    notice: Callable[[str], None] = print,
+    other_ways: str = OTHER_WAYS,
+) -> Path:
     """A directory holding ``model``'s tokenizer: a local checkpoint directory, the cached snapshot
     (the whole checkpoint or the tokenizer alone), or TOKENIZER_FILES fetched from the hub into its
     cache, never the weights. The offline rules are the weights' (--offline, HF_HUB_OFFLINE): then
-    the error gives the exact command that fetches them."""
+    the error gives the exact command that fetches them. ``other_ways`` ends a download error: what
+    else the caller's command accepts (export has no --model, and a model server is no help there)."""
     path = Path(model).expanduser()
     if path.is_dir():
         if not (path / "tiktoken.model").is_file():
@@ -95,12 +102,12 @@ def resolve_tokenizer(model: str, *, offline: bool = False, notice: Callable[[st
             f"offline mode is on ({switch}), so nothing was fetched: run `{_hf()} download {model} {include}` "
             "(a few MB) where there is network, or pass --tokenizer CHECKPOINT_DIR"
         )
-    size, count = _download_size(model, TOKENIZER_FILES)
+    size, count = _download_size(model, TOKENIZER_FILES, other_ways)
     notice(
         f"fetching only the tokenizer of {model} ({count} files, {_human(size)}; no weights) from "
         f"{constants.ENDPOINT} into {constants.HF_HUB_CACHE}"
     )
-    got = _download(model, TOKENIZER_FILES)
+    got = _download(model, TOKENIZER_FILES, other_ways)
     if not (got / "tiktoken.model").is_file():
         raise BackendError(f"{model} on {constants.ENDPOINT} has no tiktoken.model: not a Kimi-VL checkpoint")
     return got
@@ -119,7 +126,9 @@ def _cached(model: str, patterns: tuple[str, ...] = NEEDED_FILES) -> Path | None
         return None
 
 
-def _download_size(model: str, patterns: tuple[str, ...] = NEEDED_FILES) -> tuple[int, int]:
+def _download_size(
+    model: str, patterns: tuple[str, ...] = NEEDED_FILES, other_ways: str = OTHER_WAYS
+) -> tuple[int, int]:
     """Bytes and number of the files to fetch, from the hub's file metadata."""
     from huggingface_hub import HfApi
     from huggingface_hub.utils import filter_repo_objects
@@ -127,24 +136,24 @@ def _download_size(model: str, patterns: tuple[str, ...] = NEEDED_FILES) -> tupl
     try:
         info = HfApi().model_info(model, files_metadata=True)
     except Exception as e:
-        raise _hub_error(model, e) from None
+        raise _hub_error(model, e, other_ways) from None
     files = list(
         filter_repo_objects(info.siblings or [], allow_patterns=list(patterns), key=lambda s: s.rfilename)
     )
     return sum(f.size or 0 for f in files), len(files)
 
 
-def _download(model: str, patterns: tuple[str, ...] = NEEDED_FILES) -> Path:
+def _download(model: str, patterns: tuple[str, ...] = NEEDED_FILES, other_ways: str = OTHER_WAYS) -> Path:
     """Into the HF cache, with the hub's progress bars; files an interrupted run finished are kept."""
     from huggingface_hub import snapshot_download
 
     try:
         return Path(snapshot_download(model, allow_patterns=list(patterns)))
     except Exception as e:
-        raise _hub_error(model, e) from None
+        raise _hub_error(model, e, other_ways) from None
 
 
-def _hub_error(model: str, e: Exception) -> BackendError:
+def _hub_error(model: str, e: Exception, other_ways: str = OTHER_WAYS) -> BackendError:
     from huggingface_hub import constants
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
@@ -156,13 +165,13 @@ def _hub_error(model: str, e: Exception) -> BackendError:
     if isinstance(e, RepositoryNotFoundError):
         return BackendError(
             f"no model {model} on {constants.ENDPOINT} (a typo, or private: run `hf auth login`); "
-            f"{OTHER_WAYS}"
+            f"{other_ways}"
         )
     # A LocalEntryNotFoundError from snapshot_download wraps the network error that caused it.
     cause = e.__cause__ if isinstance(e.__cause__, Exception) else e
     return BackendError(
         f"could not download {model} from {constants.ENDPOINT} ({type(cause).__name__}: {reason(cause)}); "
-        f"check the network or HF_ENDPOINT, or {OTHER_WAYS}"
+        f"check the network or HF_ENDPOINT, or {other_ways}"
     )
 
 

@@ -535,7 +535,7 @@ def _cmd_export(console: Console, argv: Sequence[str]) -> int:
         regex = re.compile(args.task_regex) if args.task_regex is not None else None
     except re.error as e:
         raise UsageError(f"--task-regex {args.task_regex!r}: {e}") from None
-    from agent.export.dataset import export, left_out
+    from agent.export.dataset import NothingToExport, export, left_out
     from agent.export.records import Options
     from agent.tokenizer import load_tokenizer
     from agent.weights import resolve_tokenizer
@@ -556,20 +556,29 @@ def _cmd_export(console: Console, argv: Sequence[str]) -> int:
         console.print(Text(clip(line, 400), style="yellow"))
 
     def resolve(name: str) -> Path:
-        return resolve_tokenizer(name, offline=args.offline, notice=notice)
+        return resolve_tokenizer(
+            name,
+            offline=args.offline,
+            notice=notice,
+            other_ways="pass --tokenizer CHECKPOINT_DIR_OR_HUB_ID (a local checkpoint directory)",
+        )
 
-    m = export(
-        args.inputs,
-        args.out,
-        opts,
-        load_tokenizer,
-        resolve(args.tokenizer) if args.tokenizer else None,
-        resolve_tokenizer=resolve,
-        grounding=GroundingRun,
-        name=args.name,
-        copy_images=args.copy,
-        warn=lambda line: console.print(Text(f"warning: {clip(line, 400)}", style="yellow")),
-    )
+    try:
+        m = export(
+            args.inputs,
+            args.out,
+            opts,
+            load_tokenizer,
+            resolve(args.tokenizer) if args.tokenizer else None,
+            resolve_tokenizer=resolve,
+            grounding=GroundingRun,
+            name=args.name,
+            copy_images=args.copy,
+            warn=lambda line: console.print(Text(f"warning: {clip(line, 400)}", style="yellow")),
+        )
+    except NothingToExport as e:  # not a usage error: the runs are fine, none is training data
+        console.print(Text(str(e)), soft_wrap=True)
+        return 1
     taken = sum(r.taken for r in m.runs)
     console.print(
         Text(

@@ -11,6 +11,7 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -275,7 +276,11 @@ def test_osworld_result_trees_filters_and_the_cli(
     for n, (flags, want) in enumerate(cases):
         dest = tmp_path / f"ds{n}"
         code = main(["export", str(tree), "--out", str(dest), "--tokenizer", str(tiny_kimi), *flags])
-        capsys.readouterr()
+        printed = capsys.readouterr().out
+        if not dest.exists():  # every run left out whole: said at once, nothing written
+            assert not want and code == 1 and printed.startswith("nothing to export: "), flags
+            assert len(printed.strip().splitlines()) == 1, printed
+            continue
         m = Manifest.model_validate_json((dest / "manifest.json").read_text())
         assert {Path(r.path).parent.name for r in m.runs if r.taken} == want, flags
         assert code == (0 if want else 1)
@@ -556,3 +561,35 @@ def test_a_run_naming_only_a_server_path_says_how_to_pass_the_tokenizer(
     printed = " ".join(capsys.readouterr().out.split())
     assert "no tokenizer: the runs name /srv/models/kimi-vl, kimi-vl" in printed
     assert "pass --tokenizer CHECKPOINT_DIR_OR_HUB_ID" in printed and not (tmp_path / "out").exists()
+
+
+def test_a_failed_tokenizer_download_says_to_pass_tokenizer(runs: dict[str, Any], tmp_path: Path) -> None:
+    """No network (a closed loopback port as the hub): export's hint is its own flag, not the main
+    command's --model or a model server."""
+    run = tmp_path / "served"
+    shutil.copytree(runs["append"][0], run)
+    info = json.loads((run / "run.json").read_text())
+    info["model"] = {**info["model"], "checkpoint": HUB_ID, "model": "kimi-vl"}
+    (run / "run.json").write_text(json.dumps(info))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends: every request is refused
+    export = [sys.executable, "-m", "tasks.cli", "export", str(run), "--out", str(tmp_path / "out")]
+    done = _cli(export, tmp_path / "home", f"http://127.0.0.1:{port}", HF_HUB_ETAG_TIMEOUT="5")
+    printed = " ".join(done.stdout.split())
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"could not download {HUB_ID} from http://127.0.0.1:{port}" in printed
+    assert "pass --tokenizer CHECKPOINT_DIR_OR_HUB_ID" in printed
+    assert "--backend openai" not in printed and "--model" not in printed
+    assert not (tmp_path / "out").exists()
+
+
+def test_only_scripted_runs_say_nothing_to_export_at_once(
+    runs: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No tokenizer is needed (none is passed, and the run names none) and no config is printed."""
+    capsys.readouterr()
+    assert main(["export", str(runs["scripted"][0]), "--out", str(tmp_path / "out")]) == 1
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines == ["nothing to export: 1 scripted run (never training data)"]
+    assert not (tmp_path / "out").exists()

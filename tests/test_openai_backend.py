@@ -841,3 +841,13 @@ def test_the_agent_cli_budgets_with_the_servers_counts_and_records_it(tiny_chat:
         assert built.tokens == len(tiny_chat.render(built.messages).ids)
     finally:
         server.close()
+
+
+def test_serve_hint_is_the_documented_command() -> None:
+    """The error's suggested command is the one docs/troubleshooting.md#vllm-flags explains."""
+    from pathlib import Path
+
+    from agent.openai_backend import SERVE_HINT
+
+    doc = (Path(__file__).parent.parent / "docs" / "troubleshooting.md").read_text().replace("\\\n  ", "")
+    assert SERVE_HINT.format(model="kimi-vl") in doc

@@ -359,6 +359,9 @@ def test_the_summary_divides_by_the_split_and_lists_what_scored_nothing(tmp_path
     assert [v for _, v in s.references()] == [8.22, 9.7, 10.3]
     page = write_html(s).read_text()
     assert "boom" in page and "33.33" in page
+    # The task table's text headers (domain, task) sit left like their cells, not right.
+    assert "<table class=tasks><tr><th>domain</th><th>task</th>" in page
+    assert ".tasks td:nth-child(-n+2),.tasks th:nth-child(-n+2)," in page
 
 
 def _played(d: Path, seconds_per_step: list[float]) -> None:
@@ -501,9 +504,9 @@ def test_the_live_view_shows_the_running_score_and_an_eta() -> None:
     from tasks.osworld.progress import Progress
     from tasks.osworld.results import Outcome, Timings
 
-    def outcome(score: float) -> Outcome:
+    def outcome(score: float, steps: int = 2) -> Outcome:
         return Outcome(
-            task_id="t", domain="os", score=score, kind="scored", steps=2, timings=Timings(total_s=5)
+            task_id="t", domain="os", score=score, kind="scored", steps=steps, timings=Timings(total_s=5)
         )
 
     log = io.StringIO()
@@ -512,9 +515,10 @@ def test_the_live_view_shows_the_running_score_and_an_eta() -> None:
         assert p.eta_s() is None and "2/4" not in p.standing()
         p.finished(outcome(0.0))
         assert p.eta_s() == pytest.approx(240, abs=5)  # 120 s for 1 task here, 2 left
-        p.finished(outcome(1.0))
+        p.finished(outcome(1.0, steps=1))
     lines = log.getvalue().splitlines()
     assert lines[0].endswith("2/4 done, score 1 (mean 0.50), ETA 4 min"), lines
+    assert " 5 s, 2 steps; " in lines[0] and " 5 s, 1 step; " in lines[1], lines
     assert lines[1].endswith("3/4 done, score 2 (mean 0.67), ETA 60 s"), lines
 
     screen = io.StringIO()  # a terminal: the table redrawn in place carries the same standing

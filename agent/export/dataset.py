@@ -185,7 +185,7 @@ def _run_filter(run: Run, opts: Options) -> tuple[LeftOut, str] | None:
 _LEFT_OUT: dict[tuple[LeftOut, bool], tuple[str, str, str]] = {
     ("dry-run", True): ("dry run", "dry runs", "never training data"),
     ("replay", True): ("replay", "replays", "never training data"),
-    ("scripted", True): ("scripted run", "scripted runs", "no model replied"),
+    ("scripted", True): ("scripted run", "scripted runs", "never training data"),
     ("failed-task", True): (
         "failed or unfinished task",
         "failed or unfinished tasks",
@@ -208,6 +208,14 @@ def left_out(m: Manifest) -> list[str]:
             counts[r.left_out, True] = counts.get((r.left_out, True), 0) + 1
         for k in r.skipped:
             counts[k.kind, False] = counts.get((k.kind, False), 0) + 1
+    return _counted(counts)
+
+
+class NothingToExport(ValueError):
+    """Every run is left out whole (scripted, failed, filtered...): no tokenizer, no dataset."""
+
+
+def _counted(counts: dict[tuple[LeftOut, bool], int]) -> list[str]:
     out = []
     for key, (one, many, note) in _LEFT_OUT.items():
         n = counts.get(key, 0)
@@ -252,6 +260,15 @@ def export(
     if not readable:
         path, _, problem = runs[0]
         raise ValueError(f"nothing to export: {path}: {problem}")
+    # Known before any tokenizer is needed: say it now rather than write an empty dataset.
+    whole: dict[tuple[LeftOut, bool], int] = {}
+    for _, run, _ in runs:
+        why = ("problem", "") if run is None else _run_filter(run, opts)
+        if why is None:
+            break
+        whole[why[0], True] = whole.get((why[0], True), 0) + 1
+    else:
+        raise NothingToExport("nothing to export: " + "; ".join(_counted(whole)))
     if tokenizer is None:
         if resolve_tokenizer is None:
             from agent.weights import resolve_tokenizer as resolve

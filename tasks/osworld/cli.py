@@ -172,7 +172,11 @@ def setup_main(args: argparse.Namespace, console: Console) -> int:
         console.print(f"the OSWorld evaluator environment is ready: {venv}")
         return 0
     t0 = time.monotonic()
-    python = evalenv.build(venv, log=lambda m: console.print(escape(m)))
+    try:
+        python = evalenv.build(venv, log=lambda m: console.print(escape(m)))
+    except evalenv.EvalEnvError as e:
+        console.print(escape(f"kimi-agent: error: {e}"), soft_wrap=True)
+        return 1
     console.print(f"built {venv} in {time.monotonic() - t0:.0f} s; its python: {python}")
     return 0
 

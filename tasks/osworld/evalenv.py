@@ -23,6 +23,9 @@ REQUIREMENTS = WORKER_DIR / "requirements.txt"
 VENV_VAR = "KIMI_OSWORLD_EVAL_VENV"
 READY = ".kimi-ready"
 SETUP_HINT = "run kimi-agent bench osworld setup"
+OFFLINE_DOC = "docs/troubleshooting.md#no-internet-for-the-evaluator-venv"
+# An unreachable index fails in seconds, not after pip's default 5 retries of a long timeout.
+PIP_NETWORK = ["--timeout", "15", "--retries", "1"]
 
 
 class EvalEnvError(RuntimeError):
@@ -83,30 +86,38 @@ def build(venv: Path | None = None, log: Callable[[str], None] = lambda _: None)
     if not python.exists():
         log(f"creating {venv}")
         _run([sys.executable, "-m", "venv", str(venv)], "create the venv")
-    pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *PIP_NETWORK]
+    # The marker is written last: a build that stops halfway leaves a venv that is not ready.
     log(f"installing {', '.join(desktop_env)} --no-deps")
-    _run([*pip, "--no-deps", *desktop_env], "install desktop-env")
+    _run([*pip, "--no-deps", *desktop_env], "install desktop-env", _pip_hint(venv))
     log(f"installing the {len(rest)} packages its evaluators import")
     with tempfile.NamedTemporaryFile("w", suffix=".txt") as f:
         f.write("\n".join(rest) + "\n")
         f.flush()
-        _run([*pip, "-r", f.name], "install the evaluators' dependencies")
+        _run([*pip, "-r", f.name], "install the evaluators' dependencies", _pip_hint(venv))
     (venv / READY).write_text(requirements_hash() + "\n")
     return python
 
 
-def _run(cmd: list[str], what: str) -> None:
+def _pip_hint(venv: Path) -> str:
+    return (
+        f"; {venv} is left unfinished (not ready). Without internet, build it from wheels fetched "
+        f"elsewhere or set ${VENV_VAR} to a venv built elsewhere: see {OFFLINE_DOC}"
+    )
+
+
+def _run(cmd: list[str], what: str, hint: str = "") -> None:
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     except (OSError, subprocess.TimeoutExpired) as e:
-        raise EvalEnvError(f"cannot {what}: {e}") from None
+        raise EvalEnvError(f"cannot {what}: {e}{hint}") from None
     if done.returncode != 0:
         lines = [
             line
             for line in done.stderr.splitlines()
             if line.strip() and "is ignored: it is neither" not in line
         ]
-        raise EvalEnvError(f"cannot {what}: {(lines or ['failed'])[-1].strip()}")
+        raise EvalEnvError(f"cannot {what}: {(lines or ['failed'])[-1].strip()}{hint}")
 
 
 def main() -> None:

@@ -76,7 +76,10 @@ class Progress:
         self.score += o.score
         why = f" ({o.kind}: {' '.join((o.error or '').split())[:160]})" if o.kind != "scored" else ""
         line = Text(f"[{self.done}/{self.total}] {o.domain}/{o.task_id}: {o.score:g}{why}")
-        line.append(f"  {o.timings.total_s:.0f} s, {o.steps} steps; {self.standing()}", style="dim")
+        line.append(
+            f"  {o.timings.total_s:.0f} s, {o.steps} step{'' if o.steps == 1 else 's'}; {self.standing()}",
+            style="dim",
+        )
         self.console.print(line, soft_wrap=True, highlight=False)
         if self._live is not None:
             self._live.update(self._render())

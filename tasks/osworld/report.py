@@ -340,7 +340,10 @@ def write_html(s: Summary) -> Path:
     refs = "".join(f"<li>{html.escape(n)}: {v:.2f}%</li>" for n, v in s.references())
     body = f"""<!doctype html><meta charset="utf-8"><title>OSWorld: {html.escape(m.model)}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}td:first-child,td:nth-child(2){{text-align:left}}
+td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}
+/* text columns (names, task ids, statuses, reasons) read left-aligned, headers over their cells */
+td:first-child,th:first-child,.tasks td:nth-child(-n+2),.tasks th:nth-child(-n+2),
+.tasks td:nth-child(4),.tasks th:nth-child(4),.tasks td:last-child,.tasks th:last-child{{text-align:left}}
 tr.total{{font-weight:bold}}</style>
 <h1>OSWorld: {html.escape(m.model)} on {html.escape(m.split)}</h1>
 <p>{len(m.tasks)} tasks, up to {m.max_steps} steps; {html.escape(m.policy)}; kimi-agent
@@ -350,7 +353,7 @@ split; always-FAIL is what a run that only answers FAIL scores (the infeasible t
 <h2>Per category</h2>{_html_table(s.categories, s.total)}
 {"<h2>Published</h2><ul>" + refs + "</ul>" if refs else ""}
 <h2>Steps</h2><ul>{"".join(f"<li>{html.escape(x)}</li>" for x in stats_lines(s.stats))}</ul>
-<h2>Tasks</h2><table><tr><th>domain</th><th>task</th><th>score</th><th>status</th><th>steps</th>
+<h2>Tasks</h2><table class=tasks><tr><th>domain</th><th>task</th><th>score</th><th>status</th><th>steps</th>
 <th>seconds</th><th>reason</th></tr>
 {"".join(task_rows)}</table>
 """
