@@ -19,6 +19,19 @@ REPO = Path(__file__).resolve().parent.parent
 PRINT = "import json; from agent.version import version_record as v; print(json.dumps(v().model_dump()))"
 
 
+def record_in(site: Path) -> dict[str, object]:
+    """version_record() as the copy of kimi-agent in ``site`` (first on the path) reports it."""
+    out = subprocess.run(
+        [sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(site)!r}); {PRINT}"],
+        cwd=site.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
 def pyproject_version() -> str:
     m = re.search(r'^version = "([^"]+)"', (REPO / "pyproject.toml").read_text(), re.MULTILINE)
     assert m
@@ -38,17 +51,9 @@ def test_an_installed_copy_has_no_commit(tmp_path: Path) -> None:
     """The package as pip lays it out: no .git above it; the version comes from the metadata."""
     site = tmp_path / "site-packages"
     shutil.copytree(REPO / "agent", site / "agent", ignore=shutil.ignore_patterns("__pycache__"))
-    out = subprocess.run(
-        [sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(site)!r}); {PRINT}"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
     from importlib import metadata
 
-    assert json.loads(out.stdout) == {
+    assert record_in(site) == {
         "version": metadata.version("kimi-agent"),
         "commit": None,
         "dirty": None,
@@ -80,22 +85,11 @@ def test_a_copy_pip_installed_from_a_checkout_names_its_commit_and_whether_it_di
     pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target"]
     subprocess.run([*pip, str(site), str(src)], check=True, capture_output=True, timeout=300)
 
-    def record() -> dict[str, object]:
-        out = subprocess.run(
-            [sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(site)!r}); {PRINT}"],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert out.returncode == 0, out.stderr
-        return json.loads(out.stdout)
-
     head = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True)
-    assert record() == {"version": pyproject_version(), "commit": head.stdout.strip(), "dirty": False}
+    assert record_in(site) == {"version": pyproject_version(), "commit": head.stdout.strip(), "dirty": False}
     (src / "agent" / "loop.py").write_text((src / "agent" / "loop.py").read_text() + "\n# changed\n")
     git = ["git", "-C", str(src), "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run([*git, "commit", "-qam", "later"], check=True, timeout=60)
     later = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True)
     # the installed code is not that commit's: it says so
-    assert record() == {"version": pyproject_version(), "commit": later.stdout.strip(), "dirty": True}
+    assert record_in(site) == {"version": pyproject_version(), "commit": later.stdout.strip(), "dirty": True}
