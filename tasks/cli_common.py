@@ -10,7 +10,6 @@ import os
 import re
 import sys
 from collections.abc import Callable
-from functools import cache
 from typing import NoReturn
 
 from rich.console import Console
@@ -84,7 +83,6 @@ def parser(prog: str, description: str, **kw: object) -> ArgumentParser:
     return ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter, **kw)  # type: ignore[arg-type]
 
 
-@cache
 def version() -> str:
     """``kimi-agent 0.1.0``, with the git commit (and ", modified" when tracked files changed) when it
     runs from a checkout: a run made from a modified tree must not look like one made from a release.

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import select
 import shutil
 import socket
 import stat
@@ -19,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from slow_client import held
 
 from env.osworld_client import OSWorldClient, Reply, upload_form
 from env.osworld_server import RunningServer, ServerConfig, start_server
@@ -191,17 +191,6 @@ def _read_all(s: socket.socket) -> bytes:
 
 
 # -- 2.4: slow clients --------------------------------------------------------------------------------
-def _open(s: socket.socket) -> bool:
-    """Whether the server still holds this connection (it has neither closed nor reset it). A
-    select first: a recv on a socket with a timeout waits for data, MSG_DONTWAIT or not."""
-    if not select.select([s], [], [], 0)[0]:
-        return True
-    try:
-        return s.recv(1, socket.MSG_PEEK) != b""
-    except OSError:
-        return False
-
-
 def _slow_clients(port: int, n: int) -> list[socket.socket]:
     socks = []
     for _ in range(n):
@@ -213,7 +202,7 @@ def _slow_clients(port: int, n: int) -> list[socket.socket]:
 
 def _trickle(socks: list[socket.socket]) -> None:
     for s in socks:
-        if _open(s):
+        if held(s):
             with contextlib.suppress(OSError):
                 s.send(b"X")
 
@@ -225,10 +214,10 @@ def test_a_slow_client_is_dropped_at_the_header_deadline(box: Sandbox) -> None:
         slow = _slow_clients(srv.port, 5)
         t0 = time.monotonic()
         # A byte every half second would keep a per-read timeout from ever firing.
-        while any(_open(s) for s in [*slow, silent]) and time.monotonic() - t0 < 30:
+        while any(held(s) for s in [*slow, silent]) and time.monotonic() - t0 < 30:
             _trickle(slow)
             time.sleep(0.5)
-        assert not any(_open(s) for s in [*slow, silent]), "slow clients still held after 30 s"
+        assert not any(held(s) for s in [*slow, silent]), "slow clients still held after 30 s"
         for s in [*slow, silent]:
             s.close()
         # A client with the token that sends its body slowly is not cut off: the deadline ends with
@@ -255,9 +244,9 @@ def test_many_slow_clients_cannot_starve_a_client_with_the_token(box: Sandbox) -
         slow = _slow_clients(srv.port, 100)
         try:
             deadline = time.monotonic() + 20
-            while sum(_open(s) for s in slow) > 32 and time.monotonic() < deadline:
+            while sum(held(s) for s in slow) > 32 and time.monotonic() < deadline:
                 time.sleep(0.1)
-            assert sum(_open(s) for s in slow) == 32  # the newest 32 wait; the oldest were pushed out
+            assert sum(held(s) for s in slow) == 32  # the newest 32 wait; the oldest were pushed out
             for _ in range(3):
                 _trickle(slow)
                 t0 = time.monotonic()

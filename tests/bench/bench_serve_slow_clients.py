@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import select
 import socket
 import statistics
 import sys
@@ -22,21 +21,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: slow_client
+
+from slow_client import held
 
 from env.osworld_client import OSWorldClient
 from env.osworld_server import ServerConfig, start_server
 from env.sandbox import Sandbox
 
 HEAD = b"GET /platform HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 10_000
-
-
-def held(s: socket.socket) -> bool:
-    if not select.select([s], [], [], 0)[0]:
-        return True
-    try:
-        return s.recv(1, socket.MSG_PEEK) != b""
-    except OSError:
-        return False
 
 
 def main() -> int:
