@@ -132,3 +132,24 @@ def make_console(*, highlight: bool = True) -> Console:
         console.width = 200
     console.soft_wrap = not console.is_terminal
     return console
+
+
+def _seconds(text: str) -> float:
+    try:
+        s = float(text)
+    except ValueError:
+        s = -1.0
+    if not 0 <= s <= 30:  # also refuses nan and inf; our server allows no longer wait
+        raise argparse.ArgumentTypeError(f"expected seconds between 0 and 30, got {text!r}")
+    return s
+
+
+def sleep_after_flag(p: argparse.ArgumentParser) -> None:
+    """``--sleep-after``: shared by the run commands and `bench osworld run`."""
+    p.add_argument(
+        "--sleep-after",
+        type=_seconds,
+        metavar="S",
+        help="sleep S seconds after every action, as OSWorld's runners do (--sleep_after_execution; 3 in "
+        "Kimi's), instead of waiting until the screen settles (default: wait)",
+    )

@@ -20,7 +20,7 @@ from rich.text import Text
 
 from agent.jsonfile import JSONFileError, read_json
 from agent.policy import ScriptedPolicy
-from tasks.cli_common import UsageError
+from tasks.cli_common import UsageError, sleep_after_flag
 from tasks.osworld import suite
 from tasks.osworld.progress import Progress
 from tasks.osworld.report import print_summary, summarize, write_html
@@ -63,7 +63,7 @@ RUN_DESCRIPTION = (
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """The flags of `bench osworld run`, on ``p`` (its own parser, or the subcommand's)."""
-    from tasks.cli import model_flags, sleep_after_flag
+    from tasks.cli import model_flags
 
     p.add_argument(
         "tasks",
