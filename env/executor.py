@@ -16,7 +16,7 @@ DRAG_STEPS = 12
 TYPED_KEYS = {"\n": "enter", "\t": "tab"}  # characters typed with a named key
 
 
-def _split_runs(text: str) -> list[tuple[bool, str]]:
+def split_runs(text: str) -> list[tuple[bool, str]]:
     """Split text into (is_ascii, run) pieces: ASCII is typed key by key, the rest pasted."""
     runs: list[tuple[bool, str]] = []
     for ch in text:
@@ -113,7 +113,7 @@ def _dispatch(action: Action, inputs: HeldInputs, pts: list[tuple[int, int]]) ->
             sign = 1 if action.direction in ("up", "right") else -1
             inputs.scroll(sign * action.amount, horizontal=action.direction in ("left", "right"))
         case "type":
-            for is_ascii, run in _split_runs(action.text):
+            for is_ascii, run in split_runs(action.text):
                 if not is_ascii:
                     inputs.driver.paste_text(run, lambda: _hotkey(inputs, inputs.driver.paste_keys))
                     continue

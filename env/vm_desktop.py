@@ -19,7 +19,7 @@ from PIL import Image
 
 from env.actions import Action
 from env.desktop import ActionResult, Frame
-from env.executor import _split_runs
+from env.executor import split_runs
 from env.geometry import OutOfScreen, ScreenGeometry
 from env.osworld_client import NotFound, OSWorldClient, OSWorldError
 from env.settle import Settle, wait_until_settled
@@ -188,7 +188,7 @@ def pyautogui_code(action: Action, points: list[tuple[int, int]]) -> str:
             return f"pyautogui.{fn}({clicks}{where})"
         case "type":
             parts = []
-            for is_ascii, run in _split_runs(a.text):
+            for is_ascii, run in split_runs(a.text):
                 if is_ascii:
                     parts.append(f"pyautogui.write({run!r})")
                 else:  # pyautogui types ASCII only: paste the rest, as the local desktops do
