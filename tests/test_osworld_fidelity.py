@@ -251,3 +251,19 @@ def test_test_all_offline_on_a_sandbox_has_no_idle_pass_and_no_setup_error(tmp_p
     assert (counts["idle_passes"], counts["setup_errors"]) == (0, 0), found
     assert (counts["fail_not_scored"], counts["incomplete"]) == (0, 0), found
     assert r.returncode == 0, r.stdout[-3000:]
+
+
+def test_bad_usage_is_one_line(tmp_path: Path) -> None:
+    for args, said in (
+        (["fidelity"], "the following arguments are required: SPLIT|TASK_ID|TASK_FILE"),
+        (["fidelity", str(WRITE_TASK), "--task-timeout", "0"], "--task-timeout must be above 0"),
+        (["fidelity", str(WRITE_TASK), "--workers", "0"], "--workers must be at least 1"),
+        (["fidelity", "no-such-task", "--osworld-dir", str(tmp_path)], "no-such-task: neither a split"),
+    ):
+        r = run_cli(*args, tmp=tmp_path, timeout=120)
+        assert r.returncode == 2 and said in " ".join(r.stdout.split() + r.stderr.split()), (
+            args,
+            r.stdout,
+            r.stderr,
+        )
+    assert not (tmp_path / "ledger.json").exists()

@@ -244,7 +244,7 @@ def _targets(args: argparse.Namespace) -> list[Target]:
 
 def sandbox_targets(args: argparse.Namespace) -> list[Target]:
     """--workers fresh-per-task sandboxes, with the isolation flags' settings."""
-    n = args.workers or 1
+    n = 1 if args.workers is None else args.workers  # --workers 0 is a mistake, not the default
     if n < 1:
         raise UsageError("--workers must be at least 1")
     return [SandboxTarget(f"sandbox-{i + 1}", args.desktop_env, isolation(args)) for i in range(n)]
