@@ -38,7 +38,8 @@ DESCRIPTION = (
     "setup step that failed, with the reason; writes OUT/fidelity.json and records the verdicts "
     "where run summaries read them. Exit status 1 when anything was found."
 )
-IDLE: list[list[Action]] = [[Wait(seconds=1)], [Done(status="success")]]
+# One step (a screen and a trajectory line fewer than two): the wait, then DONE.
+IDLE: list[list[Action]] = [[Wait(seconds=1), Done(status="success")]]
 FAIL: list[list[Action]] = [[Done(status="failure")]]
 IDLE_PLAYER, FAIL_PLAYER = "idle", "fail"  # the model directories of the two plays under --out
 
