@@ -267,3 +267,19 @@ def test_bad_usage_is_one_line(tmp_path: Path) -> None:
             r.stderr,
         )
     assert not (tmp_path / "ledger.json").exists()
+
+
+def test_a_setup_failure_names_its_first_step_and_counts_the_rest() -> None:
+    from tasks.osworld.runner import setup_error
+    from tasks.osworld.setup import Outcome as StepOutcome
+    from tasks.osworld.setup import SetupReport
+
+    launch = StepOutcome(0, "launch", "error", "no such program: socat")
+    window = StepOutcome(2, "activate_window", "error", "no window whose title contains 'Google Chrome'")
+    ok = StepOutcome(1, "execute", "ok", "exit status 1")  # a non-zero exit is no failure
+    assert setup_error(SetupReport([launch, ok], 0)) == "step 1 launch: error: no such program: socat"
+    assert setup_error(SetupReport([launch, ok, window], 0)) == (
+        "step 1 launch: error: no such program: socat (1 more step failed)"
+    )
+    fetch = StepOutcome(0, "download", "error", "cannot download")
+    assert setup_error(SetupReport([fetch], 3)) == "step 1 download: error: cannot download (3 not run)"
