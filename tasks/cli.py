@@ -107,7 +107,7 @@ Other commands (each with --help):
   report RUN_DIR         write a run's report.html again
   sandbox                start a private desktop and keep it until Ctrl-C
   serve                  serve OSWorld's VM protocol for a desktop
-  bench osworld ...      OSWorld tasks: check, list, run, setup, report
+  bench osworld ...      OSWorld tasks: check, list, run, fidelity, setup, report
   bench screenspot ...   grounding benchmarks (ScreenSpot v1/v2/Pro, OSWorld-G): run, score
   export RUN_DIR...      write runs as a LLaMA-Factory dataset
   help [COMMAND]         this help, or a command's"""
@@ -604,7 +604,7 @@ def _cmd_serve(console: Console, argv: Sequence[str]) -> int:
 
 BENCHMARKS = {
     "screenspot": "grounding benchmarks (ScreenSpot v1/v2/Pro, OSWorld-G): run, score",
-    "osworld": "OSWorld tasks: check, list, run, setup, report",
+    "osworld": "OSWorld tasks: check, list, run, fidelity, setup, report",
 }
 
 

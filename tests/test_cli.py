@@ -53,7 +53,7 @@ def test_help_is_help_not_a_task(tmp_path: Path) -> None:
     for words in (["help"], ["--help"]):
         r = kimi(*words, cwd=tmp_path)
         assert r.returncode == 0 and r.stdout.startswith("usage: kimi-agent"), r.stdout
-        assert "bench osworld ...      OSWorld tasks: check, list, run, setup, report" in r.stdout
+        assert "bench osworld ...      OSWorld tasks: check, list, run, fidelity, setup, report" in r.stdout
         assert "3 a --dry-run that reached the model's" in " ".join(r.stdout.split())
     r = kimi("help", "serve", cwd=tmp_path)
     assert r.returncode == 0 and r.stdout.startswith("usage: kimi-agent serve")

@@ -1,6 +1,7 @@
-"""`kimi-agent bench osworld {check,list,run,setup,report}`: the commands and their parser; `check`
-(what of an OSWorld split kimi-agent can run, per task and per domain, on a sandbox and on an OSWorld
-VM), `list` and `setup` are here, `run` and `report` in run_cli.py.
+"""`kimi-agent bench osworld {check,list,run,fidelity,setup,report}`: the commands and their parser;
+`check` (what of an OSWorld split kimi-agent can run, per task and per domain, on a sandbox and on an
+OSWorld VM), `list` and `setup` are here, `run` and `report` in run_cli.py, `fidelity` in
+fidelity_cli.py.
 
 ``main(argv)`` returns the exit status: 0 (the report was printed); bad usage and unreadable split or
 task files raise, for tasks/cli.py to report on one line.
@@ -28,7 +29,8 @@ from tasks.osworld.task import DEFAULT_DIR_VAR, Split, SplitEntry, load_split, l
 DESCRIPTION = (
     "OSWorld tasks (evaluation_examples layout: SPLIT.json beside examples/DOMAIN/ID.json; `suite`: our "
     "tasks that run on this machine's sandboxes). Start with `setup` (once), then `check` or `list` a "
-    "split, `run` tasks, and `report` a run again. --help after each command."
+    "split, `run` tasks, `fidelity` to see what a sandbox's scores are worth, and `report` a run "
+    "again. --help after each command."
 )
 DIR_HELP = (
     f"OSWorld's evaluation_examples directory (default: ${DEFAULT_DIR_VAR}, else ./evaluation_examples)"
@@ -36,7 +38,7 @@ DIR_HELP = (
 
 
 def parser() -> argparse.ArgumentParser:
-    from tasks.osworld import run_cli
+    from tasks.osworld import fidelity_cli, run_cli
 
     p = cli_parser("kimi-agent bench osworld", DESCRIPTION)
     sub = p.add_subparsers(title="commands", dest="command", required=True, metavar="COMMAND")
@@ -75,6 +77,13 @@ def parser() -> argparse.ArgumentParser:
     ls.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
 
     run_cli.add_run_arguments(command("run", "run tasks and score them", run_cli.RUN_DESCRIPTION))
+    fidelity_cli.add_arguments(
+        command(
+            "fidelity",
+            "check that an idle agent scores 0 on this machine's sandboxes",
+            fidelity_cli.DESCRIPTION,
+        )
+    )
 
     st = command(
         "setup",
@@ -232,5 +241,9 @@ def main(argv: Sequence[str], console: Console | None = None) -> int:
         from tasks.osworld.run_cli import main_report, main_run
 
         return (main_run if args.command == "run" else main_report)(args, console)
+    if args.command == "fidelity":
+        from tasks.osworld import fidelity_cli
+
+        return fidelity_cli.main(args, console)
     commands = {"setup": setup_main, "check": check_main, "list": list_main}
     return commands[args.command](args, console)

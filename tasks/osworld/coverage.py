@@ -11,8 +11,9 @@ from __future__ import annotations
 import re
 import shlex
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Literal
 
 from tasks.osworld import official
@@ -56,6 +57,10 @@ SHELL_BUILTINS = {"cd", "echo", "export", "true", "false", "test", "[", "source"
 _ASSIGNMENT = re.compile(r"^[A-Za-z_]\w*=")
 # Getters that need a cloud account whatever the machine.
 CLOUD_GETTERS = {"googledrive_file"}
+# Tasks whose start state or scoring cannot be made OSWorld's on a sandbox (an idle agent would pass,
+# or a setup step cannot succeed here), by task id, with the reason: what `bench osworld fidelity`
+# found and no fix to the sandbox can remove. They run on OSWorld's VM only.
+UNFAITHFUL_ON_SANDBOX: Mapping[str, str] = MappingProxyType({})
 
 
 def app_key(name: str) -> str:
@@ -185,6 +190,7 @@ def check_task(
     domain: str | None = None,
     which: Callable[[str], str | None] = shutil.which,
     aliases: dict[str, list[str]] | None = None,
+    unfaithful: Mapping[str, str] = UNFAITHFUL_ON_SANDBOX,
 ) -> TaskCoverage:
     aliases = sandbox_aliases() if aliases is None else aliases
     setup, evaluator = setup_part(task), evaluator_part(task)
@@ -194,6 +200,8 @@ def check_task(
         apps, target_notes = apps_part(task, target, which, aliases)
         notes += target_notes
         parts[target] = {"apps": apps, "setup": setup, "evaluator": evaluator}
+    if task.id in unfaithful:
+        parts["sandbox"]["fidelity"] = Part(False, f"not faithful on a sandbox: {unfaithful[task.id]}")
     return TaskCoverage(domain or task.domain, task.id, parts, _needs_network(task), notes)
 
 

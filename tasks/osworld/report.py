@@ -24,6 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from agent.trajectory import read_steps_lenient
+from tasks.osworld.fidelity import RunFidelity, for_run
 from tasks.osworld.results import (
     Outcome,
     RunManifest,
@@ -73,6 +74,7 @@ class Group:
     ran: int = 0
     score: float = 0.0
     baseline: float = 0.0  # what always answering FAIL scores: the infeasible tasks
+    setup_failed: int = 0  # tasks whose setup failed: counted 0, never played nor scored
 
     @property
     def rate(self) -> float:
@@ -104,6 +106,14 @@ class Summary:
     categories: list[Group]
     total: Group
     stats: StepStats
+    fidelity: RunFidelity
+
+    @property
+    def on_sandbox(self) -> bool:
+        """Whether the tasks ran on sandboxes (runs from before the target was kept: their workers)."""
+        if self.manifest.target is not None:
+            return self.manifest.target == "sandbox"
+        return any(r.outcome is not None and r.outcome.worker.startswith("sandbox-") for r in self.rows)
 
     def references(self) -> list[tuple[str, float]]:
         name = self.manifest.model.lower()
@@ -147,6 +157,7 @@ def _group(name: str, rows: list[TaskRow]) -> Group:
     for r in rows:
         g.tasks += 1
         g.ran += r.status != "not run"
+        g.setup_failed += r.status == "setup_failed"
         g.score += r.score
         g.baseline += 1.0 if r.infeasible else 0.0
     return g
@@ -165,7 +176,8 @@ def summarize(root: Path) -> Summary:
     known = {d for members in CATEGORIES.values() for d in members}
     if others := [r for r in rows if r.domain not in known]:  # our suite's own domains (mousepad)
         categories.append(_group("Other", others))
-    return Summary(root, manifest, rows, domains, categories, _group("all", rows), stats)
+    fid = for_run(t.task_id for t in manifest.tasks)
+    return Summary(root, manifest, rows, domains, categories, _group("all", rows), stats, fid)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -242,19 +254,33 @@ def task_table(s: Summary) -> list[dict[str, Any]]:
 
 def _table(title: str, groups: list[Group], total: Group) -> Table:
     t = Table(title=title)
-    for col in ("", "tasks", "ran", "score", "success %", "always-FAIL %"):
+    for col in ("", "tasks", "ran", "setup failed", "score", "success %", "always-FAIL %"):
         t.add_column(col, justify="left" if not col else "right")
     for g in [*groups, total]:
         t.add_row(
             g.name,
             str(g.tasks),
             str(g.ran),
+            str(g.setup_failed),
             f"{g.score:.2f}",
             f"{g.rate:.2f}",
             f"{g.baseline_rate:.2f}",
             style="bold" if g is total else None,
         )
     return t
+
+
+SANDBOX_CAVEAT = (
+    "These tasks ran on sandboxes: their scores approximate OSWorld's and are not comparable with "
+    "published OSWorld numbers, which need OSWorld's VM (`--vm`)."
+)
+
+
+def caveats(s: Summary) -> list[str]:
+    """What the numbers are: on sandboxes, an approximation; and what the fidelity check found."""
+    if not s.on_sandbox:
+        return []
+    return [SANDBOX_CAVEAT, s.fidelity.line()]
 
 
 def print_summary(s: Summary, console: Console) -> None:
@@ -277,6 +303,8 @@ def print_summary(s: Summary, console: Console) -> None:
         console.print(Text(line))
     for name, value in s.references():
         console.print(Text(f"published: {name}: {value:.2f}%  (this run: {s.total.rate:.2f}%)"))
+    for line in caveats(s):
+        console.print(Text(line), soft_wrap=True)
 
 
 def summary_json(s: Summary) -> dict[str, Any]:
@@ -287,6 +315,7 @@ def summary_json(s: Summary) -> dict[str, Any]:
             "score": x.score,
             "success_rate": x.rate,
             "always_fail_rate": x.baseline_rate,
+            "setup_failed": x.setup_failed,
         }
 
     version = s.manifest.kimi_agent
@@ -306,17 +335,21 @@ def summary_json(s: Summary) -> dict[str, Any]:
         "tasks": task_table(s),
         "steps": step_stats(s.stats),
         "references": [{"source": n, "success_rate": v} for n, v in s.references()],
+        "target": "sandbox" if s.on_sandbox else "vm",
+        "caveats": caveats(s),
+        "fidelity": s.fidelity.model_dump(),
     }
 
 
 def _html_table(groups: list[Group], total: Group) -> str:
     rows = "".join(
         f"<tr{' class=total' if x is total else ''}><td>{html.escape(x.name)}</td><td>{x.tasks}</td>"
-        f"<td>{x.ran}</td><td>{x.score:.2f}</td><td>{x.rate:.2f}</td><td>{x.baseline_rate:.2f}</td></tr>"
+        f"<td>{x.ran}</td><td>{x.setup_failed}</td><td>{x.score:.2f}</td><td>{x.rate:.2f}</td><td>{x.baseline_rate:.2f}</td></tr>"
         for x in [*groups, total]
     )
     head = (
-        "<tr><th></th><th>tasks</th><th>ran</th><th>score</th><th>success %</th><th>always-FAIL %</th></tr>"
+        "<tr><th></th><th>tasks</th><th>ran</th><th>setup failed</th><th>score</th><th>success %</th>"
+        "<th>always-FAIL %</th></tr>"
     )
     return f"<table>{head}{rows}</table>"
 
@@ -348,7 +381,9 @@ tr.total{{font-weight:bold}}</style>
 <h1>OSWorld: {html.escape(m.model)} on {html.escape(m.split)}</h1>
 <p>{len(m.tasks)} tasks, up to {m.max_steps} steps; {html.escape(m.policy)}; kimi-agent
 {html.escape(m.kimi_agent.line() if m.kimi_agent else "(version not recorded)")}. Rates divide by every task of the
-split; always-FAIL is what a run that only answers FAIL scores (the infeasible tasks).</p>
+split; always-FAIL is what a run that only answers FAIL scores (the infeasible tasks); a task whose
+setup failed is counted 0 and was not played.</p>
+{"".join(f"<p><b>{html.escape(x)}</b></p>" for x in caveats(s))}
 <h2>Per domain</h2>{_html_table(s.domains, s.total)}
 <h2>Per category</h2>{_html_table(s.categories, s.total)}
 {"<h2>Published</h2><ul>" + refs + "</ul>" if refs else ""}

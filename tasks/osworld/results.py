@@ -106,6 +106,9 @@ class RunManifest(BaseModel):
     tasks: list[TaskRef]
     # The kimi-agent that last started (or resumed) the run; None in runs from before it was kept.
     kimi_agent: VersionRecord | None = None
+    # What the tasks ran on: sandboxes (scores approximate OSWorld's) or OSWorld VMs; None in runs
+    # from before it was kept.
+    target: Literal["sandbox", "vm"] | None = None
 
 
 def model_slug(name: str) -> str:

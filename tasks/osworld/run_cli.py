@@ -12,6 +12,7 @@ import os
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -23,7 +24,7 @@ from agent.policy import ScriptedPolicy
 from tasks.cli_common import UsageError, sleep_after_flag
 from tasks.osworld import suite
 from tasks.osworld.progress import Progress
-from tasks.osworld.report import print_summary, summarize, write_html
+from tasks.osworld.report import SUMMARY_HTML, Summary, print_summary, summarize, write_html
 from tasks.osworld.results import (
     RunManifest,
     TaskRef,
@@ -238,7 +239,12 @@ def _targets(args: argparse.Namespace) -> list[Target]:
         return [VMTarget(url, token, args.vm_revert) for url in args.vm]
     if args.vm_revert:
         raise UsageError("--vm-revert resets VMs; sandboxes are made fresh for every task")
-    n = args.workers or 1
+    return sandbox_targets(args)
+
+
+def sandbox_targets(args: argparse.Namespace) -> list[Target]:
+    """--workers fresh-per-task sandboxes, with the isolation flags' settings."""
+    n = 1 if args.workers is None else args.workers  # --workers 0 is a mistake, not the default
     if n < 1:
         raise UsageError("--workers must be at least 1")
     return [SandboxTarget(f"sandbox-{i + 1}", args.desktop_env, isolation(args)) for i in range(n)]
@@ -310,6 +316,68 @@ def _agents(args: argparse.Namespace, console: Console, refs: list[TaskRef]) -> 
     return model, args.model, setup.label
 
 
+@dataclass(frozen=True)
+class Player:
+    """Who plays a run's tasks: the name its results are kept under, a label, and the factory."""
+
+    model: str
+    label: str
+    max_steps: int
+    agents: AgentFactory
+
+
+def play(
+    split: str,
+    refs: list[TaskRef],
+    player: Player,
+    targets: list[Target],
+    args: argparse.Namespace,
+    console: Console,
+    resume: bool = True,
+) -> Summary:
+    """Run ``refs`` into ``args.out`` (OSWorld's layout, with the live view) and return the run's
+    summary (summary.html / .json written). ``resume``: skip the tasks that already have a result;
+    otherwise play them all again. ``args`` gives --out, --task-timeout, --no-network, --sleep-after."""
+    root = model_dir(args.out, player.model)
+    with exclusive(root):
+        write_manifest(
+            root,
+            RunManifest(
+                split=split,
+                model=player.model,
+                policy=player.label,
+                max_steps=player.max_steps,
+                started_at=time.time(),
+                tasks=refs,
+                target=targets[0].kind if targets else None,
+            ),
+        )
+        todo = pending(root, refs) if resume else refs
+        done = len(refs) - len(todo)
+        console.print(
+            Text(
+                f"{split}: {len(refs)} tasks, {done} already finished, {len(todo)} to run on "
+                f"{len(targets)} worker{'s' if len(targets) != 1 else ''} ({player.label}); results in {root}"
+            ),
+            soft_wrap=True,
+        )
+        settings = RunSettings(
+            root=root,
+            task_timeout_s=args.task_timeout,
+            network=not args.no_network,
+            sleep_after_s=args.sleep_after,
+        )
+        scorer = OfficialScorer(settings.cache_dir)
+        with Progress(console, len(refs), done, finished_score(root, refs) if resume else 0.0) as progress:
+            try:
+                run_tasks(todo, targets, player.agents, scorer, settings, progress.finished, progress.watch)
+            finally:
+                scorer.close()
+                summary = summarize(root)
+                write_html(summary)
+    return summary
+
+
 def main_run(args: argparse.Namespace, console: Console) -> int:
     """`bench osworld run`, its arguments as ``add_run_arguments`` declares them."""
     if args.max_steps < 1:
@@ -324,43 +392,9 @@ def main_run(args: argparse.Namespace, console: Console) -> int:
     ready_python()  # scoring needs the evaluator environment: say so now, not as 361 zeros
     agents, model, label = _agents(args, console, refs)
     root = model_dir(args.out, model)
-    with exclusive(root):
-        write_manifest(
-            root,
-            RunManifest(
-                split=split,
-                model=model,
-                policy=label,
-                max_steps=args.max_steps,
-                started_at=time.time(),
-                tasks=refs,
-            ),
-        )
-        todo = pending(root, refs)
-        done = len(refs) - len(todo)
-        console.print(
-            Text(
-                f"{split}: {len(refs)} tasks, {done} already finished, {len(todo)} to run on "
-                f"{len(targets)} worker{'s' if len(targets) != 1 else ''} ({label}); results in {root}"
-            ),
-            soft_wrap=True,
-        )
-        settings = RunSettings(
-            root=root,
-            task_timeout_s=args.task_timeout,
-            network=not args.no_network,
-            sleep_after_s=args.sleep_after,
-        )
-        scorer = OfficialScorer(settings.cache_dir)
-        with Progress(console, len(refs), done, finished_score(root, refs)) as progress:
-            try:
-                run_tasks(todo, targets, agents, scorer, settings, progress.finished, progress.watch)
-            finally:
-                scorer.close()
-                summary = summarize(root)
-                path = write_html(summary)
-        print_summary(summary, console)
-        console.print(Text(f"summary: {path}"))
+    summary = play(split, refs, Player(model, label, args.max_steps, agents), targets, args, console)
+    print_summary(summary, console)
+    console.print(Text(f"summary: {summary.root / SUMMARY_HTML}"))
     left = len(pending(root, refs))
     if left:
         console.print(Text(f"{left} tasks have no result yet: run the same command again to resume"))

@@ -10,7 +10,11 @@ max_trajectory_length), and the last action, FAIL included, is what scoring read
 (``env.action_history[-1]``): an infeasible task scores 1 only then, any other 0.
 
 A task that raises, times out, cannot be set up or is unsupported here still finishes: 0.0 with its
-reason in outcome.json. A model that becomes unreachable (BackendError) or a Ctrl-C stops the run
+reason in outcome.json. Setup runs on past a failed launch, execute or window step as OSWorld's
+SetupController does (so outcome.json lists every failed step), but any failed step ends the task as
+``setup_failed`` without playing it: a start state that is not the task's makes any score meaningless
+(an idle agent may pass, a correct one fail), and playing it would spend model calls on a result
+that cannot count. A model that becomes unreachable (BackendError) or a Ctrl-C stops the run
 instead, leaving the tasks in flight unfinished so that a resume runs them again.
 """
 
@@ -50,7 +54,7 @@ from tasks.osworld.results import (
     task_dir,
     write_atomic,
 )
-from tasks.osworld.setup import REGISTRY, SetupContext, SetupReport, run_config, sandbox_aliases
+from tasks.osworld.setup import SetupContext, SetupReport, run_config, sandbox_aliases
 from tasks.osworld.task import Task, load_task
 
 TargetKind = Literal["sandbox", "vm"]
@@ -346,13 +350,12 @@ class Worker:
             report = run_config(task, ctx)
             timings.setup_s = time.perf_counter() - t
             setup_notes = [o.line() for o in report.outcomes if not o.ok]
-            if stopped(report):
-                problem = report.first_problem()
+            if not report.ok:  # the start state is not the task's: no score can stand for it
                 return Outcome(
                     **base,
                     score=0.0,
                     kind="setup_failed",
-                    error=problem.line() if problem else "setup stopped",
+                    error=setup_error(report),
                     details={"setup": setup_notes},
                 )
             recording = _try(client.start_recording)
@@ -474,12 +477,15 @@ def _log_step(rec: StepRecord, desktop: VMDesktop, writer: TrajectoryWriter, log
     log.append(lines)
 
 
-def stopped(report: SetupReport) -> bool:
-    """Setup did not get the machine ready: a step it could not run, or a failed step that OSWorld's
-    SetupController stops at (download, open); failed launches and commands go on there too."""
-    return bool(report.not_run or report.unsupported) or any(
-        o.status == "error" and (o.type not in REGISTRY or REGISTRY[o.type].fatal) for o in report.outcomes
-    )
+def setup_error(report: SetupReport) -> str:
+    """What a setup that did not reach the task's start state says: its first failed step (step
+    number, type and reason), and how many more failed or never ran."""
+    problem = report.first_problem()
+    first = problem.line() if problem else "setup stopped"
+    more = len([o for o in report.outcomes if not o.ok]) - 1 if problem else 0
+    extra = [f"{more} more step{'s' if more != 1 else ''} failed"] if more > 0 else []
+    extra += [f"{report.not_run} not run"] if report.not_run else []
+    return first + (f" ({', '.join(extra)})" if extra else "")
 
 
 def _save_recording(client: OSWorldClient, out: Path) -> str:
