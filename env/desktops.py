@@ -37,9 +37,9 @@ class DesktopSpec:
 
 def spec(name: DesktopName, ready_file: str) -> DesktopSpec:
     if name == "xfce":
-        # XFCE's parts started side by side on one session bus: xfce4-session would start them one
-        # priority group after another, waiting for each (a second more), and adds nothing a
-        # model sees. XDG_MENU_PREFIX picks XFCE's application menu, as the session would.
+        # XFCE's parts started side by side on the sandbox's session bus: xfce4-session would start
+        # them one priority group after another, waiting for each (a second more), and adds nothing
+        # a model sees. XDG_MENU_PREFIX picks XFCE's application menu, as the session would.
         script = (
             "export XDG_CURRENT_DESKTOP=XFCE XDG_MENU_PREFIX=xfce- DESKTOP_SESSION=xfce; "
             "xfsettingsd --sm-client-disable & xfwm4 --sm-client-disable & "
@@ -48,9 +48,9 @@ def spec(name: DesktopName, ready_file: str) -> DesktopSpec:
         )
         return DesktopSpec(
             "xfce",
-            ("dbus-run-session", "--", "sh", "-c", script),
+            ("sh", "-c", script),
             (
-                "dbus-run-session",
+                "dbus-daemon",
                 "xfsettingsd",
                 "xfwm4",
                 "xfce4-panel",
