@@ -63,13 +63,17 @@ def mimeapps() -> str:
 def chrome_script(chromium: str, home: str) -> str:
     """``google-chrome``: Chromium with Chrome's profile and window class, accessibility on (as on
     OSWorld's GNOME image: Chromium joins the AT-SPI tree only when told to, and shows its pages there
-    only when forced), and its own sandbox off only where it cannot work (root, no user namespaces)."""
+    only when forced), and its own sandbox off only where it cannot work (root, no user namespaces).
+    Started outside a desktop session (by the OSWorld server), it takes the image's GNOME session as
+    its desktop: Chrome's default theme follows it (GTK there, "Classic" with none), and the appearance
+    getter reads the theme."""
     profile = shlex.quote(f"{home}/.config/google-chrome")
     return (
         "#!/bin/sh\n"
         "# OSWorld's image has Google Chrome; this machine has Debian's Chromium (kimi-agent, env/image.py).\n"
         'if [ "$(id -u)" = 0 ] || ! unshare --user true 2>/dev/null; then set -- --no-sandbox "$@"; fi\n'
         "export ACCESSIBILITY_ENABLED=1 CHROME_DESKTOP=google-chrome.desktop\n"
+        'export XDG_CURRENT_DESKTOP="${XDG_CURRENT_DESKTOP:-ubuntu:GNOME}"\n'
         f"exec {shlex.quote(chromium)} --user-data-dir={profile} --class={CHROME_CLASS} "
         '--force-renderer-accessibility --no-first-run --no-default-browser-check "$@"\n'
     )
