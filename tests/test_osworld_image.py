@@ -5,7 +5,6 @@ OSWorld tasks that an idle agent passed before score 0.0 idle and 1.0 when solve
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -21,11 +20,11 @@ from tasks.osworld.coverage import check_task
 from tasks.osworld.results import RESULT_FILE
 from tasks.osworld.task import load_task
 from tests.test_osworld_run import run_cli
+from tests.test_osworld_tasks import CORPUS
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "tests" / "data"
 SCRIPTS = DATA / "osworld_image"
-CORPUS = Path(os.environ.get("KIMI_OSWORLD_DIR") or REPO.parent / "shared" / "osworld")
 TASKS = {
     "937087b6-f668-4ba6-9110-60682ee33441": "multi_apps",  # VLC as the default video player
     "93eabf48-6a27-4cb6-b963-7d5fe1e0d3a9": "chrome",  # Chrome's dark mode off
