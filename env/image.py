@@ -46,7 +46,7 @@ class ImageParts:
 
     env: dict[str, str] = field(default_factory=dict)
     path: list[str] = field(default_factory=list)
-    binds: list[tuple[Path, str]] = field(default_factory=list)
+    binds: list[tuple[Path, Path]] = field(default_factory=list)
     title_aliases: dict[str, str] = field(default_factory=dict)
 
 
@@ -91,7 +91,7 @@ def prepare(ctl: Path, inside_ctl: str, *, isolated: bool, home: str = HOME) -> 
     if shutil.which("google-chrome") or not (CHROMIUM_DIR / "chromium").is_file():
         return parts  # a real Chrome, or no Chromium: nothing to provide
     chromium = "chromium"  # Debian's wrapper, with the flags it adds (/etc/chromium.d)
-    binds: list[tuple[Path, str]] = []
+    binds: list[tuple[Path, Path]] = []
     if isolated:
         # Chromium names its process after the file it runs (/proc/self/exe): bound in as
         # .../chrome, as Chrome's binary is called, it is a process `pkill chrome` finds. What it
@@ -100,8 +100,11 @@ def prepare(ctl: Path, inside_ctl: str, *, isolated: bool, home: str = HOME) -> 
         chrome.mkdir()
         for entry in sorted(CHROMIUM_DIR.iterdir()):
             name = "chrome" if entry.name == "chromium" else entry.name
-            (chrome / name).mkdir() if entry.is_dir() else write_new_file(chrome / name, b"", 0o644)
-            binds.append((entry, f"{inside_ctl}/chrome/{name}"))
+            if entry.is_dir():  # the mount point, of the same kind
+                (chrome / name).mkdir()
+            else:
+                write_new_file(chrome / name, b"", 0o644)
+            binds.append((entry, Path(inside_ctl, "chrome", name)))
         chromium = f"{inside_ctl}/chrome/chrome"  # the binary itself: Debian's wrapper runs chromium
     bin_dir = ctl / "bin"
     bin_dir.mkdir()

@@ -209,7 +209,7 @@ class Sandbox:
         self.env["PATH"] = ":".join([*parts.path, self.env["PATH"]])
         self.env[BUS_VAR] = f"unix:path={self.env['XDG_RUNTIME_DIR']}/{BUS_NAME}"
         prepare_home(self.home, desk.name if desk else None)
-        self._start_supervisor(int(self.display[1:]), [(src, Path(place)) for src, place in parts.binds])
+        self._start_supervisor(int(self.display[1:]), parts.binds)
         self._x = XTestDriver(self.display, self.xauthority)
         self._inputs = HeldInputs(self._x)
         with authority(self.xauthority):
