@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from env.image import chrome_profile
 from env.libreoffice import prepare_profile
 
 DesktopName = Literal["xfce", "minimal"]
@@ -89,6 +90,7 @@ def prepare_home(
     for d in USER_DIRS:
         (home / d).mkdir(exist_ok=True)
     prepare_profile(home)  # LibreOffice as OSWorld's image has it: no first-run infobar
+    chrome_profile(home)  # and Chrome
     if name != "xfce":
         return
     conf = home / ".config" / "xfce4"

@@ -55,6 +55,20 @@ def provided(program: str, which: Callable[[str], str | None] = shutil.which) ->
     return program in PROVIDED and which(PROVIDED[program]) is not None
 
 
+def chrome_profile(home: Path, which: Callable[[str], str | None] = shutil.which) -> None:
+    """Chrome's profile in a sandbox's home, as on OSWorld's image, where Chrome has run before: its
+    ``Default/Preferences`` exists (tasks edit it before Chrome starts, some with ``cd`` into its
+    directory first) and the first run is over. Chrome fills in the rest at its first start."""
+    if which("google-chrome") is None and not provided("google-chrome", which):
+        return
+    root = home / ".config" / "google-chrome"
+    if (root / "Default" / "Preferences").exists():
+        return
+    (root / "Default").mkdir(parents=True, exist_ok=True)
+    write_new_file(root / "Default" / "Preferences", b"{}", 0o600)
+    write_new_file(root / "First Run", b"", 0o600)
+
+
 def mimeapps() -> str:
     lines = [f"video/{t}={TOTEM}" for t in TOTEM_VIDEO_TYPES]
     return "[Default Applications]\n" + "\n".join(lines) + "\n"

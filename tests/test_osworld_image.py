@@ -85,6 +85,8 @@ def test_google_chrome_is_chromium_with_chromes_profile_window_and_process_name(
     box, client = served
     home = box.sandbox.home
     assert _sh(client, "command -v google-chrome") == "/run/kimi/bin/google-chrome"
+    # A profile as on the image, where Chrome has run: tasks edit its Preferences before starting it.
+    assert _sh(client, "cat ~/.config/google-chrome/Default/Preferences") == "{}"
     client.launch(["google-chrome", "about:blank"])
     _until(lambda: _sh(client, "pgrep -x chrome"))
     # A window step written for Chrome finds Chromium's window: by title, strict or not, and by class.
@@ -94,7 +96,7 @@ def test_google_chrome_is_chromium_with_chromes_profile_window_and_process_name(
     assert client.activate_window("Google-chrome", by_class=True)
     with pytest.raises(NotFound):
         client.activate_window("about:blank - google chrome", strict=True)  # strict stays case-sensitive
-    _until(lambda: (home / ".config" / "google-chrome" / "Default").is_dir())
+    _until(lambda: "profile" in (home / ".config" / "google-chrome" / "Default" / "Preferences").read_text())
     assert not (home / ".config" / "chromium" / "Default").exists()
     # OSWorld's postconfig ends Chrome with `pkill chrome`.
     assert client.execute(["pkill", "chrome"]).returncode == 0
