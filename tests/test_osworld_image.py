@@ -25,11 +25,11 @@ from tests.test_osworld_tasks import CORPUS
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "tests" / "data"
 SCRIPTS = DATA / "osworld_image"
-TASKS = {
-    "937087b6-f668-4ba6-9110-60682ee33441": "multi_apps",  # VLC as the default video player
-    "93eabf48-6a27-4cb6-b963-7d5fe1e0d3a9": "chrome",  # Chrome's dark mode off
-    "a4d98375-215b-4a4d-aee9-3d4370fccc41": "os",  # lock the screen automatically (gsettings)
-}
+TASKS = (
+    "937087b6-f668-4ba6-9110-60682ee33441",  # multi_apps: VLC as the default video player
+    "93eabf48-6a27-4cb6-b963-7d5fe1e0d3a9",  # chrome: Chrome's dark mode off
+    "a4d98375-215b-4a4d-aee9-3d4370fccc41",  # os: lock the screen automatically (gsettings)
+)
 needs_x = pytest.mark.skipif(shutil.which("Xvfb") is None, reason="Xvfb is not installed")
 
 
