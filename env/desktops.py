@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from env.image import chrome_profile
 from env.libreoffice import prepare_profile
 
 DesktopName = Literal["xfce", "minimal"]
@@ -37,9 +38,9 @@ class DesktopSpec:
 
 def spec(name: DesktopName, ready_file: str) -> DesktopSpec:
     if name == "xfce":
-        # XFCE's parts started side by side on one session bus: xfce4-session would start them one
-        # priority group after another, waiting for each (a second more), and adds nothing a
-        # model sees. XDG_MENU_PREFIX picks XFCE's application menu, as the session would.
+        # XFCE's parts started side by side on the sandbox's session bus: xfce4-session would start
+        # them one priority group after another, waiting for each (a second more), and adds nothing
+        # a model sees. XDG_MENU_PREFIX picks XFCE's application menu, as the session would.
         script = (
             "export XDG_CURRENT_DESKTOP=XFCE XDG_MENU_PREFIX=xfce- DESKTOP_SESSION=xfce; "
             "xfsettingsd --sm-client-disable & xfwm4 --sm-client-disable & "
@@ -48,9 +49,9 @@ def spec(name: DesktopName, ready_file: str) -> DesktopSpec:
         )
         return DesktopSpec(
             "xfce",
-            ("dbus-run-session", "--", "sh", "-c", script),
+            ("sh", "-c", script),
             (
-                "dbus-run-session",
+                "dbus-daemon",
                 "xfsettingsd",
                 "xfwm4",
                 "xfce4-panel",
@@ -89,6 +90,7 @@ def prepare_home(
     for d in USER_DIRS:
         (home / d).mkdir(exist_ok=True)
     prepare_profile(home)  # LibreOffice as OSWorld's image has it: no first-run infobar
+    chrome_profile(home)  # and Chrome
     if name != "xfce":
         return
     conf = home / ".config" / "xfce4"

@@ -46,6 +46,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
+from env import image
 from env.actions import Action
 from env.activity import Activity, ProcessActivity, XActivity
 from env.capture import Grabber, open_mss
@@ -81,6 +82,7 @@ from env.xauth import authority, new_cookie, write_authority
 
 MARKER_VAR = "KIMI_SANDBOX_ID"
 READY_DIR, READY_FILE = "$KIMI_RUN", "wm-ready"  # openbox's ready file, in the runtime directory
+BUS_VAR, BUS_NAME = "DBUS_SESSION_BUS_ADDRESS", "bus"  # the session bus's socket, in the runtime directory
 log = logging.getLogger(__name__)
 
 
@@ -143,6 +145,7 @@ class Sandbox:
         self._cgroup: CGroup | None = None
         self._uid: int | None = None  # the host uid the sandbox runs as, when not ours
         self.warnings: list[str] = []
+        self.title_aliases: dict[str, str] = {}  # window titles its server matches in place of others
         # The reaper first, and the directory's name to it before the directory exists: a SIGKILL
         # at any moment after this leaves nothing behind.
         package_parent = str(Path(__file__).resolve().parent.parent)
@@ -197,8 +200,16 @@ class Sandbox:
                 tmp=str(self.root / "tmp"),
                 runtime_dir=str(self.root / "run"),
             )
+        # OSWorld's image: google-chrome, default applications; and one session bus for everything.
+        parts = image.prepare(
+            self._ctl, self.inside(self._ctl), isolated=iso is not None, home=self.env["HOME"]
+        )
+        self.title_aliases = parts.title_aliases
+        self.env.update(parts.env)
+        self.env["PATH"] = ":".join([*parts.path, self.env["PATH"]])
+        self.env[BUS_VAR] = f"unix:path={self.env['XDG_RUNTIME_DIR']}/{BUS_NAME}"
         prepare_home(self.home, desk.name if desk else None)
-        self._start_supervisor(int(self.display[1:]))
+        self._start_supervisor(int(self.display[1:]), parts.binds)
         self._x = XTestDriver(self.display, self.xauthority)
         self._inputs = HeldInputs(self._x)
         with authority(self.xauthority):
@@ -210,6 +221,7 @@ class Sandbox:
             XActivity(self.display, self.xauthority),
             ProcessActivity(self._supervisor.proc.pid),
         ]
+        self._start_bus(timeout_s)
         if desk is not None:
             argv = [a.replace(READY_DIR, self.inside(self.root / "run")) for a in desk.command]
             self._start_desktop(desk, argv, timeout_s)
@@ -266,7 +278,19 @@ class Sandbox:
             if w >= 0:
                 os.close(w)
 
-    def _start_supervisor(self, display_number: int) -> None:
+    def _start_bus(self, timeout_s: float) -> None:
+        """The session bus every program inside shares (the desktop, what the server starts), at
+        $XDG_RUNTIME_DIR/bus as on OSWorld's Ubuntu image; D-Bus activates dconf on it, so what
+        gsettings sets persists. It dies with the sandbox like any program inside."""
+        if shutil.which("dbus-daemon") is None:
+            del self.env[BUS_VAR]
+            self._warn("no session bus (Debian: apt-get install dbus-daemon): gsettings does not persist")
+            return
+        self.launch(["dbus-daemon", "--session", "--nofork", "--nopidfile", f"--address={self.env[BUS_VAR]}"])
+        bus = self.root / "run" / BUS_NAME  # the sandbox's to write: looked at, never followed
+        self._wait(lambda: os.path.lexists(bus), timeout_s, "the session bus", poll_s=0.005)
+
+    def _start_supervisor(self, display_number: int, binds: Sequence[tuple[Path, Path]] = ()) -> None:
         """The supervisor, inside bubblewrap under the limits when isolated: every program the
         sandbox runs is its child, so all share its namespaces, cgroup and limits."""
         iso = self.isolation
@@ -287,7 +311,7 @@ class Sandbox:
             if uid is not None:  # its user reads the cookie; ctl is ours, and nothing runs inside yet
                 os.chown(self.xauthority, uid, uid, follow_symlinks=False)
             x_socket = Path(f"/tmp/.X11-unix/X{display_number}")
-            bwrap = bwrap_argv(iso, self.root, x_socket, runtime=runtime)
+            bwrap = bwrap_argv(iso, self.root, x_socket, runtime=[*runtime, *binds])
             prefix = [
                 *join_cgroup_argv(self._cgroup),
                 *limits_argv(iso, uid, before_drop=stage),

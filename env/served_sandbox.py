@@ -60,7 +60,10 @@ class ServedSandbox:
                     f"{self.socket_path} is too long for a unix socket ({MAX_SOCKET_PATH} bytes at most): "
                     "put the sandbox in a directory with a shorter path"
                 )
-            argv = [sys.executable, "-m", "env.osworld_server", "-", box.inside(token_file)]
+            argv = [sys.executable, "-m", "env.osworld_server"]
+            for name, shown in box.title_aliases.items():  # its google-chrome is Chromium (env/image.py)
+                argv += ["--title-alias", f"{name}={shown}"]
+            argv += ["-", box.inside(token_file)]
             argv.append(f"{execute_timeout_s:g}")
             # The code the host runs, wherever it is imported from (a checkout or site-packages).
             env = {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}

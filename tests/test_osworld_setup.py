@@ -26,7 +26,6 @@ from tasks.osworld.setup import (
     cache_path,
     run_config,
     run_steps,
-    sandbox_aliases,
 )
 from tasks.osworld.task import Step, load_task, parse_task
 
@@ -71,7 +70,7 @@ def served() -> Iterator[Served]:
 
 @pytest.fixture
 def ctx(served: Served, tmp_path: Path) -> SetupContext:
-    return SetupContext(served.client, cache_dir=tmp_path / "cache", aliases=sandbox_aliases())
+    return SetupContext(served.client, cache_dir=tmp_path / "cache")
 
 
 @pytest.fixture
@@ -336,7 +335,7 @@ def test_chrome_history_and_tabs_over_devtools(
     )
     report = run_steps(history, ctx)
     assert report.ok, [o.line() for o in report.outcomes]
-    db = served.home / ".config" / "chromium" / "Default" / "History"
+    db = served.home / ".config" / "google-chrome" / "Default" / "History"
     with sqlite3.connect(db) as con:
         rows = con.execute(
             "SELECT u.url, u.title, v.visit_time FROM urls u JOIN visits v ON v.url = u.id"
@@ -349,7 +348,7 @@ def test_chrome_history_and_tabs_over_devtools(
     assert abs(rows[0][2] - (now_1601_us - 3600e6)) < 120e6
 
     # chrome/06fe7178's config: launch Chrome on port 1337, socat 9222 -> 1337, open 3 tabs, close
-    # one. Chrome is Debian's Chromium here; a missing socat is a reported, non-fatal launch error.
+    # one. The sandbox's google-chrome is Debian's Chromium (env/image.py).
     task = load_task(DATA / "osworld_task_06fe7178.json")
     data = task.model_dump(mode="json")
     urls = [f"{base}/one.html", f"{base}/two.html?x=1&y=2", f"{base}/three.html"]
@@ -361,8 +360,8 @@ def test_chrome_history_and_tabs_over_devtools(
         o.line() for o in report.outcomes
     ]
     assert "closed 1 of 1" in by_type["chrome_close_tabs"].detail
-    port = 9222 if shutil.which("socat") else 1337
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
+    assert all(o.ok for o in report.outcomes), [o.line() for o in report.outcomes]
+    with urllib.request.urlopen("http://127.0.0.1:9222/json/list", timeout=10) as r:
         pages = [t["url"] for t in json.load(r) if t["type"] == "page"]
     assert sorted(pages) == sorted(urls[:2])
     # Accessibility is on, as on OSWorld's image: the browser and its page are in the AT-SPI tree.

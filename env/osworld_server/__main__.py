@@ -1,6 +1,7 @@
-"""``python -m env.osworld_server SOCKET TOKEN_FILE [EXECUTE_TIMEOUT_S]``: the server as a sandbox
-starts it inside itself (env/served_sandbox.py), on a unix socket in the sandbox's control directory,
-for the display and environment it inherits. Users run ``kimi-agent serve``.
+"""``python -m env.osworld_server [--title-alias NAME=SHOWN]... SOCKET TOKEN_FILE [EXECUTE_TIMEOUT_S]``:
+the server as a sandbox starts it inside itself (env/served_sandbox.py), on a unix socket in the
+sandbox's control directory, for the display and environment it inherits. Users run ``kimi-agent serve``.
+``--title-alias``: window lookups naming NAME also find windows titled SHOWN in its place.
 
 SOCKET ``-``: the listening socket is stdin (inetd-style), made and bound by the host in a directory
 the sandbox cannot change, so the host only ever connects to a socket it made itself."""
@@ -17,6 +18,11 @@ from env.osworld_server.runner import serve_forever
 
 
 def main(argv: list[str]) -> int:
+    aliases: dict[str, str] = {}
+    while len(argv) >= 2 and argv[0] == "--title-alias" and "=" in argv[1]:
+        name, shown = argv[1].split("=", 1)
+        aliases[name] = shown
+        argv = argv[2:]
     if len(argv) not in (2, 3):
         print(__doc__, file=sys.stderr)
         return 2
@@ -25,6 +31,7 @@ def main(argv: list[str]) -> int:
         display=os.environ["DISPLAY"],
         token=check_token(token_file.read_text()),
         execute_timeout_s=float(argv[2]) if len(argv) == 3 else 120.0,
+        title_aliases=aliases,
     )
     if argv[0] == "-":
         listening = os.dup(0)

@@ -50,6 +50,8 @@ class ServerConfig:
     header_timeout_s: float = 10.0
     max_unauthenticated: int = 64
     fast_endpoints: bool = True  # /kimi/*; off, the server answers like OSWorld's own (tests, --osworld-only)
+    # Window titles to match in place of those OSWorld's tasks name (env/image.py: a sandbox's Chromium)
+    title_aliases: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         base = dict(os.environ if self.env is None else self.env)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import array
 import io
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,13 @@ class Window:
 
 
 class XScreen:
-    def __init__(self, display: str, xauthority: Path | None = None) -> None:
+    """``title_aliases``: a name in a window lookup -> what the windows of this display say in its
+    place (a sandbox's "Chromium" for OSWorld's "Google Chrome"), tried when the name itself finds none."""
+
+    def __init__(
+        self, display: str, xauthority: Path | None = None, title_aliases: dict[str, str] | None = None
+    ) -> None:
+        self.title_aliases = dict(title_aliases or {})
         from Xlib import X
         from Xlib import display as xdisplay
         from Xlib import error as xerror
@@ -123,11 +130,21 @@ class XScreen:
 
     def find_window(self, name: str, strict: bool = False, by_class: bool = False) -> Window | None:
         """wmctrl's matching, which OSWorld's Linux server uses: a case-insensitive substring of the
-        title (or, ``by_class``, of "instance.class"); ``strict``: the whole string, case-sensitive."""
-        for w in self.windows():
-            text = w.wm_class if by_class else w.title
-            if (text == name) if strict else (name.lower() in text.lower()):
-                return w
+        title (or, ``by_class``, of "instance.class"); ``strict``: the whole string, case-sensitive.
+        A title that finds nothing is tried again with its aliases in place, matched the same way."""
+        windows = self.windows()
+        names = [name]
+        if not by_class:
+            flags = 0 if strict else re.IGNORECASE
+            for alias, shown in self.title_aliases.items():
+                other = re.sub(re.escape(alias), lambda _, s=shown: s, name, flags=flags)
+                if other != name:
+                    names.append(other)
+        for n in names:
+            for w in windows:
+                text = w.wm_class if by_class else w.title
+                if (text == n) if strict else (n.lower() in text.lower()):
+                    return w
         return None
 
     def _client_message(self, window_id: int, atom: str, data: list[int]) -> None:

@@ -37,7 +37,7 @@ class ServerState:
         """Connected on first use, so a server can start before its display is up."""
         with self._lock:
             if self._screen is None:
-                self._screen = XScreen(self.config.display, self.config.xauthority)
+                self._screen = XScreen(self.config.display, self.config.xauthority, self.config.title_aliases)
             return self._screen
 
     def close(self) -> None:

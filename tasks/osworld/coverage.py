@@ -12,12 +12,13 @@ import re
 import shlex
 import shutil
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Literal
 
+from env.image import provided
 from tasks.osworld import official
-from tasks.osworld.setup import apply_aliases, is_supported, sandbox_aliases, why_unsupported
+from tasks.osworld.setup import is_supported, why_unsupported
 from tasks.osworld.task import CommandParams, DownloadParams, OpenTabsParams, Split, Task
 
 Target = Literal["sandbox", "vm"]
@@ -51,8 +52,6 @@ APP_NAMES = {
 }
 # Programs the server itself provides (``kimi-agent serve`` puts a python with pyautogui on PATH).
 SERVER_PROGRAMS = {"python", "python3"}
-# Programs a task starts whose absence does not matter here, and why.
-OPTIONAL_PROGRAMS = {"socat": "Chrome's DevTools are reached on port 1337 directly"}
 SHELL_BUILTINS = {"cd", "echo", "export", "true", "false", "test", "[", "source", ".", "set", "exit"}
 _ASSIGNMENT = re.compile(r"^[A-Za-z_]\w*=")
 # Getters that need a cloud account whatever the machine.
@@ -68,7 +67,7 @@ def app_key(name: str) -> str:
     return APP_NAMES.get(key, key)
 
 
-def programs_of(task: Task, aliases: dict[str, list[str]]) -> list[str]:
+def programs_of(task: Task) -> list[str]:
     """The programs that launch / execute / command steps start (setup and postconfig). Shell
     commands count by their first word; relative paths (./setup.sh) are the task's own files."""
     found: list[str] = []
@@ -76,9 +75,8 @@ def programs_of(task: Task, aliases: dict[str, list[str]]) -> list[str]:
         if not isinstance(step.parameters, CommandParams):
             continue
         p = step.parameters
-        command = apply_aliases(p.command, p.shell, aliases)
         try:
-            argv = shlex.split(command) if isinstance(command, str) else list(command)
+            argv = shlex.split(p.command) if isinstance(p.command, str) else list(p.command)
         except ValueError:
             continue
         if p.shell:  # the first word after any leading VAR=value assignments
@@ -106,7 +104,6 @@ class TaskCoverage:
     task_id: str
     parts: dict[Target, dict[str, Part]]
     network: bool  # setup or evaluation fetches files from the internet
-    notes: list[str] = field(default_factory=list)
 
     def supported(self, target: Target) -> bool:
         return all(p.ok for p in self.parts[target].values())
@@ -143,24 +140,23 @@ def evaluator_part(task: Task) -> Part:
     return Part(True)
 
 
-def apps_part(
-    task: Task, target: Target, which: Callable[[str], str | None], aliases: dict[str, list[str]]
-) -> tuple[Part, list[str]]:
+def apps_part(task: Task, target: Target, which: Callable[[str], str | None]) -> Part:
     if target == "vm":  # OSWorld's image has every app its tasks use
-        return Part(True), []
+        return Part(True)
     apps = dict.fromkeys(app_key(a) for a in task.related_apps)
     unknown = [a for a in apps if a not in APP_PROGRAMS]
     absent = [a for a in apps if a in APP_PROGRAMS and not any(which(p) for p in APP_PROGRAMS[a])]
     # A missing app's own programs are not listed again.
     covered = {prog for a in absent for prog in APP_PROGRAMS[a]}
-    notes: list[str] = []
     programs: list[str] = []
-    for prog in programs_of(task, aliases):
-        if prog in SERVER_PROGRAMS or which(prog) or prog.rsplit("/", 1)[-1] in covered:
-            continue
-        if prog in OPTIONAL_PROGRAMS:
-            notes.append(f"no {prog}: {OPTIONAL_PROGRAMS[prog]}")
-            continue
+    for prog in programs_of(task):
+        if (
+            prog in SERVER_PROGRAMS
+            or which(prog)
+            or provided(prog, which)
+            or prog.rsplit("/", 1)[-1] in covered
+        ):
+            continue  # a sandbox provides google-chrome itself where Chromium is installed (env/image.py)
         programs.append(prog)
     why = []
     if absent:
@@ -169,7 +165,7 @@ def apps_part(
         why.append("apps unknown to kimi-agent: " + _first(unknown))
     if programs:
         why.append("programs not installed: " + _first(programs))
-    return Part(not why, "; ".join(why)), notes
+    return Part(not why, "; ".join(why))
 
 
 def _needs_network(task: Task) -> bool:
@@ -189,20 +185,15 @@ def check_task(
     task: Task,
     domain: str | None = None,
     which: Callable[[str], str | None] = shutil.which,
-    aliases: dict[str, list[str]] | None = None,
     unfaithful: Mapping[str, str] = UNFAITHFUL_ON_SANDBOX,
 ) -> TaskCoverage:
-    aliases = sandbox_aliases() if aliases is None else aliases
     setup, evaluator = setup_part(task), evaluator_part(task)
     parts: dict[Target, dict[str, Part]] = {}
-    notes: list[str] = []
     for target in TARGETS:
-        apps, target_notes = apps_part(task, target, which, aliases)
-        notes += target_notes
-        parts[target] = {"apps": apps, "setup": setup, "evaluator": evaluator}
+        parts[target] = {"apps": apps_part(task, target, which), "setup": setup, "evaluator": evaluator}
     if task.id in unfaithful:
         parts["sandbox"]["fidelity"] = Part(False, f"not faithful on a sandbox: {unfaithful[task.id]}")
-    return TaskCoverage(domain or task.domain, task.id, parts, _needs_network(task), notes)
+    return TaskCoverage(domain or task.domain, task.id, parts, _needs_network(task))
 
 
 @dataclass(frozen=True)
@@ -229,5 +220,4 @@ def per_domain(rows: list[TaskCoverage]) -> list[DomainCoverage]:
 
 
 def check_split(split: Split, which: Callable[[str], str | None] = shutil.which) -> list[TaskCoverage]:
-    aliases = sandbox_aliases()
-    return [check_task(t, e.domain, which, aliases) for e, t in zip(split.entries, split.load(), strict=True)]
+    return [check_task(t, e.domain, which) for e, t in zip(split.entries, split.load(), strict=True)]

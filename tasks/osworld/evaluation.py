@@ -384,8 +384,7 @@ def evaluate(
 ) -> Evaluation:
     """Score ``task`` on ``server`` after the agent's run (``last_action``: its final action, e.g.
     "DONE" or "FAIL", None when it took none). ``setup`` is the context postconfig runs in: pass the one
-    the task's config ran in (a sandbox's has Chromium standing in for Chrome); default: a plain
-    client for ``server``, as for an OSWorld VM.
+    the task's config ran in; default: a plain client for ``server``, as for an OSWorld VM.
     ``chromium_port``: where the DevTools getters reach the browser (default: see ``devtools_port``).
     Never raises for the task's fault."""
     t0 = time.monotonic()

@@ -54,7 +54,7 @@ from tasks.osworld.results import (
     task_dir,
     write_atomic,
 )
-from tasks.osworld.setup import SetupContext, SetupReport, run_config, sandbox_aliases
+from tasks.osworld.setup import SetupContext, SetupReport, run_config
 from tasks.osworld.task import Task, load_task
 
 TargetKind = Literal["sandbox", "vm"]
@@ -340,11 +340,7 @@ class Worker:
         client = self.target.reset()
         timings.reset_s = time.perf_counter() - t
         with client:
-            ctx = SetupContext(
-                client=client,
-                cache_dir=self.settings.cache_dir,
-                aliases=sandbox_aliases() if self.target.kind == "sandbox" else {},
-            )
+            ctx = SetupContext(client=client, cache_dir=self.settings.cache_dir)
             s.phase = "setup"
             t = time.perf_counter()
             report = run_config(task, ctx)

@@ -20,7 +20,6 @@ import json
 import math
 import os
 import re
-import shlex
 import shutil
 import time
 import urllib.error
@@ -28,7 +27,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -104,14 +103,12 @@ class SetupReport:
 
 @dataclass
 class SetupContext:
-    """What steps need besides their parameters. ``aliases`` renames programs in launch / execute /
-    command (``google-chrome`` -> ``chromium --no-sandbox`` on a Debian sandbox run as root)."""
+    """What steps need besides their parameters."""
 
     client: OSWorldClient
     cache_dir: Path
     client_password: str = "password"  # the OSWorld VM image's user password
     screen_size: tuple[int, int] | None = None  # default: asked from the server on first use
-    aliases: dict[str, list[str]] = field(default_factory=dict)
     download_timeout_s: float = 300.0
     cdp_wait_s: float = 20.0
     # activate_window / close_window wait this long for a window that is not up yet. OSWorld's task
@@ -172,27 +169,15 @@ def fill_placeholders(command: str | list[str], ctx: SetupContext) -> str | list
     return fill(command) if isinstance(command, str) else [fill(a) for a in command]
 
 
-def apply_aliases(command: str | list[str], shell: bool, aliases: dict[str, list[str]]) -> str | list[str]:
-    """Rename the program of a list command or of a plain (not shell) string command."""
-    if not aliases or shell:
-        return command
-    argv = shlex.split(command) if isinstance(command, str) else list(command)
-    if argv and argv[0] in aliases:
-        argv = [*aliases[argv[0]], *argv[1:]]
-        return shlex.join(argv) if isinstance(command, str) else argv
-    return command
-
-
 def _launch(ctx: SetupContext, p: CommandParams) -> str:
-    command = apply_aliases(p.command, p.shell, ctx.aliases)
     try:
-        return ctx.client.launch(command, shell=p.shell)
+        return ctx.client.launch(p.command, shell=p.shell)
     except OSWorldError as e:
         raise StepFailed(str(e)) from None
 
 
 def _execute(ctx: SetupContext, p: CommandParams) -> str:
-    command = apply_aliases(fill_placeholders(p.command, ctx), p.shell, ctx.aliases)
+    command = fill_placeholders(p.command, ctx)
     until = p.until or {}
     deadline = time.monotonic() + UNTIL_MAX_S
     while True:
@@ -392,16 +377,14 @@ done(ok="closed %d of %d tab(s)" % (len(closing), len(ARGS["urls"])))
 _HISTORY = """
 import os, shutil, subprocess
 home = os.path.expanduser("~")
-profiles = [os.path.join(home, ".config", d, "Default") for d in ("google-chrome", "chromium")]
-db = next((os.path.join(p, "History") for p in profiles if os.path.isfile(os.path.join(p, "History"))), None)
-if db is None:
+root = os.path.join(home, ".config", "google-chrome")
+db = os.path.join(root, "Default", "History")
+if not os.path.isfile(db):
     # A fresh profile: Chrome itself creates the database with its current schema (a
     # hand-made one would be discarded when Chrome starts), in a short headless run.
-    browser = shutil.which("google-chrome") or shutil.which("chromium")
+    browser = shutil.which("google-chrome")
     if browser is None:
-        done(error="no Chrome History database, and no google-chrome or chromium to create one")
-    root = os.path.dirname(profiles[0] if browser.endswith("google-chrome") else profiles[1])
-    db = os.path.join(root, "Default", "History")
+        done(error="no Chrome History database, and no google-chrome to create one")
     argv = [browser, "--headless=new", "--no-first-run", "--user-data-dir=" + root, "about:blank"]
     if os.geteuid() == 0:
         argv.insert(1, "--no-sandbox")
@@ -534,7 +517,7 @@ def run_step(step: Step, ctx: SetupContext, index: int = 0) -> Outcome:
         status: Status = "ok"
     except (StepFailed, OSWorldError) as e:
         detail, status = str(e), "error"
-    except (OSError, ValueError) as e:  # a cache dir that cannot be written, a command shlex cannot split
+    except (OSError, ValueError) as e:  # a cache dir that cannot be written, a bad parameter
         detail, status = f"{type(e).__name__}: {e}", "error"
     return Outcome(index, step.type, status, " ".join(detail.split()), time.monotonic() - t0)
 
@@ -567,14 +550,3 @@ def run_config(task: Task, ctx: SetupContext) -> SetupReport:
 
 def run_postconfig(task: Task, ctx: SetupContext) -> SetupReport:
     return run_steps(task.evaluator.postconfig, _for_task(task, ctx))
-
-
-def sandbox_aliases() -> dict[str, list[str]]:
-    """Programs of OSWorld's Ubuntu image under their Debian names on this machine: Chrome is
-    Debian's Chromium (which refuses to start as root without --no-sandbox). With accessibility on,
-    as on OSWorld's GNOME image: Chromium joins the AT-SPI tree (/accessibility, and the getters that
-    read the address bar from it) only when told to, and shows its pages there only when forced."""
-    if shutil.which("google-chrome") or not shutil.which("chromium"):
-        return {}
-    chromium = ["env", "ACCESSIBILITY_ENABLED=1", "chromium", "--force-renderer-accessibility"]
-    return {"google-chrome": [*chromium, *(["--no-sandbox"] if os.geteuid() == 0 else [])]}

@@ -57,13 +57,12 @@ _PROBE = r"""
 }
 """
 
-# Profiles whose Preferences may hold the setting, newest first. Upstream looks in google-chrome's
-# profiles (Default, Guest Profile, Profile *); ~/.config/chromium is kimi-agent's addition for
-# sandboxes where Debian's Chromium stands in for Chrome.
+# Profiles whose Preferences may hold the setting, newest first: google-chrome's (Default, Guest
+# Profile, Profile *), as upstream looks (a sandbox's google-chrome uses Chrome's profile path too).
 _PREFERENCES_PROBE = r"""
 import glob, json, os
 found = []
-for root in ('~/.config/google-chrome', '/home/user/.config/google-chrome', '~/.config/chromium'):
+for root in ('~/.config/google-chrome', '/home/user/.config/google-chrome'):
     root = os.path.expanduser(root)
     for pattern in ('Default', 'Guest Profile', 'Profile *'):
         for p in glob.glob(os.path.join(root, pattern, 'Preferences')):
