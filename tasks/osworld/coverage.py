@@ -59,7 +59,15 @@ CLOUD_GETTERS = {"googledrive_file"}
 # Tasks whose start state or scoring cannot be made OSWorld's on a sandbox (an idle agent would pass,
 # or a setup step cannot succeed here), by task id, with the reason: what `bench osworld fidelity`
 # found and no fix to the sandbox can remove. They run on OSWorld's VM only.
-UNFAITHFUL_ON_SANDBOX: Mapping[str, str] = MappingProxyType({})
+UNFAITHFUL_ON_SANDBOX: Mapping[str, str] = MappingProxyType(
+    {
+        # "Delete browsing data on close": the getter (data_delete_automacally) calls any
+        # profile.default_content_setting_values "on", and Debian's Chromium writes one there
+        # (has_migrated_local_network_access) at its first start; the VM's Chrome does not.
+        "99146c54-4f37-4ab8-9327-5f3291665e1e": "Chromium writes the content settings the evaluator reads "
+        "as auto-delete on at its first start, so an idle agent passes",
+    }
+)
 
 
 def app_key(name: str) -> str:

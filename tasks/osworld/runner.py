@@ -43,6 +43,7 @@ from env.isolation import Isolation
 from env.osworld_client import OSWorldClient, OSWorldError
 from env.settle import Settle
 from env.vm_desktop import VMDesktop, pyautogui_code
+from tasks.osworld.ports import fixed_ports, hold_ports
 from tasks.osworld.results import (
     RECORDING_FILE,
     Outcome,
@@ -314,7 +315,11 @@ class Worker:
             if why:
                 outcome = Outcome(**base, score=0.0, kind="unsupported", error=why)
             else:
-                outcome = self._attempt(task, ref, out, timings)
+                # Sandboxes with the network on share the host's ports (Chrome's 1337 and 9222).
+                shared = self.target.kind == "sandbox" and self.settings.network
+                s.phase = "waiting for a port"
+                with hold_ports(fixed_ports(task) if shared else []):
+                    outcome = self._attempt(task, ref, out, timings)
         except RunAborted:
             raise
         except Exception as e:
