@@ -5,18 +5,22 @@ on files made here, the worker's restarts, and the token the official getters ca
 from __future__ import annotations
 
 import contextlib
+import http.server
 import io
 import json
+import logging
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from PIL import Image, ImageDraw
@@ -689,3 +693,104 @@ def test_a_file_a_getter_left_in_the_cache_is_held_to_the_cap_before_a_metric_op
     with EvaluatorWorker(venv=venv, timeout_s=120, limits=EvalLimits()) as w:
         ev = evaluate(t, NOWHERE, last_action="DONE", cache_dir=tmp_path, worker=w)
     assert (ev.score, ev.reason) == (0.0, "result file is 60 MB, over the 50 MB cap")
+
+
+# -- get_file's retries: paid where they can help, not for a file our server looked for -----------------
+
+
+def file_metric(result_path: str) -> dict[str, Any]:
+    """compare_text_file of a file fetched from the machine against gold.txt in the cache."""
+    return {"func": "compare_text_file", "result": vm_file(result_path, "fetched.txt"),
+            "expected": {"type": "cache_file", "path": "gold.txt"}}  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.x11
+def test_a_file_missing_on_our_server_costs_one_request_and_no_retry(
+    venv: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The real server (in this process, so its request log is countable) and the real worker: a
+    missing result file is one POST /file, answered 404 with X-Kimi-File: absent, and the worker
+    takes it as final; a present one is fetched as before."""
+    from env.osworld_server import ServerConfig, start_server
+    from env.sandbox import Sandbox
+
+    (tmp_path / "gold.txt").write_text("gold\n")
+    caplog.set_level(logging.DEBUG, logger="env.osworld_server.runner")
+    log = tmp_path / "worker.log"
+    with (
+        Sandbox(320, 240, desktop="minimal", isolation=None) as sandbox,
+        start_server(ServerConfig(display=sandbox.display, env=sandbox.env)) as server,
+        EvaluatorWorker(venv=venv, timeout_s=120, log=log) as w,
+    ):
+        present = tmp_path / "present.txt"
+        present.write_text("gold\n")
+        on = Server("127.0.0.1", server.port, server.token)
+
+        def requests_for_file() -> list[str]:
+            return [r.getMessage() for r in caplog.records if r.getMessage().startswith("POST /file ")]
+
+        missing = tmp_path / "never-written.txt"
+        ev = evaluate(task(file_metric(str(missing))), on, last_action="DONE", cache_dir=tmp_path, worker=w)
+        assert (ev.score, ev.reason) == (0.0, f"result file missing: {missing}")
+        assert requests_for_file() == ["POST /file 404"]
+        ev = evaluate(task(file_metric(str(present))), on, last_action="DONE", cache_dir=tmp_path, worker=w)
+        assert (ev.score, ev.reason) == (1.0, None)
+        assert requests_for_file() == ["POST /file 404", "POST /file 200"]
+    lines = [line for line in log.read_text().splitlines() if line.startswith("get_file ")]
+    assert lines == [f"get_file {missing}: try 1: absent, no retry", f"get_file {present}: try 1: status 200"]
+
+
+class FlakyFiles(http.server.BaseHTTPRequestHandler):
+    """/file as an OSWorld VM's server answers it, with what goes wrong there: flaky.txt fails once
+    with a 503 (a server still starting), gone.txt is a 404 without our header. Counts each request."""
+
+    counts: ClassVar[dict[str, int]] = {}
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", "0"))
+        form = urllib.parse.parse_qs(self.rfile.read(length).decode())
+        path = form.get("file_path", [""])[0]
+        n = self.counts[path] = self.counts.get(path, 0) + 1
+        if path == "flaky.txt" and n > 1:
+            self.answer(200, b"gold\n", "application/octet-stream")
+        elif path == "flaky.txt":
+            self.answer(503, b'{"error": "starting"}', "application/json")
+        else:
+            self.answer(404, b'{"error": "File not found"}', "application/json")
+
+    def answer(self, status: int, body: bytes, kind: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.slow
+def test_osworld_retries_are_kept_for_a_transient_error_and_a_vm_404(
+    worker: EvaluatorWorker, tmp_path: Path
+) -> None:
+    """Against a server that is not ours (no X-Kimi-File), get_file keeps OSWorld's 3 tries 5 s
+    apart: a 503 is retried and the file then fetched; a plain 404 is tried 3 times, then missing."""
+    (tmp_path / "gold.txt").write_text("gold\n")
+    FlakyFiles.counts = {}
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FlakyFiles)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        vm = Server("127.0.0.1", httpd.server_address[1])
+        ev = evaluate(
+            task(file_metric("flaky.txt")), vm, last_action="DONE", cache_dir=tmp_path, worker=worker
+        )
+        assert (ev.score, ev.reason, FlakyFiles.counts) == (1.0, None, {"flaky.txt": 2})
+        ev = evaluate(
+            task(file_metric("gone.txt")), vm, last_action="DONE", cache_dir=tmp_path, worker=worker
+        )
+        assert (ev.score, ev.reason) == (0.0, "result file missing: gone.txt")
+        assert FlakyFiles.counts == {"flaky.txt": 2, "gone.txt": 3}
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

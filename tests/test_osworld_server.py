@@ -227,6 +227,10 @@ def test_upload_file_and_list_directory(served: Served) -> None:
     }
     r = c.request("POST", "/file", form={"file_path": "~/nope.txt"})
     assert (r.status, r.json()) == (404, {"error": "File not found"})
+    assert r.headers["x-kimi-file"] == "absent"  # looked for on the machine: final, not worth a retry
+    r = c.request("POST", "/file", form={"file_path": "~/up"})  # a directory is no file either
+    assert (r.status, r.headers["x-kimi-file"]) == (404, "absent")
+    assert "x-kimi-file" not in c.request("POST", "/file", form={}).headers  # a bad request says nothing
     with pytest.raises(NotFound):
         c.file("~/nope.txt")
     assert c.request("POST", "/file", form={}).status == 400

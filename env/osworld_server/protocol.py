@@ -28,6 +28,7 @@ from env.osworld_server.state import ServerState
 from env.osworld_server.whole_file import TargetRefused, write_whole
 
 bp = Blueprint("osworld", __name__)
+ABSENT_HEADER = "X-Kimi-File"  # on /file's 404; tasks/osworld/evalworker/worker.py reads it
 Reply = Response | tuple[Any, int] | str
 
 
@@ -162,7 +163,9 @@ def get_file() -> Reply:
         return jsonify({"error": "file_path is required"}), 400
     path = _state().config.expand(request.form["file_path"])
     if not os.path.isfile(path):
-        return jsonify({"error": "File not found"}), 404
+        # Checked on the machine itself, so final: the header tells kimi-agent's evaluator worker not
+        # to pay OSWorld's retries (3 tries 5 s apart, for an unreachable VM) for a missing result file.
+        return jsonify({"error": "File not found"}), 404, {ABSENT_HEADER: "absent"}
     try:
         return send_file(path, as_attachment=True)
     except OSError as e:

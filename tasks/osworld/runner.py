@@ -30,6 +30,7 @@ import time
 import traceback
 import urllib.parse
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -359,7 +360,9 @@ class Worker:
                     error=setup_error(report),
                     details={"setup": setup_notes},
                 )
-            recording = _try(client.start_recording)
+            # The server confirms a recording after ffmpeg has run for a second (OSWorld's rule), and
+            # ffmpeg records from the request on: the agent starts meanwhile, not a second later.
+            recording = _background(lambda: _try(client.start_recording))
             s.phase = "agent"
             t = time.perf_counter()
             traj, timed_out = self._play(task, agent, client, out)
@@ -369,10 +372,11 @@ class Worker:
             if isinstance(traj.exception, BackendError):
                 raise RunAborted(str(traj.exception)) from traj.exception
             details: dict[str, Any] = {"setup": setup_notes}
-            if recording is None:
+            not_started = recording.result()  # the start answered before the end is asked for
+            if not_started is None:
                 details["recording"] = _save_recording(client, out)
             else:
-                details["recording"] = f"not started: {recording}"
+                details["recording"] = f"not started: {not_started}"
             last = "FAIL" if traj.stop_reason == "max_steps" else last_action(traj.steps)
             common = dict(base, last_action=last, stop_reason=traj.stop_reason, steps=len(traj.steps))
             if timed_out:
@@ -503,6 +507,20 @@ def _try(fn: Callable[[], object]) -> str | None:
     except OSWorldError as e:
         return _line(e)
     return None
+
+
+def _background(fn: Callable[[], str | None]) -> Future[str | None]:
+    """``fn`` on a thread of its own, started now; its answer (or exception) in the future."""
+    future: Future[str | None] = Future()
+
+    def call() -> None:
+        try:
+            future.set_result(fn())
+        except BaseException as e:
+            future.set_exception(e)
+
+    threading.Thread(target=call, name="recording", daemon=True).start()
+    return future
 
 
 def _line(e: BaseException) -> str:

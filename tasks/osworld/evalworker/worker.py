@@ -94,35 +94,61 @@ def _too_large(what: str, size: int | None, cap: int) -> LimitHit:
     return LimitHit(f"{what} {actual}, over the {_mb(cap)} cap")
 
 
-class CappedController(PythonController):
-    """get_file as upstream's (3 tries; None when the server will not give the file) but streamed, so
-    a file over the cap is refused before it is held: by its Content-Length, or when it grows past it."""
+# kimi-agent's server marks a /file 404 with this header: it looked on the machine itself, so the file
+# is not there and trying again cannot find it (env/osworld_server/protocol.py; the worker cannot
+# import it, hence the copy). OSWorld's own server sends no such header.
+ABSENT_HEADER, ABSENT = "X-Kimi-File", "absent"
 
-    def __init__(self, *args: Any, cap: int, **kwargs: Any) -> None:
+
+class Controller(PythonController):
+    """OSWorld's PythonController with get_file as upstream's (3 tries ``retry_interval`` apart; None
+    when the server will not give the file), except that:
+
+    - a 404 that kimi-agent's server marks absent answers None at once: its retries are for a VM or
+      a connection that fails for a moment, and a missing result file is neither (an idle agent's
+      run paid 15 s per missing file);
+    - there is no sleep after the last try, which only delayed the None;
+    - with ``cap``, the file is streamed and refused before it is held when it is over the cap: by
+      its Content-Length, or when it grows past it.
+
+    Each try writes one line to stderr (the worker's log): ``get_file PATH: try N: ...``."""
+
+    def __init__(self, *args: Any, cap: int | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.cap = cap
 
     def get_file(self, file_path: str) -> bytes | None:
-        for _ in range(self.retry_times):
+        for attempt in range(1, self.retry_times + 1):
+            if attempt > 1:
+                time.sleep(self.retry_interval)
             try:
                 with requests.post(
                     self.http_server + "/file", data={"file_path": file_path}, stream=True
                 ) as r:
                     if r.status_code == 200:
-                        declared = r.headers.get("Content-Length", "")
-                        if declared.isdigit() and int(declared) > self.cap:
-                            raise _too_large("file", int(declared), self.cap)
-                        data = bytearray()
-                        for chunk in r.iter_content(1 << 16):
-                            data += chunk
-                            if len(data) > self.cap:
-                                raise _too_large("file", None, self.cap)
-                        return bytes(data)
-                    print(f"get_file {file_path}: status {r.status_code}", file=sys.stderr)
+                        print(f"get_file {file_path}: try {attempt}: status 200", file=sys.stderr)
+                        return self._body(r)
+                    if r.status_code == 404 and r.headers.get(ABSENT_HEADER) == ABSENT:
+                        print(f"get_file {file_path}: try {attempt}: absent, no retry", file=sys.stderr)
+                        return None
+                    print(f"get_file {file_path}: try {attempt}: status {r.status_code}", file=sys.stderr)
             except requests.RequestException as e:
-                print(f"get_file {file_path}: {e}", file=sys.stderr)
-            time.sleep(self.retry_interval)
+                print(f"get_file {file_path}: try {attempt}: {e}", file=sys.stderr)
         return None
+
+    def _body(self, r: requests.Response) -> bytes:
+        cap = self.cap
+        if cap is None:
+            return r.content
+        declared = r.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > cap:
+            raise _too_large("file", int(declared), cap)
+        data = bytearray()
+        for chunk in r.iter_content(1 << 16):
+            data += chunk
+            if len(data) > cap:
+                raise _too_large("file", None, cap)
+        return bytes(data)
 
 
 # Getters whose value is a path to a fetched file (None where the file is missing on the machine).
@@ -149,10 +175,7 @@ class Env:
         self.vm_platform = req.get("platform", "Linux")
         self.vm_machine = req.get("machine", platform.machine())
         self.current_use_proxy = False
-        if FILE_CAP is None:
-            self.controller = PythonController(vm_ip=self.vm_ip, server_port=self.server_port)
-        else:
-            self.controller = CappedController(vm_ip=self.vm_ip, server_port=self.server_port, cap=FILE_CAP)
+        self.controller = Controller(vm_ip=self.vm_ip, server_port=self.server_port, cap=FILE_CAP)
 
 
 # Getters desktop-env 1.0.2 has in an older form than the corpus needs (a list of date formats, the
