@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.osworld.ports import fixed_ports, hold_ports, lock_dir
+from tasks.osworld.ports import fixed_ports, hold_ports, lock_dir, ports_free
 from tasks.osworld.task import load_task
 
 REPO = Path(__file__).resolve().parent.parent
@@ -84,4 +84,14 @@ def test_lock_dir_is_private_and_a_link_in_its_place_is_refused(
     # A lock file replaced by a link is not followed either.
     os.symlink("/etc/passwd", tmp_path / "elsewhere" / "1337.lock")
     with pytest.raises(OSError), hold_ports([1337], tmp_path / "elsewhere"):
+        pass
+
+
+def test_ports_free_sees_a_holder_and_takes_nothing(tmp_path: Path) -> None:
+    assert ports_free([1337, 9222], tmp_path)
+    with hold_ports([9222], tmp_path):
+        assert not ports_free([1337, 9222], tmp_path)
+        assert ports_free([1337], tmp_path)
+    assert ports_free([1337, 9222], tmp_path)
+    with hold_ports([1337, 9222], tmp_path):  # the probe left no lock behind
         pass

@@ -49,6 +49,23 @@ def lock_dir() -> Path:
     return path
 
 
+def ports_free(ports: list[int], directory: Path | None = None) -> bool:
+    """Whether no one holds any of ``ports`` now (a hint for picking the next task: it may change
+    before ``hold_ports`` takes them, which then waits)."""
+    if not ports:
+        return True
+    where = directory or lock_dir()
+    for port in ports:
+        fd = os.open(where / f"{port}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        finally:
+            os.close(fd)  # closing releases a lock taken here
+    return True
+
+
 @contextlib.contextmanager
 def hold_ports(ports: list[int], directory: Path | None = None) -> Iterator[None]:
     """Hold an exclusive lock on each port (blocking until it is free); released on exit, and by the

@@ -44,7 +44,7 @@ from env.isolation import Isolation
 from env.osworld_client import OSWorldClient, OSWorldError
 from env.settle import Settle
 from env.vm_desktop import VMDesktop, pyautogui_code
-from tasks.osworld.ports import fixed_ports, hold_ports
+from tasks.osworld.ports import fixed_ports, hold_ports, ports_free
 from tasks.osworld.results import (
     RECORDING_FILE,
     Outcome,
@@ -282,13 +282,30 @@ class Worker:
         if flag is not None:
             flag.set()
 
+    def _ports(self, task: Task) -> list[int]:
+        """The fixed ports ``task`` must hold while it runs: on sandboxes that share the host's."""
+        shared = self.target.kind == "sandbox" and self.settings.network
+        return fixed_ports(task) if shared else []
+
+    def _ports_busy(self, ref: TaskRef) -> bool:
+        try:
+            return not ports_free(self._ports(load_task(ref.path)))
+        except Exception:
+            return False  # run_task reports a task that will not load
+
     def work(self, tasks: queue.Queue[TaskRef], on_done: Callable[[Outcome], None]) -> None:
+        deferred = 0  # tasks put back in a row because another worker held their ports
         try:
             while not self.stop.is_set():
                 try:
                     ref = tasks.get_nowait()
                 except queue.Empty:
                     return
+                if deferred <= tasks.qsize() and self._ports_busy(ref):
+                    tasks.put(ref)  # take another meanwhile; once all were tried, wait for this one
+                    deferred += 1
+                    continue
+                deferred = 0
                 try:
                     outcome = self.run_task(ref)
                 except RunAborted as e:
@@ -316,10 +333,10 @@ class Worker:
             if why:
                 outcome = Outcome(**base, score=0.0, kind="unsupported", error=why)
             else:
-                # Sandboxes with the network on share the host's ports (Chrome's 1337 and 9222).
-                shared = self.target.kind == "sandbox" and self.settings.network
-                s.phase = "waiting for a port"
-                with hold_ports(fixed_ports(task) if shared else []):
+                ports = self._ports(task)
+                if ports:
+                    s.phase = "waiting for ports " + ", ".join(map(str, ports))
+                with hold_ports(ports):
                     outcome = self._attempt(task, ref, out, timings)
         except RunAborted:
             raise
