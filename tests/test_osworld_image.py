@@ -70,6 +70,17 @@ def test_gsettings_persist_between_commands_on_the_sandboxs_session_bus(served) 
 
 
 @needs_x
+def test_python_and_python3_have_pyautogui_and_no_import_path_of_the_host(served) -> None:
+    """OSWorld's image: both have pyautogui (GIMP's postconfig quits it with python3 -c "import
+    pyautogui; ..."); the path the host's server was imported from does not leak to the programs."""
+    _, client = served
+    assert _sh(client, 'echo "[$PYTHONPATH]"') == "[]"
+    for name in ("python", "python3"):
+        r = client.execute([name, "-c", "import pyautogui; print('ok')"])
+        assert (r.returncode, r.output.strip()) == (0, "ok"), name
+
+
+@needs_x
 def test_videos_open_in_totem_until_the_user_picks_another_player(served) -> None:
     _, client = served
     assert _sh(client, "xdg-mime query default video/mp4") == "org.gnome.Totem.desktop"

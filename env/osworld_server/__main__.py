@@ -27,8 +27,12 @@ def main(argv: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     socket_path, token_file = Path(argv[0]), Path(argv[1])
+    # The import path the host gave this server is its own: the programs it starts meet the
+    # desktop's Python as OSWorld's image has it (python and python3 with pyautogui, app.py).
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     config = ServerConfig(
         display=os.environ["DISPLAY"],
+        env=env,
         token=check_token(token_file.read_text()),
         execute_timeout_s=float(argv[2]) if len(argv) == 3 else 120.0,
         title_aliases=aliases,

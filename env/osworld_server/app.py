@@ -83,21 +83,23 @@ class ServerConfig:
 
 
 def _with_python(env: dict[str, str]) -> dict[str, str]:
-    """OSWorld's controller runs its actions as ``python -c "import pyautogui; ..."``, relying on the
-    VM's ``python`` having pyautogui. Ours has it, so served commands find it first under that name
-    (Debian has no ``python`` at all; another one on PATH may lack pyautogui)."""
+    """OSWorld's controller runs its actions as ``python -c "import pyautogui; ..."``, and tasks run
+    ``python3 -c "import pyautogui; ..."`` (GIMP's postconfig quits it so it writes its settings),
+    relying on the VM's Python having pyautogui. Ours has it, so served commands find it first under
+    both names (Debian has no ``python`` at all; its ``python3`` lacks pyautogui)."""
     tag = hashlib.sha256(sys.executable.encode()).hexdigest()[:12]  # one per interpreter
     shim = Path(tempfile.gettempdir()) / f"kimi-serve-python-{os.getuid()}-{tag}"
     shim.mkdir(mode=0o700, exist_ok=True)
     # A script, not a symlink: a virtual environment's interpreter finds its packages only when
     # started under its own path.
     script = f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n'
-    link = shim / "python"
-    if link.is_symlink() or not link.exists() or link.read_bytes() != script.encode():
-        tmp = shim / f"python.{os.getpid()}"
-        tmp.write_text(script)
-        tmp.chmod(0o755)
-        tmp.replace(link)
+    for name in ("python", "python3"):  # OSWorld's image: both have pyautogui (tasks use both)
+        link = shim / name
+        if link.is_symlink() or not link.exists() or link.read_bytes() != script.encode():
+            tmp = shim / f"{name}.{os.getpid()}"
+            tmp.write_text(script)
+            tmp.chmod(0o755)
+            tmp.replace(link)
     return {**env, "PATH": f"{shim}{os.pathsep}{env.get('PATH', os.defpath)}"}
 
 
