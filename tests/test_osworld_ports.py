@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks.osworld.ports import fixed_ports, hold_ports, lock_dir, ports_free
+from tasks.osworld.ports import fixed_ports, hold_ports, lock_dir, try_hold
+from tasks.osworld.results import TaskRef
+from tasks.osworld.runner import TaskQueue
 from tasks.osworld.task import load_task
 
 REPO = Path(__file__).resolve().parent.parent
@@ -87,11 +89,46 @@ def test_lock_dir_is_private_and_a_link_in_its_place_is_refused(
         pass
 
 
-def test_ports_free_sees_a_holder_and_takes_nothing(tmp_path: Path) -> None:
-    assert ports_free([1337, 9222], tmp_path)
+def test_try_hold_takes_all_ports_or_none(tmp_path: Path) -> None:
     with hold_ports([9222], tmp_path):
-        assert not ports_free([1337, 9222], tmp_path)
-        assert ports_free([1337], tmp_path)
-    assert ports_free([1337, 9222], tmp_path)
-    with hold_ports([1337, 9222], tmp_path):  # the probe left no lock behind
-        pass
+        assert try_hold([1337, 9222], tmp_path) is None
+        held = try_hold([1337], tmp_path)  # 1337 was not left held by the refused try
+        assert held is not None
+        assert try_hold([1337], tmp_path) is None
+        held.close()
+    both = try_hold([1337, 9222], tmp_path)
+    assert both is not None
+    both.close()
+    with try_hold([], tmp_path) as nothing:  # no ports: nothing to wait for
+        assert nothing is not None
+
+
+def test_the_queue_sets_a_held_up_task_aside_and_takes_it_first_once_free(tmp_path: Path) -> None:
+    ports = {"chrome-1": [1337, 9222], "chrome-2": [1337, 9222], "os-1": [], "os-2": []}
+    queue = TaskQueue([TaskRef(domain="d", task_id=t, path=t) for t in ports])
+
+    def claim(ref: TaskRef):  # type: ignore[no-untyped-def]
+        return try_hold(ports[ref.task_id], tmp_path)
+
+    first = queue.take(claim)  # worker A
+    assert first is not None and first[0].task_id == "chrome-1" and first[1] is not None
+    second = queue.take(claim)  # worker B: chrome-2's ports are A's, so it is set aside
+    assert second is not None and second[0].task_id == "os-1"
+    first[1].close()  # A finished chrome-1
+    third = queue.take(claim)
+    assert third is not None and third[0].task_id == "chrome-2" and third[1] is not None
+    third[1].close()
+    with hold_ports([1337], tmp_path):  # someone else's Chrome task (another run on this machine)
+        fourth = queue.take(claim)
+        assert fourth is not None and fourth[0].task_id == "os-2"
+    assert queue.take(claim) is None
+
+
+def test_when_every_task_left_is_held_up_the_first_comes_unclaimed(tmp_path: Path) -> None:
+    queue = TaskQueue([TaskRef(domain="d", task_id=t, path=t) for t in ("a", "b")])
+    with hold_ports([1337], tmp_path):
+        got = queue.take(lambda ref: try_hold([1337], tmp_path))
+        assert got is not None and got[0].task_id == "a" and got[1] is None  # its worker waits
+        got = queue.take(lambda ref: try_hold([1337], tmp_path))
+        assert got is not None and got[0].task_id == "b" and got[1] is None
+    assert queue.take(lambda ref: try_hold([1337], tmp_path)) is None

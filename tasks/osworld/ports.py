@@ -49,21 +49,30 @@ def lock_dir() -> Path:
     return path
 
 
-def ports_free(ports: list[int], directory: Path | None = None) -> bool:
-    """Whether no one holds any of ``ports`` now (a hint for picking the next task: it may change
-    before ``hold_ports`` takes them, which then waits)."""
+def _lock_file(directory: Path, port: int) -> int:
+    return os.open(directory / f"{port}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+
+
+def try_hold(ports: list[int], directory: Path | None = None) -> contextlib.ExitStack | None:
+    """Hold every one of ``ports`` now, or none: None when another holder has one. Closing the
+    returned stack releases them (an empty one for no ports)."""
+    stack = contextlib.ExitStack()
     if not ports:
-        return True
+        return stack
     where = directory or lock_dir()
-    for port in ports:
-        fd = os.open(where / f"{port}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        finally:
-            os.close(fd)  # closing releases a lock taken here
-    return True
+    try:
+        for port in sorted(ports):
+            fd = _lock_file(where, port)
+            stack.callback(os.close, fd)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                stack.close()
+                return None
+    except BaseException:
+        stack.close()
+        raise
+    return stack
 
 
 @contextlib.contextmanager
@@ -76,7 +85,7 @@ def hold_ports(ports: list[int], directory: Path | None = None) -> Iterator[None
     where = directory or lock_dir()
     with contextlib.ExitStack() as stack:
         for port in sorted(ports):
-            fd = os.open(where / f"{port}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            fd = _lock_file(where, port)
             stack.callback(os.close, fd)
             fcntl.flock(fd, fcntl.LOCK_EX)
         yield

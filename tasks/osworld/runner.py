@@ -20,10 +20,10 @@ instead, leaving the tasks in flight unfinished so that a resume runs them again
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime
 import os
-import queue
 import subprocess
 import threading
 import time
@@ -44,7 +44,7 @@ from env.isolation import Isolation
 from env.osworld_client import OSWorldClient, OSWorldError
 from env.settle import Settle
 from env.vm_desktop import VMDesktop, pyautogui_code
-from tasks.osworld.ports import fixed_ports, hold_ports, ports_free
+from tasks.osworld.ports import fixed_ports, hold_ports, try_hold
 from tasks.osworld.results import (
     RECORDING_FILE,
     Outcome,
@@ -262,6 +262,36 @@ def last_action(steps: list[StepRecord]) -> str | None:
     return None
 
 
+class TaskQueue:
+    """The run's tasks, shared by its workers. A task whose fixed ports another holder has (Chrome's
+    DevTools ports, on sandboxes sharing the host's) is set aside and taken first once they are free,
+    so such tasks (a split's Chrome tasks come in a row) run one at a time alongside the others
+    rather than all at the end."""
+
+    def __init__(self, tasks: list[TaskRef]) -> None:
+        self._todo = collections.deque(tasks)
+        self._aside: collections.deque[TaskRef] = collections.deque()
+        self._lock = threading.Lock()
+
+    def take(
+        self, claim: Callable[[TaskRef], contextlib.ExitStack | None]
+    ) -> tuple[TaskRef, contextlib.ExitStack | None] | None:
+        """The next task and its claimed ports (``claim``: None when they are held elsewhere), or
+        None when no task is left. When every task left is held up, the first set aside comes
+        unclaimed: its worker waits for its ports."""
+        with self._lock:
+            for ref in list(self._aside):
+                if (held := claim(ref)) is not None:
+                    self._aside.remove(ref)
+                    return ref, held
+            while self._todo:
+                ref = self._todo.popleft()
+                if (held := claim(ref)) is not None:
+                    return ref, held
+                self._aside.append(ref)
+            return (self._aside.popleft(), None) if self._aside else None
+
+
 class Worker:
     def __init__(
         self,
@@ -287,27 +317,23 @@ class Worker:
         shared = self.target.kind == "sandbox" and self.settings.network
         return fixed_ports(task) if shared else []
 
-    def _ports_busy(self, ref: TaskRef) -> bool:
+    def _claim(self, ref: TaskRef) -> contextlib.ExitStack | None:
         try:
-            return not ports_free(self._ports(load_task(ref.path)))
+            ports = self._ports(load_task(ref.path))
         except Exception:
-            return False  # run_task reports a task that will not load
+            ports = []  # run_task reports a task that will not load
+        return try_hold(ports)
 
-    def work(self, tasks: queue.Queue[TaskRef], on_done: Callable[[Outcome], None]) -> None:
-        deferred = 0  # tasks put back in a row because another worker held their ports
+    def work(self, tasks: TaskQueue, on_done: Callable[[Outcome], None]) -> None:
         try:
             while not self.stop.is_set():
-                try:
-                    ref = tasks.get_nowait()
-                except queue.Empty:
+                got = tasks.take(self._claim)
+                if got is None:
                     return
-                if deferred <= tasks.qsize() and self._ports_busy(ref):
-                    tasks.put(ref)  # take another meanwhile; once all were tried, wait for this one
-                    deferred += 1
-                    continue
-                deferred = 0
+                ref, held = got
                 try:
-                    outcome = self.run_task(ref)
+                    with held if held is not None else contextlib.nullcontext():
+                        outcome = self.run_task(ref, wait_ports=held is None)
                 except RunAborted as e:
                     self.aborted = e.__cause__ or e
                     self.stop.set()
@@ -319,7 +345,9 @@ class Worker:
             with contextlib.suppress(Exception):  # a desktop that will not close must not hide the result
                 self.target.close()
 
-    def run_task(self, ref: TaskRef) -> Outcome:
+    def run_task(self, ref: TaskRef, wait_ports: bool = True) -> Outcome:
+        """Run one task to its outcome; ``wait_ports``: hold its fixed ports first (False: the
+        caller holds them)."""
         s = self.state
         s.task, s.domain, s.step, s.started, s.phase = ref.task_id, ref.domain, 0, time.time(), "starting"
         out = task_dir(self.settings.root, ref.domain, ref.task_id)
@@ -333,7 +361,7 @@ class Worker:
             if why:
                 outcome = Outcome(**base, score=0.0, kind="unsupported", error=why)
             else:
-                ports = self._ports(task)
+                ports = self._ports(task) if wait_ports else []
                 if ports:
                     s.phase = "waiting for ports " + ", ".join(map(str, ports))
                 with hold_ports(ports):
@@ -569,9 +597,7 @@ def run_tasks(
     """Run ``tasks`` over ``targets`` (one worker thread each). Returns the outcomes of the tasks
     finished now. Raises the cause when the model became unreachable, KeyboardInterrupt on Ctrl-C;
     either way the tasks that were in flight stay unfinished (a resume runs them)."""
-    todo: queue.Queue[TaskRef] = queue.Queue()
-    for t in tasks:
-        todo.put(t)
+    todo = TaskQueue(tasks)
     stop = threading.Event()
     outcomes: list[Outcome] = []
     lock = threading.Lock()
