@@ -96,24 +96,26 @@ def test_fidelity_finds_an_idle_pass_and_a_setup_error_and_passes_faithful_tasks
     t0 = time.monotonic()
     r = run_cli("fidelity", FEASIBLE, INFEASIBLE, answered, broken, "--osworld-dir", CORPUS, "--out", out,
                 "--workers", "2", *SANDBOX_FLAGS, tmp=tmp_path)  # fmt: skip
-    print(f"4 tasks (5 plays) in {time.monotonic() - t0:.0f} s")
+    print(f"4 tasks (8 plays) in {time.monotonic() - t0:.0f} s")
     assert r.returncode == 1, r.stdout + r.stderr
     report = json.loads((out / fidelity.REPORT_FILE).read_text())
     assert report["counts"] == {
-        "tasks": 4, "checked": 4, "infeasible": 1, "clean": 2, "idle_passes": 1, "fail_not_scored": 0,
-        "setup_errors": 1, "incomplete": 0, "not_checked": 0, "findings": 2,
+        "tasks": 4, "checked": 4, "infeasible": 1, "clean": 2, "idle_passes": 1, "fail_passes": 0,
+        "fail_not_scored": 0, "setup_errors": 1, "incomplete": 0, "not_checked": 0, "findings": 2,
     }  # fmt: skip
     by_id = {t["task_id"]: t for t in report["tasks"]}
     assert by_id[FEASIBLE]["findings"] == [] and by_id[FEASIBLE]["idle"]["kind"] == "scored"
-    assert by_id[FEASIBLE]["fail"] is None  # FAIL on a feasible task is 0 by rule: not played
+    assert (by_id[FEASIBLE]["fail"]["kind"], by_id[FEASIBLE]["fail"]["score"]) == ("scored", 0.0)
     assert (by_id[INFEASIBLE]["idle"]["score"], by_id[INFEASIBLE]["fail"]["score"]) == (0.0, 1.0)
     assert by_id[INFEASIBLE]["findings"] == []
     idle_pass = by_id["fidelity-answer-already-there"]
     assert idle_pass["findings"] == [{"kind": "idle_pass", "detail": "the idle agent scored 1"}]
     assert idle_pass["idle"]["setup"] == []  # exit status 3 is no setup error
+    assert idle_pass["fail"]["score"] == 0.0  # the answer is there, but FAIL gave up: OSWorld scores 0
     [error] = by_id["fidelity-launch-missing-program"]["findings"]
     assert error["kind"] == "setup_error"
     assert error["detail"].startswith("step 1 launch: error") and "no-such-program" in error["detail"]
+    assert "127.0.0.1" not in error["detail"]  # each play's sandbox has its port: one finding for both
     # The terminal: the findings table with the reasons, and the counts.
     flat = " ".join(r.stdout.split())
     assert "Fidelity findings: 2 of 4 tasks" in flat
@@ -222,7 +224,11 @@ def test_a_verdict_names_each_finding_once_and_a_play_that_did_not_finish() -> N
         ("incomplete", "the idle play crashed: boom"),
         ("incomplete", "the FAIL play left no result"),
     ]
-    assert fidelity.judge("t", "os", False, o("scored", 0.0), None).clean
+    assert fidelity.judge("t", "os", False, o("scored", 0.0), o("scored", 0.0)).clean
+    given_up = fidelity.judge("t", "os", False, o("scored", 0.0), o("scored", 1.0))
+    assert [(f.kind, f.detail) for f in given_up.findings] == [
+        ("fail_pass", "FAIL scored 1 on a feasible task")
+    ]
 
 
 def test_a_task_marked_unfaithful_is_unsupported_on_sandboxes_only_with_the_reason() -> None:
@@ -249,7 +255,7 @@ def test_test_all_offline_on_a_sandbox_has_no_idle_pass_and_no_setup_error(tmp_p
     assert counts["checked"] > 0
     found = {t["task_id"]: t["findings"] for t in report["tasks"] if t["findings"]}
     assert (counts["idle_passes"], counts["setup_errors"]) == (0, 0), found
-    assert (counts["fail_not_scored"], counts["incomplete"]) == (0, 0), found
+    assert (counts["fail_passes"], counts["fail_not_scored"], counts["incomplete"]) == (0, 0, 0), found
     assert r.returncode == 0, r.stdout[-3000:]
 
 

@@ -5,8 +5,8 @@ environment the tasks ran in.
 On OSWorld's VM every feasible task starts in a state the agent must change, so doing nothing (a
 short wait, DONE) scores 0; an infeasible task scores 1 only for FAIL. A task that scores above 0
 without its answer, or whose setup step failed, is a *finding*: its scores on this environment do
-not mean what OSWorld's mean. FAIL is played on infeasible tasks only: on a feasible one OSWorld's
-rule scores it 0 before any metric runs, and its setup is the idle play's.
+not mean what OSWorld's mean. FAIL is played on every task: on a feasible one it must score 0 (OSWorld's
+rule, before any metric), which checks the whole path from the agent's last action to the score.
 
 The check writes its report to its --out (``REPORT_FILE``) and merges each task's verdict into this
 machine's ledger (``ledger_path()``), which every run's summary reads to say how many of its tasks
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -29,10 +30,14 @@ from agent.version import VersionRecord
 from tasks.osworld.results import Outcome, write_atomic
 
 REPORT_FILE = "fidelity.json"
+# Where a request went (" on http://127.0.0.1:33835"): each play's sandbox has its own port, so a
+# finding says the same of both plays, and of every run, without it.
+_SERVER = re.compile(r" on (?:https?://|unix:)\S+?(?= answered|:? |$)")
 LEDGER_VAR = "KIMI_OSWORLD_FIDELITY"  # where this machine's ledger is (tests keep theirs apart)
-FindingKind = Literal["idle_pass", "fail_not_scored", "setup_error", "incomplete"]
+FindingKind = Literal["idle_pass", "fail_pass", "fail_not_scored", "setup_error", "incomplete"]
 FINDING_TEXT: dict[FindingKind, str] = {
     "idle_pass": "scores without its answer (idle agent)",
+    "fail_pass": "FAIL scores on this feasible task",
     "fail_not_scored": "FAIL does not score 1 on this infeasible task",
     "setup_error": "a setup step failed",
     "incomplete": "a play did not finish (crashed, timed out, unsupported): nothing was checked",
@@ -63,7 +68,7 @@ class TaskCheck(BaseModel):
     domain: str
     infeasible: bool
     idle: Play | None  # None: the play left no outcome (the run was stopped)
-    fail: Play | None = None  # played on infeasible tasks only
+    fail: Play | None = None  # None: the FAIL play left no result (or a ledger from before it was kept)
     findings: list[Finding] = Field(default_factory=list)
     checked_at: float = 0.0
 
@@ -75,21 +80,23 @@ class TaskCheck(BaseModel):
 def judge(
     task_id: str, domain: str, infeasible: bool, idle: Outcome | None, fail: Outcome | None
 ) -> TaskCheck:
-    """A task's verdict from its plays' outcomes (``fail``: None on a feasible task, not played)."""
+    """A task's verdict from its plays' outcomes (None: the play left no result)."""
     findings: list[Finding] = []
-    plays = [("idle", idle), *([("FAIL", fail)] if infeasible else [])]
+    plays = [("idle", idle), ("FAIL", fail)]
     for name, o in plays:
         if o is None:
             findings.append(Finding(kind="incomplete", detail=f"the {name} play left no result"))
         elif o.kind == "setup_failed":
             lines = [str(x) for x in o.details.get("setup") or []] or [o.error or "setup failed"]
-            findings += [Finding(kind="setup_error", detail=line) for line in lines]
+            findings += [Finding(kind="setup_error", detail=_SERVER.sub("", line)) for line in lines]
         elif o.kind != "scored":
             findings.append(Finding(kind="incomplete", detail=f"the {name} play {o.kind}: {o.error}"))
         elif name == "idle" and o.score > 0:
             findings.append(Finding(kind="idle_pass", detail=f"the idle agent scored {o.score:g}"))
-        elif name == "FAIL" and o.score != 1:
+        elif name == "FAIL" and infeasible and o.score != 1:
             findings.append(Finding(kind="fail_not_scored", detail=f"FAIL scored {o.score:g}, not 1"))
+        elif name == "FAIL" and not infeasible and o.score > 0:
+            findings.append(Finding(kind="fail_pass", detail=f"FAIL scored {o.score:g} on a feasible task"))
     unique = list({(f.kind, f.detail): f for f in findings}.values())  # both plays' same setup error once
     return TaskCheck(
         task_id=task_id,
@@ -124,6 +131,7 @@ class FidelityReport(BaseModel):
             "infeasible": sum(t.infeasible for t in self.tasks),
             "clean": sum(t.clean for t in self.tasks),
             "idle_passes": sum(any(f.kind == "idle_pass" for f in t.findings) for t in self.tasks),
+            "fail_passes": sum(any(f.kind == "fail_pass" for f in t.findings) for t in self.tasks),
             "fail_not_scored": sum(any(f.kind == "fail_not_scored" for f in t.findings) for t in self.tasks),
             "setup_errors": sum(any(f.kind == "setup_error" for f in t.findings) for t in self.tasks),
             "incomplete": sum(any(f.kind == "incomplete" for f in t.findings) for t in self.tasks),

@@ -1,7 +1,7 @@
 """`kimi-agent bench osworld fidelity SPLIT|TASK_ID|TASK_FILE...`: play every task the sandbox
-supports offline (the coverage check's answer) with an idle agent (a short wait, DONE) and, on the
-infeasible ones, with FAIL, through the same runner as `run`; report every task that scores without
-its answer and every setup step that failed (tasks/osworld/fidelity.py judges).
+supports offline (the coverage check's answer) with an idle agent (a short wait, DONE) and with
+FAIL, through the same runner as `run`; report every task that scores without its answer and every
+setup step that failed (tasks/osworld/fidelity.py judges).
 
 ``main`` returns 0 when nothing was found, 1 when something was (or a play did not finish); bad usage
 raises, for tasks/cli.py to report on one line.
@@ -33,8 +33,8 @@ from tasks.sandbox_args import add_isolation_flags
 DESCRIPTION = (
     "Check that this machine's sandboxes do not score an agent that does nothing: play every task "
     "of the selection that the sandbox supports offline (`check`'s answer) with an idle agent (wait "
-    "1 s, DONE) and, on infeasible tasks, with FAIL, through the runner of `run`. Reports every task "
-    "that scores without its answer (idle above 0; an infeasible task below 1 for FAIL) and every "
+    "1 s, DONE) and with FAIL, through the runner of `run`. Reports every task that scores without "
+    "its answer (idle above 0; FAIL above 0 on a feasible task, below 1 on an infeasible one) and every "
     "setup step that failed, with the reason; writes OUT/fidelity.json and records the verdicts "
     "where run summaries read them. Exit status 1 when anything was found."
 )
@@ -124,7 +124,8 @@ def counts_line(c: dict[str, int]) -> str:
         f"{c['checked']} of {c['tasks']} tasks checked ({c['infeasible']} infeasible), "
         f"{c['not_checked']} not supported offline on a sandbox; {c['clean']} clean; "
         f"{c['idle_passes']} idle passes, {c['setup_errors']} with setup errors, "
-        f"{c['fail_not_scored']} infeasible not scored for FAIL, {c['incomplete']} incomplete"
+        f"{c['fail_passes']} FAIL passes, {c['fail_not_scored']} infeasible not scored for FAIL, "
+        f"{c['incomplete']} incomplete"
     )
 
 
@@ -142,7 +143,7 @@ def main(args: argparse.Namespace, console: Console) -> int:
     console.print(
         Text(
             f"fidelity of {split}: {len(checked)} of {len(refs)} tasks supported offline on a sandbox; "
-            f"the idle agent plays them all, FAIL the {len(infeasible)} infeasible ones"
+            f"the idle agent and FAIL play them all ({len(infeasible)} infeasible: only FAIL scores them)"
         ),
         soft_wrap=True,
     )
@@ -158,8 +159,7 @@ def main(args: argparse.Namespace, console: Console) -> int:
             console,
             False,
         )
-    if infeasible:
-        play(split, infeasible, scripted(FAIL_PLAYER, FAIL, "FAIL at once"), targets, args, console, False)
+        play(split, checked, scripted(FAIL_PLAYER, FAIL, "FAIL at once"), targets, args, console, False)
 
     def outcome(player: str, ref: TaskRef) -> Outcome | None:
         return read_outcome(task_dir(model_dir(args.out, player), ref.domain, ref.task_id))
@@ -175,7 +175,7 @@ def main(args: argparse.Namespace, console: Console) -> int:
                 r.domain,
                 r.infeasible,
                 outcome(IDLE_PLAYER, r),
-                outcome(FAIL_PLAYER, r) if r.infeasible else None,
+                outcome(FAIL_PLAYER, r),
             )
             for r in checked
         ],
