@@ -30,7 +30,8 @@ sys.path.insert(0, str(REPO))  # the checkout's code, as the run below uses
 from tasks.osworld.coverage import check_split  # noqa: E402
 from tasks.osworld.task import load_split, osworld_dir  # noqa: E402
 
-IDLE = [{"kind": "wait", "seconds": 1}, {"kind": "done", "status": "success"}]
+# One step holding both actions, as the fidelity check's idle agent plays it (one screen, not two).
+IDLE = [[{"kind": "wait", "seconds": 1}, {"kind": "done", "status": "success"}]]
 PHASES = ("reset_s", "setup_s", "agent_s", "evaluate_s", "total_s")
 
 
