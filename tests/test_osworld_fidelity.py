@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from test_osworld_tasks import CORPUS  # the corpus every OSWorld test reads
 
 from tasks.osworld import fidelity
 from tasks.osworld.coverage import check_task
@@ -37,8 +38,6 @@ from tasks.osworld.task import load_task
 
 REPO = Path(__file__).resolve().parent.parent
 EVAL_VENV = REPO / ".cache" / "osworld-eval"
-# The OSWorld corpus the other OSWorld tests read (tests/test_osworld_tasks.py).
-CORPUS = Path(os.environ.get("KIMI_OSWORLD_DIR") or REPO.parent / "shared" / "osworld")
 WRITE_TASK = (
     REPO / "tests" / "data" / "osworld_run" / "examples" / "os" / "a1b2c3d4-0000-4000-8000-000000000001.json"
 )

@@ -11,14 +11,13 @@ import time
 from pathlib import Path
 
 import pytest
+from test_osworld_tasks import CORPUS  # the corpus every OSWorld test reads
 
 from tasks.osworld.ports import fixed_ports, hold_ports, lock_dir, try_hold
 from tasks.osworld.results import TaskRef
 from tasks.osworld.runner import TaskQueue
 from tasks.osworld.task import load_task
 
-REPO = Path(__file__).resolve().parent.parent
-CORPUS = Path(os.environ.get("KIMI_OSWORLD_DIR") or REPO.parent / "shared" / "osworld")
 CHROME_TASK = "chrome/93eabf48-6a27-4cb6-b963-7d5fe1e0d3a9.json"  # google-chrome on 1337, socat on 9222
 OS_TASK = "os/a4d98375-215b-4a4d-aee9-3d4370fccc41.json"  # gsettings and a click: no port
 

@@ -34,9 +34,9 @@ from env.osworld_client import OSWorldClient
 from tasks.osworld.evalenv import WORKER_DIR, EvalEnvError, default_venv, ready_python
 from tasks.osworld.evallimits import EvalLimits, Usage, usage_of
 from tasks.osworld.setup import (
-    _VM_HOME_RE,
     CDP_PORTS,
     VM_HOME,
+    VM_HOME_RE,
     SetupContext,
     SetupReport,
     StepFailed,
@@ -335,7 +335,7 @@ def rehome(metric: Metric, home: str) -> Metric:
         data = g.model_dump()
         for k, v in data.items():
             if k != "dest":
-                data[k] = json.loads(_VM_HOME_RE.sub(lambda _: escaped, json.dumps(v)))
+                data[k] = json.loads(VM_HOME_RE.sub(lambda _: escaped, json.dumps(v)))
         return Getter.model_validate(data)
 
     return metric.model_copy(update={"result": fix(metric.result), "expected": fix(metric.expected)})
@@ -409,7 +409,7 @@ def evaluate(
             return done(0.0, "the agent gave up (FAIL) on a feasible task")
 
         metrics = ev.metrics()
-        if any(_VM_HOME_RE.search(m.model_dump_json()) for m in metrics):
+        if any(VM_HOME_RE.search(m.model_dump_json()) for m in metrics):
             try:
                 home = ctx.machine_home()
             except StepFailed:

@@ -24,7 +24,8 @@ from env.actions import Action, Done, Wait
 from tasks.cli_common import UsageError
 from tasks.osworld import fidelity
 from tasks.osworld.coverage import check_task
-from tasks.osworld.results import Outcome, TaskRef, model_dir, read_outcome, task_dir
+from tasks.osworld.report import summarize, write_html
+from tasks.osworld.results import RUN_FILE, Outcome, TaskRef, model_dir, read_outcome, task_dir
 from tasks.osworld.run_cli import Player, add_selection_flags, play, resolve, sandbox_targets, select
 from tasks.osworld.runner import Agent
 from tasks.osworld.task import DEFAULT_DIR_VAR, Task, load_task
@@ -183,6 +184,9 @@ def main(args: argparse.Namespace, console: Console) -> int:
     )
     path = fidelity.write_report(report, args.out)
     ledger = fidelity.record(report)
+    for player in (IDLE_PLAYER, FAIL_PLAYER):  # the plays' summaries, written before these verdicts were
+        if (model_dir(args.out, player) / RUN_FILE).is_file():
+            write_html(summarize(model_dir(args.out, player)))
     counts = report.counts()
     if counts["findings"]:
         console.print(findings_table(report))

@@ -57,7 +57,7 @@ PLACEHOLDERS = (
 CDP_PORTS = (9222, 1337)
 UNTIL_MAX_S = 60.0
 VM_HOME = "/home/user"  # the OSWorld image's user; task files name it in absolute paths
-_VM_HOME_RE = re.compile(
+VM_HOME_RE = re.compile(
     re.escape(VM_HOME) + r"(?![\w.-])"
 )  # OSWorld repeats an `until` command without end while it answers 200
 
@@ -495,11 +495,11 @@ def rehome(step: Step, ctx: SetupContext) -> Step:
     relative = step.type == "download" and any(
         not f.path.startswith(("/", "~")) for f in step.parameters.files
     )
-    if not relative and not _VM_HOME_RE.search(text):
+    if not relative and not VM_HOME_RE.search(text):
         return step
     home = ctx.machine_home()
     escaped = json.dumps(home)[1:-1]  # home inside a JSON string
-    data = json.loads(_VM_HOME_RE.sub(lambda _: escaped, text))
+    data = json.loads(VM_HOME_RE.sub(lambda _: escaped, text))
     if relative:
         for f in data["parameters"]["files"]:
             if not f["path"].startswith(("/", "~")):
