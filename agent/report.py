@@ -9,7 +9,10 @@ Screenshots are embedded as WebP (lossless PNGs stay next to it for tools): a 10
 from __future__ import annotations
 
 import base64
+import collections
+import hashlib
 import io
+import threading
 from html import escape as _html
 from pathlib import Path
 
@@ -44,21 +47,44 @@ def escape(text: str) -> str:
     return _html(visible(text))
 
 
+# A benchmark task's report is rendered twice, when the run closes and again with its score, and a
+# run's last step screenshot and final.png are often the same picture. WebP encoding is the cost
+# (~0.1-0.4 s a 1080p screen), so each distinct image is encoded once per process: keyed by a
+# digest of the file's bytes, at most 32 entries of ~20-300 KB.
+_EMBEDDED: collections.OrderedDict[bytes, tuple[str, tuple[int, int]]] = collections.OrderedDict()
+_EMBEDDED_MAX = 32
+_embedded_lock = threading.Lock()
+
+
 def _embed(path: Path) -> tuple[str, tuple[int, int]] | None:
     """The image as a data URL (WebP) and its size, or None when the file is missing or unreadable."""
     try:
-        with Image.open(path) as img:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    key = hashlib.blake2b(data, digest_size=16).digest()
+    with _embedded_lock:
+        if key in _EMBEDDED:
+            _EMBEDDED.move_to_end(key)
+            return _EMBEDDED[key]
+    try:
+        with Image.open(io.BytesIO(data)) as img:
             img.load()
             image = img.convert("RGB")
     except (OSError, ValueError):
         return None
-    size = image.size
+    dims = image.size
     if image.width > EMBED_MAX_WIDTH:
         h = round(image.height * EMBED_MAX_WIDTH / image.width)
         image = image.resize((EMBED_MAX_WIDTH, h), Image.Resampling.LANCZOS)
     buf = io.BytesIO()
     image.save(buf, format="WEBP", quality=EMBED_QUALITY, method=4)
-    return "data:image/webp;base64," + base64.b64encode(buf.getvalue()).decode("ascii"), size
+    embedded = "data:image/webp;base64," + base64.b64encode(buf.getvalue()).decode("ascii"), dims
+    with _embedded_lock:
+        _EMBEDDED[key] = embedded
+        while len(_EMBEDDED) > _EMBEDDED_MAX:
+            _EMBEDDED.popitem(last=False)
+    return embedded
 
 
 def _marks(actions: list[ActionRecord], width: int, height: int) -> str:

