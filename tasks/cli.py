@@ -495,6 +495,13 @@ def _export_parser() -> argparse.ArgumentParser:
         "--name", default="kimi_agent", help="the dataset's name in dataset_info.json (default: kimi_agent)"
     )
     p.add_argument("--copy", action="store_true", help="copy the images (default: hard links where possible)")
+    p.add_argument(
+        "--image-root",
+        type=Path,
+        metavar="DIR",
+        help="the absolute path the --out directory will have where training reads it (default: its path "
+        "here): the tokenized dataset names each image by its path there",
+    )
     p.add_argument("--debug", action="store_true", help="a traceback instead of a one-line error")
     return p
 
@@ -507,6 +514,10 @@ def _cmd_export(console: Console, argv: Sequence[str]) -> int:
         (
             args.success_only and (args.include_failed_tasks or args.min_score is not None),
             "--success-only (the default) contradicts --include-failed-tasks and --min-score",
+        ),
+        (
+            args.image_root is not None and not args.image_root.is_absolute(),
+            f"--image-root must be an absolute path, not {args.image_root}",
         ),
     ):
         if bad:
@@ -554,6 +565,7 @@ def _cmd_export(console: Console, argv: Sequence[str]) -> int:
             grounding=GroundingRun,
             name=args.name,
             copy_images=args.copy,
+            image_root=args.image_root,
             warn=lambda line: console.print(Text(f"warning: {clip(line, 400)}", style="yellow")),
         )
     except NothingToExport as e:  # not a usage error: the runs are fine, none is training data
@@ -565,13 +577,8 @@ def _cmd_export(console: Console, argv: Sequence[str]) -> int:
             f"{len(m.samples)} samples from {taken} of {len(m.runs)} runs; manifest: {args.out / 'manifest.json'}"
         )
     )
-    lf = m.llamafactory
-    console.print(
-        Text(
-            f"LLaMA-Factory: dataset_dir: {args.out}  dataset: {m.dataset}  template: kimi_vl  mask_history: true  "
-            f"image_max_pixels: {lf['image_max_pixels']}  cutoff_len: >= {lf['cutoff_len']}"
-        )
-    )
+    settings = "  ".join(f"{k}: {v}" for k, v in m.llamafactory.items())
+    console.print(Text(f"LLaMA-Factory (docs: training): {settings}"), soft_wrap=True)
     skipped = left_out(m)
     if skipped:
         console.print(Text("left out: " + "; ".join(skipped) + " (manifest.json lists each with its reason)"))

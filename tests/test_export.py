@@ -155,32 +155,26 @@ def _sent_by_step(
     return out
 
 
-def _llamafactory_ids(sample: dict[str, Any], tok: Any, in_token_limit: int, root: Path) -> list[int]:
-    """The sample as LLaMA-Factory's kimi_vl template writes it (its slots around each turn, each
-    <image> made media tokens) and tokenizes it: special-token text read as special tokens."""
-    from agent.vision import image_tokens
+def read_tokenized(out: Path) -> list[dict[str, Any]]:
+    """The tokenized dataset's rows, read with pyarrow as `datasets`' load_from_disk reads them."""
+    import pyarrow as pa
 
-    turns = sample["messages"]
-    text = f"<|im_system|>system<|im_middle|>{turns[0]['content']}<|im_end|>"
-    for user, assistant in zip(turns[1::2], turns[2::2], strict=True):
-        text += (
-            f"<|im_user|>user<|im_middle|>{user['content']}<|im_end|><|im_assistant|>assistant<|im_middle|>"
-        )
-        text += f"{assistant['content']}<|im_end|>"
-    for path in sample["images"]:
-        with Image.open(root / path) as im:
-            n = image_tokens(im.width, im.height, in_token_limit)
-        text = text.replace(
-            "<image>", f"<|media_start|>image<|media_content|>{'<|media_pad|>' * n}<|media_end|>", 1
-        )
-    return tok.encode(text, add_special_tokens=False)
+    state = json.loads((out / "tokenized" / "state.json").read_text())
+    rows: list[dict[str, Any]] = []
+    for f in state["_data_files"]:
+        with pa.memory_map(str(out / "tokenized" / f["filename"])) as source:
+            rows += pa.ipc.open_stream(source).read_all().to_pylist()
+    return rows
 
 
 def _check_round_trip(out: Path, m: Manifest, sent_by_run: dict[str, dict], tok: Any) -> int:
     data = json.loads((out / "data.json").read_text(encoding="utf-8"))
-    assert len(data) == len(m.samples)
+    rows = read_tokenized(out)
+    assert len(data) == len(m.samples) == len(rows)
+    assert m.llamafactory["cutoff_len"] == max(len(r["input_ids"]) for r in rows)
+    assert m.llamafactory["tokenized_path"] == str(out.resolve() / "tokenized")
     checked = 0
-    for entry, sample in zip(m.samples, data, strict=True):
+    for entry, sample, row in zip(m.samples, data, rows, strict=True):
         sharegpt.check_sample(sample)
         ids, pixels = sent_by_run[entry.run][entry.ref["step"]]
         chat = KimiChat(tok, 4096)
@@ -192,7 +186,10 @@ def _check_round_trip(out: Path, m: Manifest, sent_by_run: dict[str, dict], tok:
         full = chat.render(messages, add_generation_prompt=False).ids
         assert full == ids + chat.text_ids(target.parts[0].text) + [chat.ids["<|im_end|>"]]
         assert entry.tokens == len(full)
-        assert _llamafactory_ids(sample, tok, 4096, out) == full
+        # What LLaMA-Factory trains on: the ids as sent, labels on the reply and its <|im_end|> only.
+        assert row["input_ids"] == full and row["attention_mask"] == [1] * len(full)
+        assert row["labels"] == [-100] * len(ids) + full[len(ids) :]
+        assert row["images"] == [str(out.resolve() / p) for p in sample["images"]]
         checked += 1
     return checked
 
@@ -259,6 +256,31 @@ def test_osworld_result_trees_filters_and_the_cli(
     assert not taken["gimp"].taken and taken["gimp"].reason == "not a success (score 0)"
     assert taken["gimp"].left_out == "failed-task"
     assert "8 samples from 1 of 2 runs" in printed and "image_max_pixels: 1024000" in printed
+    assert f"tokenized_path: {out.resolve() / 'tokenized'}" in " ".join(printed.split())
+    moved = tmp_path / "moved"
+    assert (
+        main(
+            [
+                "export",
+                str(tree),
+                "--out",
+                str(moved),
+                "--tokenizer",
+                str(tiny_kimi),
+                "--image-root",
+                "/data/ds",
+            ]
+        )
+        == 0
+    )
+    m = Manifest.model_validate_json((moved / "manifest.json").read_text())
+    assert (
+        m.llamafactory["dataset_dir"] == "/data/ds"
+        and m.llamafactory["tokenized_path"] == "/data/ds/tokenized"
+    )
+    assert all(p.startswith("/data/ds/images/") for row in read_tokenized(moved) for p in row["images"])
+    assert main(["export", str(tree), "--out", str(tmp_path / "rel"), "--image-root", "data/ds"]) == 2
+    assert "--image-root must be an absolute path, not data/ds" in capsys.readouterr().out
     printed = " ".join(printed.split())
     assert "1 failed or unfinished task (--include-failed-tasks takes them)" in printed
     assert "2 failed steps (--include-failed-steps takes them)" in printed
@@ -407,7 +429,7 @@ def test_grounding_runs_are_single_turn_samples(tmp_path: Path, tiny_kimi: Path,
     assert sorted(s.ref["id"] for s in m.samples) == ["s0", "s1", "s2", "s3", "s4", "s5"]
     samples = json.loads((out / "data.json").read_text())
     chat = KimiChat(tok, 4096)
-    for entry, sample in zip(m.samples, samples, strict=True):
+    for entry, sample, row in zip(m.samples, samples, read_tokenized(out), strict=True):
         sharegpt.check_sample(sample)
         system, user, target = sample["messages"]
         request = requests[user["content"].removeprefix("<image>")]
@@ -420,6 +442,9 @@ def test_grounding_runs_are_single_turn_samples(tmp_path: Path, tiny_kimi: Path,
             sent = chat.render(messages(system_prompt(), im, f"target {i}")).ids
         assert chat.render(sharegpt.to_messages(sample, lambda p: Image.open(out / p))[:-1]).ids == sent
         assert "◁think▷" not in target["content"]
+        reply = [*chat.text_ids(target["content"]), chat.ids["<|im_end|>"]]
+        assert row["input_ids"] == sent + reply and row["labels"] == [-100] * len(sent) + reply
+        assert row["images"] == [str(out.resolve() / sample["images"][0])]
     # By default only the answers that hit: not s2 and s5 (outside), nor s3 ("I cannot find it.").
     correct = export(
         [tmp_path / "run"], tmp_path / "ok", Options(), load_tokenizer, tiny_kimi, grounding=GroundingRun

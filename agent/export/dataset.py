@@ -1,6 +1,8 @@
-"""Runs -> a LLaMA-Factory dataset directory: data.json (ShareGPT multimodal), dataset_info.json,
-images/ (hard links to the screenshots, or copies), manifest.json (what was taken, what was
-skipped and why, each sample's token count).
+"""Runs -> a LLaMA-Factory dataset directory: tokenized/ (the samples as the ids the model was
+given and labels on its replies, which LLaMA-Factory trains on as they are: agent/export/tokenized.py),
+data.json (the same samples as ShareGPT multimodal text, for reading and other tools),
+dataset_info.json, images/ (hard links to the screenshots, or copies), manifest.json (what was taken,
+what was skipped and why, each sample's token count, LLaMA-Factory's settings).
 
 Run directories are found anywhere under the given directories (an OSWorld result tree holds ours
 in its task directories). A run that cannot be read is skipped with its reason, never a crash.
@@ -20,12 +22,14 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from agent.chat import KimiChat
-from agent.export import sharegpt
+from agent.export import sharegpt, tokenized
 from agent.export.records import LeftOut, Options, Run, Sample, Skip
+from agent.export.tokenized import TokenizedSample
 from agent.export.trajectories import AgentRun
-from agent.messages import ImagePart, Message
+from agent.messages import ImagePart
 
 DATA_FILE = "data.json"
+TOKENIZED_DIR = "tokenized"  # LLaMA-Factory's tokenized_path: the samples as ids and labels
 # A grounding run directory (tasks/screenspot) -> its reader; given by the caller, so that agent/
 # needs nothing from tasks/.
 GroundingReader = Callable[[Path], Run]
@@ -235,11 +239,14 @@ def export(
     grounding: GroundingReader | None = None,
     name: str = "kimi_agent",
     copy_images: bool = False,
+    image_root: Path | None = None,
     warn: Callable[[str], None] = lambda line: None,
 ) -> Manifest:
     """Export every run under ``inputs`` into ``out`` (which must not exist or be empty).
     ``tokenizer``: a checkpoint directory; else the runs' own, found by ``resolve_tokenizer``
-    (default: agent.weights.resolve_tokenizer offline, the cache only)."""
+    (default: agent.weights.resolve_tokenizer offline, the cache only). ``image_root``: where ``out``
+    will be when training reads it (its absolute path by default): the tokenized dataset names
+    each image by its path there."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"{out} exists and is not an empty directory; pass another --out")
     runs: list[tuple[Path, Run | None, str | None]] = []
@@ -282,8 +289,10 @@ def export(
     images = _Images(out, copy_images)
     manifest = Manifest(dataset=name, tokenizer=str(tokenizer), options=_options(opts))
     data: list[dict[str, Any]] = []
+    ids: list[TokenizedSample] = []
     folders: set[str] = set()
-    max_pixels = 0
+    sizes: set[tuple[int, int]] = set()
+    root = image_root if image_root is not None else out.resolve()
     for path, run, problem in runs:
         entry = RunEntry(path=str(path), reason=problem, left_out="problem" if problem else None)
         manifest.runs.append(entry)
@@ -305,7 +314,8 @@ def export(
                 if isinstance(item, Skip):
                     entry.skipped.append(Skipped(ref=item.ref, reason=item.reason, kind=item.kind))
                     continue
-                why, tokens = _check(item, chat, marks, opts)
+                why, prompt_ids, reply_ids = _check(item, chat, marks, opts)
+                tokens = len(prompt_ids) + len(reply_ids)
                 if why is not None:
                     kind: LeftOut = "filter" if "--max-tokens" in why else "problem"
                     entry.skipped.append(Skipped(ref=item.ref, reason=why, kind=kind))
@@ -316,13 +326,14 @@ def export(
                     lambda p, item=item, folder=folder: images.add(item.images[p.key], folder),
                 )
                 sharegpt.check_sample(sample)
-                max_pixels = max(
-                    [max_pixels, *(im.width * im.height for m in item.prompt for im in m.images)]
-                )
+                sizes.update(im.size for m in item.prompt for im in m.images)
                 manifest.samples.append(
                     SampleEntry(index=len(data), run=str(path), ref=item.ref, tokens=tokens)
                 )
                 data.append(sample)
+                ids.append(
+                    TokenizedSample.of(prompt_ids, reply_ids, [str(root / p) for p in sample["images"]])
+                )
                 entry.samples += 1
         except Exception as e:  # one unreadable run must not cost the others
             if entry.samples or entry.skipped:
@@ -333,15 +344,23 @@ def export(
         entry.taken = entry.samples > 0
         for w in entry.warnings:
             warn(f"{path}: {w}")
-    # LLaMA-Factory's settings (its hparams): mask_history (default false) learns the last turn
-    # only; our history turns are summaries of past replies, not replies to learn. image_max_pixels
-    # (ProcessorArguments, default 768*768) shrinks larger images before the processor, which would
-    # change their token count: it must be at least the largest screenshot.
+    # LLaMA-Factory's settings (its hparams, docs/training.md). tokenized_path makes it train on our
+    # ids and labels as they are (its kimi_vl template would re-render the samples otherwise; see
+    # agent/export/tokenized.py); it still asks for a dataset name. Its collator loads the images
+    # by the paths in the tokenized dataset and resizes any outside [image_min_pixels,
+    # image_max_pixels] (default 32*32 to 768*768) before the processor, which would change their
+    # token count: the bounds are the smallest and largest screenshot. cutoff_len is its own count
+    # of the longest sample (len(input_ids)); it cuts nothing loaded from tokenized_path.
+    pixels = [w * h for w, h in sizes] or [0]
+    tokenized.write(out / TOKENIZED_DIR, ids)
     manifest.llamafactory = {
+        "dataset": name,
+        "dataset_dir": str(root),
+        "tokenized_path": str(root / TOKENIZED_DIR),
         "template": "kimi_vl",
-        "mask_history": True,
-        "image_max_pixels": max_pixels,
-        "cutoff_len": max((s.tokens for s in manifest.samples), default=0),
+        "image_max_pixels": max(pixels),
+        "image_min_pixels": min(pixels),
+        "cutoff_len": max((len(s.input_ids) for s in ids), default=0),
     }
     _write_json(out / DATA_FILE, data)
     _write_json(out / "dataset_info.json", sharegpt.dataset_info(name, DATA_FILE))
@@ -349,20 +368,26 @@ def export(
     return manifest
 
 
-def _check(item: Sample, chat: KimiChat, marks: re.Pattern[str], opts: Options) -> tuple[str | None, int]:
-    """Why a sample cannot be used (None: it can), and its length in tokens (target included)."""
+def _check(
+    item: Sample, chat: KimiChat, marks: re.Pattern[str], opts: Options
+) -> tuple[str | None, list[int], list[int]]:
+    """Why a sample cannot be used (None: it can), its prompt's ids (ending with the assistant's
+    opening, as the model was given them) and its reply's (the target, then <|im_end|>: the model
+    learns to stop there)."""
     marker = sharegpt.find_marker(item.prompt, item.target, marks)
     if marker is not None:
-        return f"its text holds {marker!r}, which LLaMA-Factory would read as a marker", 0
-    tokens = len(chat.render([*item.prompt, Message.text("assistant", item.target)], False).ids)
+        return f"its text holds {marker!r}, which LLaMA-Factory would read as a marker", [], []
+    prompt = chat.render(item.prompt).ids
+    reply = [*chat.text_ids(item.target), chat.ids["<|im_end|>"]]
+    tokens = len(prompt) + len(reply)
     if opts.max_tokens is not None and tokens > opts.max_tokens:
-        return f"{tokens} tokens > --max-tokens {opts.max_tokens}", tokens
+        return f"{tokens} tokens > --max-tokens {opts.max_tokens}", prompt, reply
     missing = [
         p.key for m in item.prompt for p in m.parts if isinstance(p, ImagePart) and p.key not in item.images
     ]
     if missing:
-        return f"no file for image {missing[0]}", tokens
-    return None, tokens
+        return f"no file for image {missing[0]}", prompt, reply
+    return None, prompt, reply
 
 
 def _default_tokenizer(runs: Sequence[Run], resolve: Callable[[str], Path]) -> Path:
