@@ -6,6 +6,7 @@ ids the backend was sent at that step."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -167,7 +168,9 @@ def read_tokenized(out: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _check_round_trip(out: Path, m: Manifest, sent_by_run: dict[str, dict], tok: Any) -> int:
+def _check_round_trip(
+    out: Path, m: Manifest, sent_by_run: dict[str, dict], tok: Any, in_token_limit: int = 4096
+) -> int:
     data = json.loads((out / "data.json").read_text(encoding="utf-8"))
     rows = read_tokenized(out)
     assert len(data) == len(m.samples) == len(rows)
@@ -177,7 +180,7 @@ def _check_round_trip(out: Path, m: Manifest, sent_by_run: dict[str, dict], tok:
     for entry, sample, row in zip(m.samples, data, rows, strict=True):
         sharegpt.check_sample(sample)
         ids, pixels = sent_by_run[entry.run][entry.ref["step"]]
-        chat = KimiChat(tok, 4096)
+        chat = KimiChat(tok, in_token_limit)
         messages = sharegpt.to_messages(sample, lambda p: Image.open(out / p))
         prompt, target = messages[:-1], messages[-1]
         rendered = chat.render(prompt)
@@ -407,22 +410,29 @@ def test_a_run_of_the_tiny_model_round_trips(sandbox, tiny_kimi: Path, tok: Any,
     assert _check_round_trip(out, m, {str(path): _sent_by_step(path, backend.sent)}, tok) == len(m.samples)
 
 
-def test_grounding_runs_are_single_turn_samples(tmp_path: Path, tiny_kimi: Path, tok: Any) -> None:
+def grounding_run(tmp_path: Path) -> tuple[Path, dict[str, Any]]:
+    """A real `bench screenspot` run (6 records: 3 hits, 2 misses, 1 without a point) against a
+    model server on loopback; its data directory and the requests the server got, by instruction."""
     from fake_openai_server import FakeOpenAI, Reply
     from test_screenspot_runner import REPLIES, answer_by_instruction, run_args, write_pro
 
     from tasks.screenspot.cli import main as bench
-    from tasks.screenspot.export import GroundingRun
-    from tasks.screenspot.prompt import messages, system_prompt
 
     data = write_pro(tmp_path / "pro", [{}, {}, {}, {}, {}, {"group": None, "ui_type": "icon"}])
     server = FakeOpenAI(models=("kimi-vl",), roots={"kimi-vl": "moonshotai/Kimi-VL-A3B-Instruct"})
     try:
         answer_by_instruction(server, lambda instruction: Reply(text=REPLIES[instruction]))
         assert bench(run_args(data, tmp_path / "run", server.url)) == 0
-        requests = {r["messages"][1]["content"][1]["text"]: r for r in server.requests}
+        return data, {r["messages"][1]["content"][1]["text"]: r for r in server.requests}
     finally:
         server.close()
+
+
+def test_grounding_runs_are_single_turn_samples(tmp_path: Path, tiny_kimi: Path, tok: Any) -> None:
+    from tasks.screenspot.export import GroundingRun
+    from tasks.screenspot.prompt import messages, system_prompt
+
+    data, requests = grounding_run(tmp_path)
     out = tmp_path / "out"
     every = Options(thinking="drop", include_missed=True)
     m = export([tmp_path / "run"], out, every, load_tokenizer, tiny_kimi, grounding=GroundingRun)
@@ -618,3 +628,109 @@ def test_only_scripted_runs_say_nothing_to_export_at_once(
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines == ["nothing to export: 1 scripted run (never training data)"]
     assert not (tmp_path / "out").exists()
+
+
+def read_back(python: Path, export_dir: Path, model: Path, tmp: Path) -> list[dict[str, Any]]:
+    """The samples as the real LLaMA-Factory's SFT data path yields them (tests/llamafactory/read_back.py)."""
+    out = tmp / f"{export_dir.name}.read-back.json"
+    r = subprocess.run(
+        [
+            str(python),
+            str(ROOT / "tests" / "llamafactory" / "read_back.py"),
+            str(export_dir),
+            str(model),
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(out.read_text())["samples"]
+
+
+def _as_recorded(export_dir: Path, m: Manifest, python: Path, model: Path, tmp: Path) -> int:
+    """LLaMA-Factory, given the manifest's settings unchanged, reads each sample as exported: the same ids,
+    labels on the same positions, every image whole with the token count its ids hold."""
+    rows = read_tokenized(export_dir)
+    got = read_back(python, export_dir, model, tmp)
+    assert len(got) == len(rows) == len(m.samples)
+    pad = tok_id(model, "<|media_pad|>")
+    for row, lf, entry in zip(rows, got, m.samples, strict=True):
+        where = f"{entry.run} {entry.ref}"
+        assert lf["input_ids"] == row["input_ids"], f"{where}: the ids differ"
+        assert lf["labels"] == row["labels"], f"{where}: the labels differ"
+        runs_of_pads = [len(list(g)) for k, g in itertools.groupby(row["input_ids"]) if k == pad]
+        assert [im["tokens"] for im in lf["images"]] == runs_of_pads, where
+        for im, path in zip(lf["images"], row["images"], strict=True):
+            with Image.open(path) as original:
+                assert tuple(im["size"]) == original.size, f"{where}: {path} was resized"
+    return len(got)
+
+
+def tok_id(model: Path, name: str) -> int:
+    return load_tokenizer(model).convert_tokens_to_ids(name)
+
+
+@pytest.mark.slow
+def test_the_real_llamafactory_reads_every_sample_kind_as_recorded(
+    runs: dict[str, Any], tiny_kimi: Path, tok: Any, tmp_path: Path, llamafactory_python: Path
+) -> None:
+    """LLaMA-Factory 0.9.5 (its own get_train_args, load_tokenizer, kimi_vl template, get_dataset, SFT
+    collator, image regularization; tests/llamafactory/read_back.py says what stands in for the tiny
+    checkpoint's missing remote code) on exports of real runs: Instruct with history eviction (the
+    append layout), Thinking (the osworld layout, thoughts kept as written), Thinking-2506 (16384-token
+    images) and grounding. Our rows are checked against the ids the agent sent in _check_round_trip
+    and the grounding test; here LLaMA-Factory's reading is checked against our rows."""
+    from env.sandbox import Sandbox
+    from tasks.screenspot.export import GroundingRun
+
+    sent = {str(p): _sent_by_step(p, s) for name, (p, s) in runs.items() if name != "scripted"}
+    counts: dict[str, int] = {}
+    out = tmp_path / "agent"
+    m = export([runs["append"][0].parent], out, Options(keep_failed=True), load_tokenizer, tiny_kimi)
+    _check_round_trip(out, m, sent, tok)
+    assert any(
+        "◁think▷the button is on the left◁/think▷" in tok.decode(r["input_ids"]) for r in read_tokenized(out)
+    )
+    counts["instruct and thinking"] = _as_recorded(out, m, llamafactory_python, tiny_kimi, tmp_path)
+    # The control: without tokenized_path LLaMA-Factory renders data.json with its kimi_vl template,
+    # and an Instruct reply learns an empty thought the model never wrote.
+    bare = tmp_path / "without-tokenized-path"
+    bare.mkdir()
+    block = {k: v for k, v in m.llamafactory.items() if k != "tokenized_path"}
+    (bare / "manifest.json").write_text(json.dumps({"llamafactory": block}))
+    rendered = read_back(llamafactory_python, bare, tiny_kimi, tmp_path)
+    rows = read_tokenized(out)
+    instruct = [i for i, e in enumerate(m.samples) if e.run.endswith("append")]
+    assert instruct and all(rendered[i]["input_ids"] != rows[i]["input_ids"] for i in instruct)
+    learned = [tok.decode([t for t in rendered[i]["labels"] if t != -100]) for i in instruct]
+    assert all(text.startswith("◁think▷◁/think▷") for text in learned), learned[0][:80]
+
+    chat = KimiChat(tok, 16384)
+    backend = Recorded(chat, script(True))
+    policy = KimiPolicy(
+        backend, Variant.named("thinking-2506"), history_images=2, max_context=9000, max_new_tokens=256
+    )
+    run_dir = tmp_path / "runs-2506" / "thinking-2506"
+    with Sandbox(1280, 800) as box:
+        task = "click along the row (2506)"
+        traj = run(task, policy, box, max_steps=12, writer=_writer(run_dir, box, task))
+    assert traj.stop_reason == "done", traj.error
+    out = tmp_path / "2506"
+    m = export([run_dir], out, Options(keep_failed=True), load_tokenizer, tiny_kimi)
+    _check_round_trip(out, m, {str(run_dir): _sent_by_step(run_dir, backend.sent)}, tok, in_token_limit=16384)
+    from tiny_kimi import write_tiny_kimi
+
+    model_2506 = write_tiny_kimi(tmp_path / "tiny-2506", in_token_limit=16384)
+    counts["thinking-2506"] = _as_recorded(out, m, llamafactory_python, model_2506, tmp_path)
+
+    grounding_run(tmp_path / "grounding")
+    out = tmp_path / "grounding-export"
+    every = Options(include_missed=True)
+    m = export(
+        [tmp_path / "grounding" / "run"], out, every, load_tokenizer, tiny_kimi, grounding=GroundingRun
+    )
+    counts["grounding"] = _as_recorded(out, m, llamafactory_python, tiny_kimi, tmp_path)
+    print(f"LLaMA-Factory 0.9.5 read back as recorded: {counts}")
+    assert counts == {"instruct and thinking": 20, "thinking-2506": 10, "grounding": 6}
