@@ -30,7 +30,7 @@ class Unreachable(OSWorldError):
 
 
 class Unauthorized(OSWorldError):
-    """401: the token is missing or wrong."""
+    """401 or 403: the token is missing or wrong."""
 
 
 class NotFound(OSWorldError):
@@ -156,10 +156,14 @@ class OSWorldClient:
         if r.status == 200:
             return r
         where = f"{method} {path} on {self.base_url}"
-        if r.status == 401:
+        if r.status in (401, 403):
             raise Unauthorized(
-                f"{where}: the server refused the token "
-                + ("(none sent: pass --vm-token or set $KIMI_VM_TOKEN)" if not self.token else "(wrong)")
+                f"{where} answered {r.status}: the server refused "
+                + (
+                    "the request without a token: pass --vm-token or set $KIMI_VM_TOKEN"
+                    if not self.token
+                    else "the token given: pass the right one with --vm-token or $KIMI_VM_TOKEN"
+                )
             )
         if r.status == 404:
             raise NotFound(f"{where}: {_excerpt(r.body) or 'not found'}")

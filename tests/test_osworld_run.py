@@ -241,6 +241,95 @@ def test_a_vm_is_reset_by_the_users_hook_before_each_task(tmp_path: Path) -> Non
     assert r.returncode == 0, r.stdout + r.stderr
     assert log.read_text().splitlines() == [vm.url, vm.url]
     assert results_like_show_result(scripted_root(out)) == {"os": {WRITE: 1.0, INFEASIBLE: 1.0}}
+    assert "without --vm-revert" not in r.stdout
+
+
+@pytest.mark.slow
+@needs_x
+def test_a_refused_token_is_one_line_at_once_and_a_shared_vm_is_warned_about(tmp_path: Path) -> None:
+    """A wrong or missing token is said before anything runs (it used to be retried as 'not up yet'
+    for 300 s in silence); several tasks on one VM without --vm-revert are warned about."""
+    from env.served_sandbox import ServedSandbox
+
+    base = ("run", WRITE, INFEASIBLE, "--osworld-dir", DATA, "--script-dir", SCRIPTS)
+    with ServedSandbox(1920, 1080, desktop="minimal") as vm:
+        for token, said in (
+            (["--vm-token", "x" * 24], "the token given"),
+            ([], "the request without a token"),
+        ):
+            t0 = time.monotonic()
+            r = run_cli(*base, "--out", tmp_path / "refused", "--vm", vm.url, *token, tmp=tmp_path, timeout=120,
+                        env={"KIMI_VM_TOKEN": ""})  # fmt: skip
+            took = time.monotonic() - t0
+            lines = [line for line in r.stdout.splitlines() if line.strip()]
+            assert r.returncode == 2 and len(lines) == 1, r.stdout + r.stderr
+            assert "answered 401" in lines[0] and said in lines[0] and "--vm-token" in lines[0], lines
+            assert took < 60, took  # the run's first and only line, not a 300 s wait
+        r = run_cli(*base, "--out", tmp_path / "shared", "--vm", vm.url, "--vm-token", vm.token, tmp=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    said = " ".join(r.stdout.split())
+    assert (
+        "warning: 2 tasks on 1 VM without --vm-revert: each task starts from the state the one before left"
+        in said
+    )
+
+
+def test_only_a_vm_that_is_not_up_yet_is_waited_for_and_the_wait_is_counted_down(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Real HTTP on loopback: a server that answers 503 twice and then serves is waited for with a
+    notice; one that refuses the token, or answers 500, is not; one that never comes up ends the wait."""
+    import http.server
+    import socket
+    import threading
+
+    from env.osworld_client import ServerError, Unauthorized, Unreachable
+    from tasks.osworld import runner
+
+    answers: list[int] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            code = answers.pop(0) if answers else 200
+            body = b'{"width": 1920, "height": 1080}' if code == 200 else b"no"
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setattr(runner.time, "sleep", lambda s: None)
+    try:
+        said: list[str] = []
+        answers[:] = [503, 503]
+        runner.VMTarget(url, None, None, notice=said.append).reset().close()
+        assert len(said) == 1 and said[0].startswith(f"{url} is not up yet") and "s left" in said[0]
+        answers[:] = [401]
+        with pytest.raises(runner.RunAborted) as refused:
+            runner.VMTarget(url, "t" * 24, None, notice=said.append).reset()
+        assert isinstance(refused.value.__cause__, Unauthorized) and "--vm-token" in str(refused.value)
+        answers[:] = [403]
+        with pytest.raises(Unauthorized):
+            runner.VMTarget(url, "t" * 24, None).check_token()
+        answers[:] = [500]
+        with pytest.raises(ServerError):
+            runner.VMTarget(url, None, None).reset()
+    finally:
+        server.shutdown()
+        server.server_close()
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    monkeypatch.setattr(runner, "VM_READY_S", 0.0)
+    said = []
+    with pytest.raises(Unreachable, match="was not up after 0 s"):
+        runner.VMTarget(closed, None, None, notice=said.append).reset()
+    runner.VMTarget(closed, None, None).check_token()  # not up: left to the reset, no error now
 
 
 @pytest.mark.slow

@@ -230,13 +230,26 @@ def _ref(domain: str, task_id: str, path: Path, task: Task) -> TaskRef:
     )
 
 
-def _targets(args: argparse.Namespace) -> list[Target]:
-
+def _targets(args: argparse.Namespace, console: Console, tasks: int) -> list[Target]:
     if args.vm:
         if args.workers not in (None, len(args.vm)):
             raise UsageError(f"--workers {args.workers} with {len(args.vm)} --vm: there is one worker per VM")
         token = args.vm_token or os.environ.get("KIMI_VM_TOKEN") or None
-        return [VMTarget(url, token, args.vm_revert) for url in args.vm]
+
+        def notice(line: str) -> None:
+            console.print(Text(line, style="yellow"), soft_wrap=True)
+
+        vms = [VMTarget(url, token, args.vm_revert, notice=notice) for url in args.vm]
+        for vm in vms:  # a refused token is said now, before a model loads or a task starts
+            vm.check_token()
+        if not args.vm_revert and tasks > len(vms):
+            notice(
+                f"warning: {tasks} tasks on {len(vms)} VM{'s' if len(vms) > 1 else ''} without --vm-revert: "
+                "each task starts from the state the one before left (its windows, files and settings), "
+                "which changes scores; pass --vm-revert CMD to reset a VM before each task (docs: osworld.md, "
+                "'Reverting a VM')"
+            )
+        return list(vms)
     if args.vm_revert:
         raise UsageError("--vm-revert resets VMs; sandboxes are made fresh for every task")
     return sandbox_targets(args)
@@ -386,7 +399,7 @@ def main_run(args: argparse.Namespace, console: Console) -> int:
         raise UsageError("--task-timeout must be above 0")
     split, refs = resolve(args.tasks, args.osworld_dir)
     refs = select(refs, args.domain, args.limit, split)
-    targets = _targets(args)
+    targets = _targets(args, console, len(refs))
     from tasks.osworld.evalenv import ready_python
 
     ready_python()  # scoring needs the evaluator environment: say so now, not as 361 zeros

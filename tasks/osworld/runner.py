@@ -41,7 +41,7 @@ from agent.policy import Policy
 from agent.trajectory import ActionRecord, RunInfo, StepRecord, TrajectoryWriter
 from env.actions import Action, action_from_dict
 from env.isolation import Isolation
-from env.osworld_client import OSWorldClient, OSWorldError
+from env.osworld_client import OSWorldClient, OSWorldError, ServerError, Unauthorized, Unreachable
 from env.settle import Settle
 from env.vm_desktop import VMDesktop, pyautogui_code
 from tasks.osworld.ports import fixed_ports, hold_ports, try_hold
@@ -62,6 +62,7 @@ from tasks.osworld.task import Task, load_task
 TargetKind = Literal["sandbox", "vm"]
 SCREEN = (1920, 1080)  # OSWorld's default screen
 VM_READY_S = 300.0
+VM_NOTICE_EVERY_S = 15.0  # how often a wait for a VM says how long it has left
 
 
 class Target(Protocol):
@@ -111,11 +112,17 @@ class VMTarget:
     kind: TargetKind = "vm"
 
     def __init__(
-        self, url: str, token: str | None, revert: str | None, revert_timeout_s: float = 900.0
+        self,
+        url: str,
+        token: str | None,
+        revert: str | None,
+        revert_timeout_s: float = 900.0,
+        notice: Callable[[str], None] = lambda line: None,
     ) -> None:
         self.name = url
         self.url, self.token, self.revert = url, token, revert
         self.revert_timeout_s = revert_timeout_s
+        self.notice = notice
 
     def reset(self) -> OSWorldClient:
         if self.revert:
@@ -134,17 +141,43 @@ class VMTarget:
             if r.returncode != 0:
                 why = (r.stderr.strip().splitlines() or [f"exit status {r.returncode}"])[-1]
                 raise RuntimeError(f"--vm-revert failed for {self.url}: {why[:300]}")
+        return self.wait_up()
+
+    def check_token(self) -> None:
+        """Raise Unauthorized at once when the server is up and refuses the token; a server that is
+        not up yet is left to ``reset`` (a --vm-revert may be what starts it)."""
+        with (
+            OSWorldClient(self.url, token=self.token) as client,
+            contextlib.suppress(Unreachable, ServerError),
+        ):
+            client.screen_size()
+
+    def wait_up(self) -> OSWorldClient:
+        """A client once the server answers; only "not up yet" (no connection, no answer, a proxy's
+        502/503/504) is waited for, VM_READY_S at most, saying so every VM_NOTICE_EVERY_S. A refused
+        token (401/403) or any other answer is raised at once."""
         client = OSWorldClient(self.url, token=self.token)
-        deadline = time.monotonic() + VM_READY_S
+        start = time.monotonic()
+        said = -VM_NOTICE_EVERY_S
         while True:  # a reverted VM takes a while to serve again
             try:
                 client.screen_size()
                 return client
-            except OSWorldError:
-                if time.monotonic() > deadline:
+            except (Unreachable, ServerError) as e:
+                if isinstance(e, ServerError) and e.status not in (502, 503, 504):
                     client.close()
                     raise
+                waited = time.monotonic() - start
+                if waited > VM_READY_S:
+                    client.close()
+                    raise Unreachable(f"{self.url} was not up after {VM_READY_S:.0f} s: {e}") from None
+                if waited - said >= VM_NOTICE_EVERY_S:
+                    said = waited
+                    self.notice(f"{self.url} is not up yet ({e}); waiting, {VM_READY_S - waited:.0f} s left")
                 time.sleep(2.0)
+            except Unauthorized as e:
+                client.close()
+                raise RunAborted(str(e)) from e
 
     def desktop_url(self) -> str | None:
         return None
