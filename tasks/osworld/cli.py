@@ -1,6 +1,6 @@
-"""`kimi-agent bench osworld {check,list,run,fidelity,setup,report}`: the commands and their parser;
-`check` (what of an OSWorld split kimi-agent can run, per task and per domain, on a sandbox and on an
-OSWorld VM), `list` and `setup` are here, `run` and `report` in run_cli.py, `fidelity` in
+"""`kimi-agent bench osworld {check,list,run,fidelity,setup,check-vm,report}`: the commands and their
+parser; `check` (what of an OSWorld split kimi-agent can run, per task and per domain, on a sandbox and
+on an OSWorld VM), `list`, `setup` and `check-vm` (tasks/osworld/vmcheck.py) are here, `run` and `report` in run_cli.py, `fidelity` in
 fidelity_cli.py.
 
 ``main(argv)`` returns the exit status: 0 (the report was printed); bad usage and unreadable split or
@@ -98,8 +98,45 @@ def parser() -> argparse.ArgumentParser:
     )
     st.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
 
+    cv = command(
+        "check-vm",
+        "check that a VM has what kimi-agent's client and OSWorld's tasks need",
+        "Check an OSWorld-protocol server (OSWorld's own in its VM, or `kimi-agent serve`): the "
+        "screenshot, a `python` with pyautogui, wmctrl, xclip, recording. Each failed check says what to "
+        "install. Exit 0 when every required check passes, 1 otherwise.",
+    )
+    cv.add_argument("url", metavar="URL", help="the server, e.g. http://192.168.56.101:5000")
+    cv.add_argument("--vm-token", help="its token (default: $KIMI_VM_TOKEN; OSWorld's VMs: none)")
+    cv.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
+
     run_cli.add_report_arguments(command("report", "print a run's summary again", run_cli.REPORT_DESCRIPTION))
     return p
+
+
+def check_vm_main(args: argparse.Namespace, console: Console) -> int:
+    """`kimi-agent bench osworld check-vm URL`."""
+    import os
+
+    from env.osworld_client import OSWorldClient
+    from tasks.osworld.vmcheck import check_vm
+
+    token = args.vm_token or os.environ.get("KIMI_VM_TOKEN") or None
+    with OSWorldClient(args.url, token=token) as client:
+        checks = check_vm(client)
+    t = Table(title=f"{args.url}: what kimi-agent's client and OSWorld's tasks need")
+    for col in ("check", "ok", "found / to do"):
+        t.add_column(col, overflow="fold")
+    for c in checks:
+        ok = "[green]yes[/]" if c.ok else ("[red]no[/]" if c.required else "[yellow]no[/] (optional)")
+        t.add_row(c.name, ok, escape(c.detail))
+    console.print(t)
+    missing = [c.name for c in checks if c.required and not c.ok]
+    console.print(
+        escape(f"missing: {', '.join(missing)} (docs: osworld.md, 'What a VM image needs')")
+        if missing
+        else "the VM has everything the client needs"
+    )
+    return 1 if missing else 0
 
 
 def _mark(ok: bool) -> str:
@@ -236,6 +273,8 @@ def main(argv: Sequence[str], console: Console | None = None) -> int:
     argv = list(argv)
     if argv[:1] == ["--check"]:  # the old spelling, `bench osworld --check SPLIT`
         argv = ["check", *argv[1:]]
+    if argv[:1] == ["--check-vm"]:  # as a flag too, like --check
+        argv = ["check-vm", *argv[1:]]
     args = parser().parse_args(argv)
     if args.command in ("run", "report"):
         from tasks.osworld.run_cli import main_report, main_run
@@ -245,5 +284,5 @@ def main(argv: Sequence[str], console: Console | None = None) -> int:
         from tasks.osworld import fidelity_cli
 
         return fidelity_cli.main(args, console)
-    commands = {"setup": setup_main, "check": check_main, "list": list_main}
+    commands = {"setup": setup_main, "check": check_main, "list": list_main, "check-vm": check_vm_main}
     return commands[args.command](args, console)
