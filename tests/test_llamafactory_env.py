@@ -12,6 +12,7 @@ official ids); see read_back.py's docstring.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -136,3 +137,32 @@ def test_read_back_fails_in_one_line(llamafactory_python: Path, tiny_kimi: Path,
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [f"read_back: ReadBackError: {tmp_path} has no manifest.json"]
     assert not (tmp_path / "out.json").exists()
+
+
+def test_training_docs_yaml_uses_only_llamafactory_settings(llamafactory_python: Path) -> None:
+    """Every key of docs/training.md's YAML blocks is a field of LLaMA-Factory 0.9.5's own argument
+    classes (what get_train_args parses), read from the installed package, and both blocks set the
+    manifest's data settings."""
+    page = (HERE.parent / "docs" / "training.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```yaml\n(.*?)```", page, flags=re.DOTALL)
+    assert len(blocks) == 2, "expected the LoRA and the full fine-tuning YAML"
+    script = (
+        "import dataclasses, json, sys, yaml; "
+        "from llamafactory import hparams as h; "
+        "known = {f.name for c in (h.ModelArguments, h.DataArguments, h.TrainingArguments, "
+        "h.FinetuningArguments, h.GeneratingArguments) for f in dataclasses.fields(c)}; "
+        "blocks = [yaml.safe_load(b) for b in json.load(sys.stdin)]; "
+        "print(json.dumps([{'keys': sorted(b), 'unknown': sorted(set(b) - known)} for b in blocks]))"
+    )
+    done = subprocess.run(
+        [str(llamafactory_python), "-c", script],
+        input=json.dumps(blocks),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    manifest_keys = {"dataset", "dataset_dir", "tokenized_path", "template", "image_max_pixels", "cutoff_len"}
+    for block in json.loads(done.stdout):
+        assert block["unknown"] == []
+        assert manifest_keys <= set(block["keys"])
