@@ -23,7 +23,7 @@ from tests/llamafactory/requirements.txt), never with kimi-agent's own:
   labels hold -100 where LLaMA-Factory does not train. ``size`` is each image after
   LLaMA-Factory's own regularization (``_regularize_images`` with the image_max_pixels /
   image_min_pixels it was given), ``grid_hw`` the patch grid the processor gave it, ``tokens`` the
-  ``<|media_pad|>`` count that grid stands for (grid_h * grid_w / 4).
+  ``<|media_pad|>`` count that grid stands for (grid_h * grid_w / 4, one per 2x2 merged patches).
 
 Exit 0 on success; otherwise a single line on stderr and exit 1.
 
@@ -40,9 +40,10 @@ What stands in, and only where the checkpoint lacks it:
 - the processor: the tiny checkpoint has no ``processing_kimi_vl.py``, so ``load_tokenizer`` finds
   none. ``KimiVLGridProcessor`` below takes its place in the tokenizer module (where load_tokenizer
   puts the real one), set up by LLaMA-Factory's own ``patch_processor``. Its image processor computes
-  Kimi-VL's patch grid from the documented math (shared docs, kimi-vl.md: patch 14, merge kernel 2x2,
-  ``in_token_limit`` from preprocessor_config.json) and returns ``image_grid_hws`` only, no
-  ``pixel_values`` (nothing here runs the vision tower).
+  Kimi-VL's patch grid from the documented math (shared docs, kimi-vl.md: scale down to at most
+  ``in_token_limit`` patches, pad to the merge kernel, grid = padded size / patch), with the patch
+  size, merge kernel and ``in_token_limit`` of the checkpoint's preprocessor_config.json (14, 2x2,
+  4096 or 16384). It returns ``image_grid_hws`` only, no ``pixel_values`` (no vision tower runs here).
 - the tokenizer: without ``tokenization_moonshot.py`` (no ``auto_map`` in tokenizer_config.json),
   transformers' generic tiktoken loading gives the special tokens wrong ids (``<|im_end|>`` lands on
   163584, the id of ``[BOS]``) and the wrong pre-tokenizer. kimi-agent's own rebuild of Kimi's
@@ -143,11 +144,20 @@ def kimi_tokenizer(model_dir: Path) -> Any:
     return module.load_tokenizer(model_dir)
 
 
-def in_token_limit(model_dir: Path) -> int:
-    config = model_dir / "preprocessor_config.json"
-    if not config.is_file():
+def grid_image_processor(model_dir: Path) -> KimiVLGridImageProcessor:
+    """The stand-in set up from the checkpoint's preprocessor_config.json, as Kimi-VL's own is."""
+    config_file = model_dir / "preprocessor_config.json"
+    if not config_file.is_file():
         raise ReadBackError(f"{model_dir} has no preprocessor_config.json")
-    return int(json.loads(config.read_text(encoding="utf-8"))["in_token_limit"])
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    if "in_token_limit" not in config:
+        raise ReadBackError(f"{config_file} has no in_token_limit")
+    kh, kw = config.get("merge_kernel_size", [2, 2])
+    return KimiVLGridImageProcessor(
+        in_token_limit=int(config["in_token_limit"]),
+        patch_size=int(config.get("patch_size", 14)),
+        merge_kernel_size=(int(kh), int(kw)),
+    )
 
 
 def read_back(export_dir: Path, model_dir: Path) -> dict[str, Any]:
@@ -181,7 +191,7 @@ def read_back(export_dir: Path, model_dir: Path) -> dict[str, Any]:
         tokenizer = tokenizer_module["tokenizer"]
         image_processor: KimiVLGridImageProcessor | None = None
         if tokenizer_module["processor"] is None:
-            image_processor = KimiVLGridImageProcessor(in_token_limit(model_dir))
+            image_processor = grid_image_processor(model_dir)
             processor = KimiVLGridProcessor(image_processor)
             patch_processor(processor, tokenizer, model_args)  # type: ignore[arg-type]
             tokenizer_module["processor"] = processor  # type: ignore[typeddict-item]
@@ -220,7 +230,8 @@ def read_back(export_dir: Path, model_dir: Path) -> dict[str, Any]:
             images = []
             for i, (w, h) in enumerate(sizes):
                 gh, gw = (int(x) for x in grids[i]) if grids is not None else (0, 0)
-                images.append({"size": [w, h], "grid_hw": [gh, gw], "tokens": gh * gw // 4})
+                merged = math.prod(image_processor.merge_kernel_size) if image_processor else 4
+                images.append({"size": [w, h], "grid_hw": [gh, gw], "tokens": gh * gw // merged})
             samples.append(
                 {
                     "input_ids": batch["input_ids"][0][keep].tolist(),
