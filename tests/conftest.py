@@ -161,3 +161,16 @@ def tiny_kimi(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tiny_kimi import write_tiny_kimi
 
     return write_tiny_kimi(tmp_path_factory.mktemp("tiny-kimi-vl"))
+
+
+@pytest.fixture(scope="session")
+def llamafactory_python() -> Path:
+    """The python of the real LLaMA-Factory 0.9.5's venv (.cache/llamafactory, see
+    tests/llamafactory/build_env.py), built on first use; .ci/setup builds it, so CI never skips."""
+    sys.path.insert(0, str(HERE / "llamafactory"))
+    from build_env import BuildError, build
+
+    try:
+        return build()
+    except BuildError as e:
+        pytest.skip(f"LLaMA-Factory's venv cannot be built: {e}")
