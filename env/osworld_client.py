@@ -8,6 +8,7 @@ Every failure is one of the typed errors below, with a one-line message naming t
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import urllib.parse
 from dataclasses import dataclass
@@ -19,6 +20,9 @@ DEFAULT_TIMEOUT_S = 30.0
 EXECUTE_TIMEOUT_S = 130.0  # OSWorld's server gives a command 120 s
 LONG_TIMEOUT_S = 1900.0  # open_file waits up to 1800 s on OSWorld's server
 RUN_BASH_MAX_S = 600.0  # what our server allows a script; OSWorld's allows any
+# OSWorld's server answers str(TimeoutExpired): "Command '[...the whole argv...]' timed out after 120
+# seconds"; the argv (a whole generated program) would hide what happened.
+ECHOED_COMMAND = re.compile(r"Command '.*' ((?:timed out|returned|died)\b.*)", re.S)
 
 
 class OSWorldError(Exception):
@@ -57,6 +61,17 @@ class ExecResult:
     @property
     def ok(self) -> bool:
         return self.status == "success" and self.returncode == 0
+
+    def why(self, limit: int = 300) -> str:
+        """Why it failed, in one line, cause first: the server's message without the command it
+        echoes, or the last line of stderr (a traceback's exception), or the exit status."""
+        if self.status != "success":
+            echoed = ECHOED_COMMAND.fullmatch(self.error.strip())
+            why = f"the command {echoed[1]} on the server" if echoed else self.error
+            why = " ".join(why.split()) or f"the server could not run the command ({self.status})"
+        else:
+            why = (self.error.strip().splitlines() or [f"exit status {self.returncode}"])[-1].strip()
+        return why if len(why) <= limit else why[:limit] + "..."
 
 
 @dataclass(frozen=True)

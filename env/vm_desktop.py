@@ -11,12 +11,14 @@ Two ways to act, picked once by probing ``/kimi/info``:
 
 from __future__ import annotations
 
+import inspect
 import io
 import time
 from typing import Any
 
 from PIL import Image
 
+from env import vm_paste
 from env.actions import Action
 from env.desktop import ActionResult, Frame
 from env.executor import split_runs
@@ -27,12 +29,9 @@ from env.settle import Settle, wait_until_settled
 # OSWorld's PythonController wraps every action in this (desktop_env/controllers/python.py).
 OSWORLD_PREFIX = "import pyautogui; import time; pyautogui.FAILSAFE = False; {command}"
 DRAG_SECONDS = 0.2
-# Both selections, since Shift+Insert pastes PRIMARY in xterm and CLIPBOARD in GTK; needs xclip in the
-# VM (OSWorld's Ubuntu image has it for pyperclip).
-PASTE = (
-    "import subprocess; [subprocess.run(['xclip', '-selection', s], input={text}.encode(), check=True) "
-    "for s in ('clipboard', 'primary')]; time.sleep(0.05); pyautogui.hotkey('shift', 'insert')"
-)
+# Text no key types is pasted by env/vm_paste.py, whose source goes along in the command and defines
+# paste_text there (no xclip: its forked server held /execute's pipes open and outlived the command).
+PASTE_PROGRAM = f"exec({inspect.getsource(vm_paste)!r})"
 ACT_MARGIN_S = 30.0
 LOCAL_HOSTS = ("unix:", "http://127.", "http://localhost", "http://[::1]")
 
@@ -115,8 +114,7 @@ class VMDesktop:
         result = self.client.execute(["python", "-c", OSWORLD_PREFIX.format(command=code)])
         execute_s = time.perf_counter() - t0
         if not result.ok:
-            why = (result.error.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
-            return ActionResult(ok=False, error=f"{action.kind} failed: {why[:300]}", execute_s=execute_s)
+            return ActionResult(ok=False, error=f"{action.kind} failed: {result.why()}", execute_s=execute_s)
         if action.kind == "key_down":
             self._held[action.key] = None
         elif action.kind == "key_up":
@@ -187,12 +185,13 @@ def pyautogui_code(action: Action, points: list[tuple[int, int]]) -> str:
             where = f", x={points[0][0]}, y={points[0][1]}" if points else ""
             return f"pyautogui.{fn}({clicks}{where})"
         case "type":
-            parts = []
-            for is_ascii, run in split_runs(a.text):
-                if is_ascii:
-                    parts.append(f"pyautogui.write({run!r})")
-                else:  # pyautogui types ASCII only: paste the rest, as the local desktops do
-                    parts.append(PASTE.format(text=repr(run)))
+            runs = split_runs(a.text)
+            # pyautogui types ASCII only: paste the rest, as the local desktops do
+            parts = [
+                f"pyautogui.write({run!r})" if is_ascii else f"paste_text({run!r})" for is_ascii, run in runs
+            ]
+            if not all(is_ascii for is_ascii, _ in runs):
+                parts.insert(0, PASTE_PROGRAM)
             return "; ".join(parts)
         case "key":
             return f"pyautogui.press({a.key!r}, presses={a.presses})"

@@ -288,7 +288,10 @@ def test_execute_until_stdout_files_and_failures(served: Served, ctx: SetupConte
     assert (ctx.cache_dir / "out.txt").read_text() == "1280x800 640 400 password\n"
     assert (served.home / "count").read_text().count("n") == 3
     assert "no-such-program-kimi" in report.outcomes[2].detail
-    assert report.outcomes[3].detail == "no window whose title contains 'no such window kimi' within 1 s"
+    assert (
+        report.outcomes[3].detail
+        == "no window matching 'no such window kimi' (title contains it, any case) within 1 s"
+    )
     assert "no-such-program-kimi" in report.outcomes[4].detail
 
 

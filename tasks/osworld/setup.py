@@ -17,7 +17,6 @@ Playwright to port 9222 of the VM from the host).
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import shutil
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from env.osworld_client import NotFound, OSWorldClient, OSWorldError
+from tasks.osworld import windows
 from tasks.osworld.task import (
     CloseTabsParams,
     CommandParams,
@@ -118,6 +118,7 @@ class SetupContext:
     # handled at once, as on OSWorld's server.
     window_wait_s: float = 10.0
     window_poll_s: float = 0.25
+    server_finds_windows: bool | None = None  # learned on first need: see _server_finds_windows
     sleep: Callable[[float], None] = time.sleep
     # The machine's HOME; default: asked from the server when a step needs it.
     home: str | None = None
@@ -266,21 +267,57 @@ def _open(ctx: SetupContext, p: OpenParams) -> str:
 def _window(action: str) -> Callable[[SetupContext, WindowParams], str]:
     def run(ctx: SetupContext, p: WindowParams) -> str:
         call = ctx.client.activate_window if action == "activate" else ctx.client.close_window
-        polls = max(0, math.ceil(ctx.window_wait_s / ctx.window_poll_s))
-        for attempt in range(polls + 1):
-            try:
-                said = call(p.window_name, strict=p.strict, by_class=p.by_class)
-            except NotFound:
-                if attempt < polls:
-                    ctx.sleep(ctx.window_poll_s)
-            except OSWorldError as e:
-                raise StepFailed(str(e)) from None
-            else:
-                return said if attempt == 0 else f"{said} (after {attempt * ctx.window_poll_s:g} s)"
-        kind = "of class" if p.by_class else "titled exactly" if p.strict else "whose title contains"
-        raise StepFailed(f"no window {kind} {p.window_name!r} within {ctx.window_wait_s:g} s")
+        t0 = time.monotonic()
+        while True:
+            # Find it first: OSWorld's server answers 200 when nothing matched. Ours answers 404 and
+            # knows its sandbox's title aliases, so there an unlisted name still goes to the server.
+            if _window_listed(ctx, p) or _server_finds_windows(ctx):
+                try:
+                    said = call(p.window_name, strict=p.strict, by_class=p.by_class)
+                except NotFound:
+                    pass  # not up (ours), or gone since it was listed
+                except OSWorldError as e:
+                    raise StepFailed(str(e)) from None
+                else:
+                    waited = time.monotonic() - t0
+                    return said if waited < 1 else f"{said} (after {waited:.1f} s)"
+            if time.monotonic() - t0 >= ctx.window_wait_s:
+                break
+            ctx.sleep(ctx.window_poll_s)
+        found = windows.describe(p.window_name, p.strict, p.by_class)
+        raise StepFailed(f"no window matching {found} within {ctx.window_wait_s:g} s")
 
     return run
+
+
+def _window_listed(ctx: SetupContext, p: WindowParams) -> bool:
+    """Whether a window the step names is up. A machine that cannot list its windows counts as
+    not showing it where the server looks itself, and fails the step where it does not."""
+    try:
+        return any(
+            windows.matches(w, p.window_name, p.strict, p.by_class) for w in windows.list_windows(ctx.client)
+        )
+    except windows.CannotList as e:
+        if _server_finds_windows(ctx):
+            return False
+        raise StepFailed(f"cannot list the machine's windows to find {p.window_name!r}: {e}") from None
+    except OSWorldError as e:
+        raise StepFailed(str(e)) from None
+
+
+def _server_finds_windows(ctx: SetupContext) -> bool:
+    """Whether the server answers 404 for a window that is not there (ours) rather than 200
+    (OSWorld's): asked once, with a name no window has (acting on nothing changes nothing)."""
+    if ctx.server_finds_windows is None:
+        try:
+            ctx.client.activate_window(f"kimi-agent probe {uuid.uuid4().hex}", strict=True)
+        except NotFound:
+            ctx.server_finds_windows = True
+        except OSWorldError as e:
+            raise StepFailed(str(e)) from None
+        else:
+            ctx.server_finds_windows = False
+    return ctx.server_finds_windows
 
 
 def _sleep(ctx: SetupContext, p: SleepParams) -> str:
