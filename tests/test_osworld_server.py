@@ -126,7 +126,9 @@ def test_the_token_in_the_url_works_like_osworlds_vm_ip(served: Served) -> None:
         assert c.platform() == "Linux"
     with (
         OSWorldClient(served.server.url) as c,
-        pytest.raises(Unauthorized, match=r"none sent: pass --vm-token or set \$KIMI_VM_TOKEN"),
+        pytest.raises(
+            Unauthorized, match=r"refused the request without a token: pass --vm-token or set \$KIMI_VM_TOKEN"
+        ),
     ):
         c.platform()
 

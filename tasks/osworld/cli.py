@@ -102,7 +102,8 @@ def parser() -> argparse.ArgumentParser:
         "check-vm",
         "check that a VM has what kimi-agent's client and OSWorld's tasks need",
         "Check an OSWorld-protocol server (OSWorld's own in its VM, or `kimi-agent serve`): the "
-        "screenshot, a `python` with pyautogui, wmctrl, xclip, recording. Each failed check says what to "
+        "screenshot, a `python` with pyautogui and python-xlib, wmctrl, recording. Each failed check says "
+        "what to "
         "install. Exit 0 when every required check passes, 1 otherwise.",
     )
     cv.add_argument("url", metavar="URL", help="the server, e.g. http://192.168.56.101:5000")

@@ -4,9 +4,10 @@ install. docs/osworld.md ("What a VM image needs") lists the same things for peo
 
 OSWorld's server needs, besides itself: gnome-screenshot (pyscreeze refuses to capture without it,
 so /screenshot answers 500), wmctrl (its /setup/activate_window and close_window), a `python` on PATH
-that imports pyautogui (our client sends ``["python", "-c", ...]`` to /execute, as OSWorld's own
-harness does), xclip (our client types text that is not plain ASCII by pasting it), and ffmpeg
-recording display :0 (its /start_recording hard-codes it).
+that imports pyautogui and python-xlib (our client sends ``["python", "-c", ...]`` to /execute, as
+OSWorld's own harness does; text that is not plain ASCII is pasted and windows are listed through
+python-xlib in that same python), and ffmpeg recording display :0 (its /start_recording hard-codes
+it).
 """
 
 from __future__ import annotations
@@ -95,15 +96,15 @@ CHECKS: tuple[Callable[[OSWorldClient], Check], ...] = (
     _screenshot,
     _command(
         "python with pyautogui",
-        ["python", "-c", "import pyautogui; print('pyautogui', pyautogui.__version__, pyautogui.size())"],
-        "put a `python` that imports pyautogui on the server's PATH (e.g. a link to python3, pip install pyautogui)",
+        [
+            "python",
+            "-c",
+            "import pyautogui, Xlib; print('pyautogui', pyautogui.__version__, 'Xlib', Xlib.__version_string__)",
+        ],
+        "put a `python` that imports pyautogui and Xlib on the server's PATH (a link to python3, "
+        "pip install pyautogui python-xlib)",
     ),
     _command("wmctrl", ["wmctrl", "-m"], "install wmctrl (window setup steps need it)"),
-    _command(
-        "xclip",
-        ["sh", "-c", "command -v xclip"],
-        "install xclip (typing text that is not plain ASCII pastes it)",
-    ),
     _display,
     _fast,
 )
