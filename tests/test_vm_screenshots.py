@@ -17,11 +17,11 @@ import pytest
 from counting_proxy import CountingProxy
 from osworld_only import REPO, TOKEN, serve_osworld_only
 
-from env.actions import Click, Hotkey, KeyPress, Point, TypeText
+from env.actions import Click, Hotkey, KeyPress, Point, TypeText, Wait
 from env.osworld_client import OSWorldClient
 from env.sandbox import Sandbox
 from env.settle import Settle, changed_pixels
-from env.vm_desktop import VMDesktop
+from env.vm_desktop import REUSE_S, VMDesktop
 
 pytestmark = [pytest.mark.x11, pytest.mark.slow]
 
@@ -123,4 +123,13 @@ def test_the_screen_after_an_action_is_the_changed_one(rig: Rig) -> None:
         assert changed_pixels(before, late) > 20_000  # the dialog came
         assert changed_pixels(seen, late) < 1500, (r, changed_pixels(seen, late))  # and was seen
         assert vm.execute(KeyPress(key="escape")).ok
+        asked = rig.shots()
         assert changed_pixels(vm.screenshot(), before) < 1500  # gone again, and the next screenshot says so
+        vm.screenshot()
+        assert rig.shots() == asked  # both were the wait's last look
+        time.sleep(REUSE_S + 0.5)
+        vm.screenshot()
+        assert rig.shots() == asked + 1  # a look that old is not handed out again
+        assert vm.execute(Wait(seconds=0.1)).ok
+        vm.screenshot()
+        assert rig.shots() == asked + 2  # nor one from before an action
