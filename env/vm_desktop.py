@@ -6,7 +6,8 @@ Two ways to act, picked once by probing ``/kimi/info``:
 - any other server (OSWorld's own): the action becomes pyautogui code that WE write from the typed
   action's fields (strings only ever as ``repr`` literals, never model text as code), POSTed to
   ``/execute`` as ``python -c`` the way OSWorld's controller does; screenshots are /screenshot PNGs
-  and settling is watched from here.
+  and settling is watched from here, with as few of them as it can (env/settle.py's
+  ``settle_by_looks``): the settle's last look is handed out as the next screenshot.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from env.desktop import ActionResult, Frame
 from env.executor import split_runs
 from env.geometry import OutOfScreen, ScreenGeometry
 from env.osworld_client import NotFound, OSWorldClient, OSWorldError
-from env.settle import Settle, wait_until_settled
+from env.settle import Settle, settle_by_looks
 
 # OSWorld's PythonController wraps every action in this (desktop_env/controllers/python.py).
 OSWORLD_PREFIX = "import pyautogui; import time; pyautogui.FAILSAFE = False; {command}"
@@ -33,6 +34,11 @@ DRAG_SECONDS = 0.2
 # paste_text there (no xclip: its forked server held /execute's pipes open and outlived the command).
 PASTE_PROGRAM = f"exec({inspect.getsource(vm_paste)!r})"
 ACT_MARGIN_S = 30.0
+# Through OSWorld's protocol alone, how long a screenshot stays the answer to the next screenshot() when
+# no action came between: the settle's last look is the screen it judged still, and the loop asks for
+# the step's screenshot (and OSWorld's runner for its step_N.png) right after; asking the server again
+# would cost a PNG and, on OSWorld's own server, an X connection it never closes (Xvfb's ~250 run out).
+REUSE_S = 1.0
 LOCAL_HOSTS = ("unix:", "http://127.", "http://localhost", "http://[::1]")
 
 
@@ -42,6 +48,8 @@ class VMDesktop:
         self.settle = settle
         self._held: dict[str, None] = {}  # keys a key_down pressed through /execute
         self._raw = client.base_url.startswith(LOCAL_HOSTS)  # raw frames where bandwidth is free
+        self._seen: Frame | None = None  # the last screen grabbed (protocol path)
+        self._seen_at = float("-inf")  # when, or -inf once an action may have changed it
         try:
             self.fast = self._probe() if fast is None else fast
             width, height = client.screen_size()
@@ -68,7 +76,11 @@ class VMDesktop:
 
     def screenshot(self) -> Frame:
         if not self.fast:
-            return Frame.from_image(Image.open(io.BytesIO(self.client.screenshot())))
+            if self._seen is None or time.perf_counter() - self._seen_at > REUSE_S:
+                asked = time.perf_counter()
+                self._seen = Frame.from_image(Image.open(io.BytesIO(self.client.screenshot())))
+                self._seen_at = asked
+            return self._seen
         r = self.client.call("GET", f"/kimi/frame?encoding={'raw' if self._raw else 'zlib'}")
         body = r.body
         if r.headers.get("x-frame-encoding") == "zlib":
@@ -80,7 +92,14 @@ class VMDesktop:
             raise OSWorldError(f"/kimi/frame on {self.client.base_url} sent {len(body)} bytes for {w}x{h}")
         return Frame(w, h, body)
 
+    def _grab(self) -> Frame:
+        """A new screenshot, never the one held."""
+        self._seen_at = float("-inf")
+        return self.screenshot()
+
     def execute(self, action: Action) -> ActionResult:
+        if action.kind != "done":  # anything else may change the screen (a wait lets time pass)
+            self._seen_at = float("-inf")
         try:
             points = _points(action, self._geometry)
         except OutOfScreen as e:
@@ -119,8 +138,9 @@ class VMDesktop:
             self._held[action.key] = None
         elif action.kind == "key_up":
             self._held.pop(action.key, None)
-        # No window or process signals through OSWorld's protocol: screenshots are all there is.
-        waited = wait_until_settled(self.screenshot, self.settle)
+        # No window or process signals through OSWorld's protocol: screenshots are all there is, and
+        # each is a request; the settle's last one is the next step's screenshot.
+        waited, _ = settle_by_looks(self._grab, self._seen, self.settle)
         return ActionResult(
             ok=True,
             screen_points=points,
@@ -136,6 +156,7 @@ class VMDesktop:
             self.client.call("POST", "/kimi/release")
             return
         keys, self._held = list(self._held), {}
+        self._seen_at = float("-inf")
         if keys:
             code = "; ".join(f"pyautogui.keyUp({k!r})" for k in reversed(keys))
             self.client.execute(["python", "-c", OSWORLD_PREFIX.format(command=code)])

@@ -7,9 +7,14 @@ sandbox, plus no-op actions) is played twice, each time in a fresh sandbox: once
 --after seconds later, another. The first is stale when it differs materially from the second
 (more than --stale-px changed pixels: a blinking cursor or the panel clock's minute are less).
 
+With --vm the actions go the way of a server without /kimi (OSWorld's own): through `kimi-agent serve
+--osworld-only` on the sandbox's display, behind a counting proxy; the wait is then watched from the
+client on screenshots alone (env/settle.py's settle_by_looks), and each action's /screenshot requests
+are counted, the one the model is shown next included. The late screenshot is taken directly.
+
 Prints each action's wait and verdict, then for each way: the stale rate and the median and p90 wait.
 
-Run: .venv/bin/python tests/bench/bench_settle.py [--fixed 3] [--after 4] [--no-office]
+Run: .venv/bin/python tests/bench/bench_settle.py [--fixed 3] [--after 4] [--no-office] [--vm]
 """
 
 from __future__ import annotations
@@ -17,18 +22,25 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
+from counting_proxy import CountingProxy
+from osworld_only import TOKEN, serve_osworld_only
 
 from env.actions import Action, Click, Hotkey, KeyPress, Move, Point, TypeText
 from env.desktop import Frame
+from env.osworld_client import OSWorldClient
 from env.sandbox import Sandbox
 from env.settle import Settle
+from env.vm_desktop import VMDesktop
 
 W, H = 1280, 800
 
@@ -99,6 +111,7 @@ class Outcome:
     reason: str
     stale_px: int  # pixels that changed between the settled screenshot and the late one
     changed_px: int  # pixels the action changed in all (before it, to the late screenshot)
+    shots: int = 0  # --vm: /screenshot requests from the action to the screen shown next, included
 
 
 def changed(a: Frame, b: Frame) -> int:
@@ -114,22 +127,39 @@ def play(
     isolated: bool,
     save: Path | None = None,
     stale_px: int = 0,
+    vm: bool = False,
 ) -> list[Outcome]:
     """Play ``steps`` in a fresh sandbox; ``save``: where to write both screenshots of a stale step."""
     from env.isolation import Isolation
 
     out = []
-    with Sandbox(W, H, desktop="xfce", isolation=Isolation() if isolated else None, settle=settle) as box:
+    with ExitStack() as stack:
+        box = stack.enter_context(
+            Sandbox(W, H, desktop="xfce", isolation=Isolation() if isolated else None, settle=settle)
+        )
+        desktop: Sandbox | VMDesktop = box
+        proxy = None
+        if vm:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            url = stack.enter_context(serve_osworld_only(box.display, box.xauthority, tmp))
+            proxy = stack.enter_context(CountingProxy(url))
+            desktop = stack.enter_context(VMDesktop(OSWorldClient(proxy.url, token=TOKEN), settle=settle))
+            assert not desktop.fast
         time.sleep(after_s)  # the desktop's own start-up (icons, panel plugins) is not an action's
         for step in steps:
             before = box.screenshot()
-            r = box.execute(step.action)
+            desktop.screenshot()  # the model's view of it (through --vm: what the wait compares with)
+            shots0 = proxy.counts()["/screenshot"] if proxy else 0
+            r = desktop.execute(step.action)
             if not r.ok:
                 raise SystemExit(f"{step.label}: {r.error}")
-            seen = box.screenshot()  # what the model would be shown next
+            seen = desktop.screenshot()  # what the model would be shown next
+            shots = (proxy.counts()["/screenshot"] - shots0) if proxy else 0
             time.sleep(after_s)
             late = box.screenshot()
-            o = Outcome(step.label, r.settle_s, r.settle_reason, changed(seen, late), changed(before, late))
+            o = Outcome(
+                step.label, r.settle_s, r.settle_reason, changed(seen, late), changed(before, late), shots
+            )
             if save is not None and o.stale_px > stale_px:
                 save.mkdir(parents=True, exist_ok=True)
                 name = f"{len(out):02d}-{'fixed' if settle.sleep_after_s is not None else 'ours'}"
@@ -153,6 +183,9 @@ def main() -> None:
     ap.add_argument("--no-office", action="store_true", help="leave out LibreOffice's start-up")
     ap.add_argument("--no-isolation", action="store_true", help="sandboxes without bubblewrap")
     ap.add_argument("--save", type=Path, help="write both screenshots of every stale action here")
+    ap.add_argument(
+        "--vm", action="store_true", help="through serve --osworld-only (screenshots only), counting them"
+    )
     args = ap.parse_args()
 
     steps = STEPS + ([] if args.no_office else OFFICE) + END
@@ -160,7 +193,9 @@ def main() -> None:
     results = {}
     for name, settle in ways.items():
         t0 = time.perf_counter()
-        results[name] = play(steps, settle, args.after, not args.no_isolation, args.save, args.stale_px)
+        results[name] = play(
+            steps, settle, args.after, not args.no_isolation, args.save, args.stale_px, args.vm
+        )
         print(f"[{name}: {len(steps)} actions played in {time.perf_counter() - t0:.0f} s]", flush=True)
 
     ours, fixed = results.values()
@@ -170,6 +205,7 @@ def main() -> None:
         print(
             f"{step.label[:42]:42s} {o.wait_s:5.2f} s {o.reason:9s} {mark(o):5s} {o.stale_px:>6d}"
             f"   {f.wait_s:5.2f} s {mark(f):5s} {f.stale_px:>6d}  {o.changed_px:>7d}"
+            + (f"  shots {o.shots}/{f.shots}" if args.vm else "")
             + ("  (meant to change nothing)" if step.noop else "")
             + ("  (changed nothing: off script?)" if not step.noop and o.changed_px == 0 else "")
         )
@@ -180,9 +216,11 @@ def main() -> None:
     for name, rs in results.items():
         waits = [r.wait_s for r in rs]
         stale = sum(r.stale_px > args.stale_px for r in rs)
+        shots = sum(r.shots for r in rs)
         print(
             f"{name:12s} stale {stale}/{len(rs)} ({stale / len(rs):.0%}); wait median {statistics.median(waits):.2f} s, "
             f"p90 {pct(waits, 90):.2f} s, total {sum(waits):.1f} s"
+            + (f"; /screenshot {shots} for {len(rs)} actions ({shots / len(rs):.2f} each)" if args.vm else "")
         )
 
 
