@@ -85,16 +85,16 @@ def build(venv: Path | None = None, log: Callable[[str], None] = lambda _: None)
     python = python_of(venv)
     if not python.exists():
         log(f"creating {venv}")
-        _run([sys.executable, "-m", "venv", str(venv)], "create the venv")
+        run_step([sys.executable, "-m", "venv", str(venv)], "create the venv")
     pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *PIP_NETWORK]
     # The marker is written last: a build that stops halfway leaves a venv that is not ready.
     log(f"installing {', '.join(desktop_env)} --no-deps")
-    _run([*pip, "--no-deps", *desktop_env], "install desktop-env", _pip_hint(venv))
+    run_step([*pip, "--no-deps", *desktop_env], "install desktop-env", _pip_hint(venv))
     log(f"installing the {len(rest)} packages its evaluators import")
     with tempfile.NamedTemporaryFile("w", suffix=".txt") as f:
         f.write("\n".join(rest) + "\n")
         f.flush()
-        _run([*pip, "-r", f.name], "install the evaluators' dependencies", _pip_hint(venv))
+        run_step([*pip, "-r", f.name], "install the evaluators' dependencies", _pip_hint(venv))
     (venv / READY).write_text(requirements_hash() + "\n")
     return python
 
@@ -106,18 +106,20 @@ def _pip_hint(venv: Path) -> str:
     )
 
 
-def _run(cmd: list[str], what: str, hint: str = "") -> None:
+def run_step(cmd: list[str], what: str, hint: str = "", error: type[Exception] = EvalEnvError) -> None:
+    """One step of building a venv of its own (this one; the tests' LLaMA-Factory venv too): raise
+    ``error`` with one line, the step and pip's last word, when it fails."""
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     except (OSError, subprocess.TimeoutExpired) as e:
-        raise EvalEnvError(f"cannot {what}: {e}{hint}") from None
+        raise error(f"cannot {what}: {e}{hint}") from None
     if done.returncode != 0:
         lines = [
             line
             for line in done.stderr.splitlines()
             if line.strip() and "is ignored: it is neither" not in line
         ]
-        raise EvalEnvError(f"cannot {what}: {(lines or ['failed'])[-1].strip()}{hint}")
+        raise error(f"cannot {what}: {(lines or ['failed'])[-1].strip()}{hint}")
 
 
 def main() -> None:

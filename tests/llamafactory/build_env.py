@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tasks.osworld.evalenv import run_step  # one pip step, one line on failure: as for OSWorld's venv
+
 HERE = Path(__file__).resolve().parent
 REQUIREMENTS = HERE / "requirements.txt"
 CONSTRAINTS = HERE / "constraints.txt"
@@ -99,17 +101,7 @@ def strip_torchaudio_extension(python: Path) -> None:
 
 
 def run(cmd: list[str], what: str) -> None:
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise BuildError(f"cannot {what}: {e}") from None
-    if done.returncode != 0:
-        lines = [
-            line
-            for line in done.stderr.splitlines()
-            if line.strip() and "is ignored: it is neither" not in line
-        ]
-        raise BuildError(f"cannot {what}: {(lines or ['failed'])[-1].strip()}")
+    run_step(cmd, what, error=BuildError)
 
 
 def main() -> None:
