@@ -558,3 +558,12 @@ def test_an_osworld_only_server_is_driven_through_execute(served: Served) -> Non
 
         assert vm.execute(Move(point=Point.px(321, 123))).ok
         assert served.client.cursor_position() == (321, 123)
+
+
+def test_a_new_token_never_reads_as_an_option() -> None:
+    """`--vm-token TOKEN` takes a token starting with "-" for an option (1 draw in 64 did)."""
+    from env.osworld_server.auth import check_token, new_token
+
+    tokens = [new_token() for _ in range(5000)]
+    assert not [t for t in tokens if t.startswith("-")]
+    assert all(check_token(t) == t for t in tokens[:50]) and len(set(tokens)) == len(tokens)

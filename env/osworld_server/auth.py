@@ -18,7 +18,12 @@ MIN_TOKEN_CHARS = 16
 
 
 def new_token() -> str:
-    return secrets.token_urlsafe(24)  # URL-safe: it must survive being put in a URL's user part
+    """URL-safe (it must survive being put in a URL's user part), and never starting with "-": a
+    token that does reads as an option in `--vm-token TOKEN` (1 in 64 did)."""
+    while True:
+        token = secrets.token_urlsafe(24)
+        if not token.startswith("-"):
+            return token
 
 
 def check_token(token: str) -> str:
