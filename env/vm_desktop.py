@@ -30,9 +30,10 @@ from env.settle import Settle, settle_by_looks
 # OSWorld's PythonController wraps every action in this (desktop_env/controllers/python.py).
 OSWORLD_PREFIX = "import pyautogui; import time; pyautogui.FAILSAFE = False; {command}"
 DRAG_SECONDS = 0.2
-# Text no key types is pasted by env/vm_paste.py, whose source goes along in the command and defines
-# paste_text there (no xclip: its forked server held /execute's pipes open and outlived the command).
-PASTE_PROGRAM = f"exec({inspect.getsource(vm_paste)!r})"
+# Text no key types is pasted by env/vm_paste.py, whose source goes along as the program's first lines
+# and defines paste_text there (no xclip: its forked server held /execute's pipes open and outlived the
+# command). Our own module's source, never anything a model wrote, and run as code, not through exec.
+PASTE_PROGRAM = inspect.getsource(vm_paste)
 ACT_MARGIN_S = 30.0
 # Through OSWorld's protocol alone, how long a screenshot stays the answer to the next screenshot() when
 # no action came between: the settle's last look is the screen it judged still, and the loop asks for
@@ -208,12 +209,11 @@ def pyautogui_code(action: Action, points: list[tuple[int, int]]) -> str:
         case "type":
             runs = split_runs(a.text)
             # pyautogui types ASCII only: paste the rest, as the local desktops do
-            parts = [
+            code = "; ".join(
                 f"pyautogui.write({run!r})" if is_ascii else f"paste_text({run!r})" for is_ascii, run in runs
-            ]
-            if not all(is_ascii for is_ascii, _ in runs):
-                parts.insert(0, PASTE_PROGRAM)
-            return "; ".join(parts)
+            )
+            # The paste program's lines go first: after OSWORLD_PREFIX's "; ", then its own lines.
+            return code if all(is_ascii for is_ascii, _ in runs) else f"{PASTE_PROGRAM}\n{code}"
         case "key":
             return f"pyautogui.press({a.key!r}, presses={a.presses})"
         case "hotkey":

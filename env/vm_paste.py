@@ -1,7 +1,7 @@
 """Pasting text on a machine behind OSWorld's protocol, where no key types it (non-ASCII).
 
-This module's source is sent to the machine and run there by ``python -c`` (env/vm_desktop.py), so it
-imports only what any OSWorld VM that runs pyautogui has: the standard library, python-xlib (which
+This module's source is sent to the machine as the first lines of a ``python -c`` program
+(env/vm_desktop.py), so it has no ``from __future__`` import (which must open a file) and imports only what any OSWorld VM that runs pyautogui has: the standard library, python-xlib (which
 pyautogui needs on X11) and pyautogui. It owns CLIPBOARD and PRIMARY itself for the length of one
 paste, presses shift+Insert and answers the focused app's requests, then lets go and exits.
 
@@ -11,8 +11,6 @@ process inherits the output pipes of the command, and OSWorld's server reads the
 xclip processes running. Here nothing outlives the command. The price: after the paste the clipboard
 holds nothing (no process is left to serve it), where xclip left the typed text there.
 """
-
-from __future__ import annotations
 
 import select
 import time
