@@ -23,6 +23,12 @@ from env.xauth import authority
 _ARROW = [(0, i) for i in range(17)] + [(i, i) for i in range(12)] + [(i, 11) for i in range(7, 12)]
 
 
+def wmctrl_matches(text: str, name: str, strict: bool) -> bool:
+    """wmctrl's rule for NAME (-a/-c; -F strict): a case-insensitive substring of the title or
+    class, or with ``strict`` the whole string, case-sensitive."""
+    return text == name if strict else name.lower() in text.lower()
+
+
 @dataclass(frozen=True)
 class Window:
     id: int
@@ -142,8 +148,7 @@ class XScreen:
                     names.append(other)
         for n in names:
             for w in windows:
-                text = w.wm_class if by_class else w.title
-                if (text == n) if strict else (n.lower() in text.lower()):
+                if wmctrl_matches(w.wm_class if by_class else w.title, n, strict):
                     return w
         return None
 

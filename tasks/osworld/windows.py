@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 
 from env.osworld_client import OSWorldClient
+from env.osworld_server.screen import wmctrl_matches
 
 # _NET_CLIENT_LIST with each window's title (_NET_WM_NAME, else WM_NAME) and "instance.class": what
 # wmctrl -l -x lists and matches.
@@ -68,10 +69,8 @@ def list_windows(client: OSWorldClient) -> list[WindowInfo]:
 
 
 def matches(window: WindowInfo, name: str, strict: bool, by_class: bool) -> bool:
-    """wmctrl's matching (-a/-c NAME, with -F strict, -x by class): a case-insensitive substring,
-    or with strict the whole string, case-sensitive."""
-    text = window.wm_class if by_class else window.title
-    return text == name if strict else name.lower() in text.lower()
+    """wmctrl's matching (-x: by class), as our server's window endpoints match too."""
+    return wmctrl_matches(window.wm_class if by_class else window.title, name, strict)
 
 
 def describe(name: str, strict: bool, by_class: bool) -> str:
