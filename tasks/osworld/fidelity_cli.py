@@ -135,7 +135,6 @@ def main(args: argparse.Namespace, console: Console) -> int:
         raise UsageError("--task-timeout must be above 0")
     split, refs = resolve(args.tasks, args.osworld_dir)
     refs = select(refs, args.domain, args.limit, split)
-    targets = sandbox_targets(args)
     from tasks.osworld.evalenv import ready_python
 
     ready_python()
@@ -155,12 +154,20 @@ def main(args: argparse.Namespace, console: Console) -> int:
             split,
             checked,
             scripted(IDLE_PLAYER, IDLE, "idle agent: wait 1 s, DONE"),
-            targets,
+            sandbox_targets(args),  # a play's targets close (and their pool) as it ends
             args,
             console,
             False,
         )
-        play(split, checked, scripted(FAIL_PLAYER, FAIL, "FAIL at once"), targets, args, console, False)
+        play(
+            split,
+            checked,
+            scripted(FAIL_PLAYER, FAIL, "FAIL at once"),
+            sandbox_targets(args),
+            args,
+            console,
+            False,
+        )
 
     def outcome(player: str, ref: TaskRef) -> Outcome | None:
         return read_outcome(task_dir(model_dir(args.out, player), ref.domain, ref.task_id))

@@ -23,6 +23,7 @@ from agent.jsonfile import JSONFileError, read_json
 from agent.policy import ScriptedPolicy
 from tasks.cli_common import UsageError, sleep_after_flag
 from tasks.osworld import suite
+from tasks.osworld.pool import PoolSettings, SandboxPool
 from tasks.osworld.progress import Progress
 from tasks.osworld.report import SUMMARY_HTML, Summary, print_summary, summarize, write_html
 from tasks.osworld.results import (
@@ -81,6 +82,13 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--out", type=Path, default=Path("results"), help="results directory (default ./results)")
     p.add_argument("--workers", type=int, help="sandboxes run at once (default 1; with --vm: one per VM)")
+    p.add_argument(
+        "--pool",
+        type=int,
+        metavar="N",
+        help="sandboxes kept started ahead of use, so a task's reset takes a ready one "
+        "(default: one per worker; 0: start each task's sandbox when it starts)",
+    )
     p.add_argument(
         "--vm",
         action="append",
@@ -256,11 +264,17 @@ def _targets(args: argparse.Namespace, console: Console, tasks: int) -> list[Tar
 
 
 def sandbox_targets(args: argparse.Namespace) -> list[Target]:
-    """--workers fresh-per-task sandboxes, with the isolation flags' settings."""
+    """--workers fresh-per-task sandboxes, with the isolation flags' settings, taken from a warm pool
+    of --pool sandboxes (closed with the last of the targets)."""
     n = 1 if args.workers is None else args.workers  # --workers 0 is a mistake, not the default
     if n < 1:
         raise UsageError("--workers must be at least 1")
-    return [SandboxTarget(f"sandbox-{i + 1}", args.desktop_env, isolation(args)) for i in range(n)]
+    size = n if getattr(args, "pool", None) is None else args.pool
+    if size < 0:
+        raise UsageError("--pool must be 0 or more")
+    iso = isolation(args)
+    pool = SandboxPool(PoolSettings(size, args.desktop_env, iso), close_with_last_user=True) if size else None
+    return [SandboxTarget(f"sandbox-{i + 1}", args.desktop_env, iso, pool) for i in range(n)]
 
 
 class _Locked:
@@ -352,6 +366,23 @@ def play(
     summary (summary.html / .json written). ``resume``: skip the tasks that already have a result;
     otherwise play them all again. ``args`` gives --out, --task-timeout, --no-network, --sleep-after."""
     root = model_dir(args.out, player.model)
+    try:
+        return _play(split, refs, player, targets, args, console, resume, root)
+    finally:
+        for t in targets:  # the workers closed theirs; this closes them when no worker ran (and a pool)
+            t.close()
+
+
+def _play(
+    split: str,
+    refs: list[TaskRef],
+    player: Player,
+    targets: list[Target],
+    args: argparse.Namespace,
+    console: Console,
+    resume: bool,
+    root: Path,
+) -> Summary:
     with exclusive(root):
         write_manifest(
             root,
@@ -399,11 +430,16 @@ def main_run(args: argparse.Namespace, console: Console) -> int:
         raise UsageError("--task-timeout must be above 0")
     split, refs = resolve(args.tasks, args.osworld_dir)
     refs = select(refs, args.domain, args.limit, split)
-    targets = _targets(args, console, len(refs))
     from tasks.osworld.evalenv import ready_python
 
     ready_python()  # scoring needs the evaluator environment: say so now, not as 361 zeros
-    agents, model, label = _agents(args, console, refs)
+    targets = _targets(args, console, len(refs))  # a pool's sandboxes start now, while a model loads
+    try:
+        agents, model, label = _agents(args, console, refs)
+    except BaseException:
+        for t in targets:
+            t.close()
+        raise
     root = model_dir(args.out, model)
     summary = play(split, refs, Player(model, label, args.max_steps, agents), targets, args, console)
     print_summary(summary, console)

@@ -42,8 +42,10 @@ from agent.trajectory import ActionRecord, RunInfo, StepRecord, TrajectoryWriter
 from env.actions import Action, action_from_dict
 from env.isolation import Isolation
 from env.osworld_client import OSWorldClient, OSWorldError, ServerError, Unauthorized, Unreachable
+from env.served_sandbox import ServedSandbox
 from env.settle import Settle
 from env.vm_desktop import VMDesktop, pyautogui_code
+from tasks.osworld.pool import SCREEN, SandboxPool
 from tasks.osworld.ports import fixed_ports, hold_ports, try_hold
 from tasks.osworld.results import (
     RECORDING_FILE,
@@ -60,7 +62,6 @@ from tasks.osworld.setup import SetupContext, SetupReport, run_config
 from tasks.osworld.task import Task, load_task
 
 TargetKind = Literal["sandbox", "vm"]
-SCREEN = (1920, 1080)  # OSWorld's default screen
 VM_READY_S = 300.0
 VM_NOTICE_EVERY_S = 15.0  # how often a wait for a VM says how long it has left
 
@@ -81,27 +82,48 @@ class Target(Protocol):
 
 
 class SandboxTarget:
+    """A fresh isolated sandbox per task: taken ready from ``pool`` when there is one (the reset off
+    the task's critical path; the target is one of the pool's users), else started on ``reset``."""
+
     kind: TargetKind = "sandbox"
 
-    def __init__(self, name: str, desktop: str = "xfce", isolation: Isolation | None = Isolation()) -> None:
+    def __init__(
+        self,
+        name: str,
+        desktop: str = "xfce",
+        isolation: Isolation | None = Isolation(),
+        pool: SandboxPool | None = None,
+    ) -> None:
         self.name = name
         self._desktop, self._isolation = desktop, isolation
-        self._box: Any = None
+        self._pool = pool.attach() if pool is not None else None
+        self._box: ServedSandbox | None = None
 
     def reset(self) -> OSWorldClient:
-        from env.served_sandbox import ServedSandbox
-
-        self.close()
-        self._box = ServedSandbox(*SCREEN, desktop=self._desktop, isolation=self._isolation)  # type: ignore[arg-type]
+        self._drop()
+        if self._pool is not None:
+            self._box, _ = self._pool.take()
+        else:
+            self._box = ServedSandbox(*SCREEN, desktop=self._desktop, isolation=self._isolation)  # type: ignore[arg-type]
         return OSWorldClient(self._box.url, token=self._box.token)
 
     def desktop_url(self) -> str | None:
         return self._box.socket_url if self._box is not None else None  # one hop fewer than the TCP forward
 
-    def close(self) -> None:
+    def _drop(self) -> None:
         box, self._box = self._box, None
-        if box is not None:
+        if box is None:
+            return
+        if self._pool is not None:
+            self._pool.give_back(box)  # closed in the background
+        else:
             box.close()
+
+    def close(self) -> None:
+        self._drop()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.detach()
 
 
 class VMTarget:
