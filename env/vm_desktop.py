@@ -51,6 +51,8 @@ class VMDesktop:
         self._raw = client.base_url.startswith(LOCAL_HOSTS)  # raw frames where bandwidth is free
         self._seen: Frame | None = None  # the last screen grabbed (protocol path)
         self._seen_at = float("-inf")  # when, or -inf once an action may have changed it
+        self._opening: Frame | None = None
+        self._opening_at = 0.0
         try:
             self.fast = self._probe() if fast is None else fast
             width, height = client.screen_size()
@@ -60,6 +62,9 @@ class VMDesktop:
             raise
         # The screenshot may be smaller than the screen (a HiDPI VM): points map through both sizes.
         self._geometry = ScreenGeometry(shot.width, shot.height, width, height)
+        # The first screenshot asked for is this one when nothing happened meanwhile (REUSE_S): a
+        # run's or an episode's first observation costs no second frame.
+        self._opening, self._opening_at = shot, time.perf_counter()
 
     def _probe(self) -> bool:
         try:
@@ -76,6 +81,9 @@ class VMDesktop:
         return f"vm {self.client.base_url} ({'kimi-agent server' if self.fast else 'OSWorld protocol'})"
 
     def screenshot(self) -> Frame:
+        opening, self._opening = self._opening, None
+        if opening is not None and time.perf_counter() - self._opening_at <= REUSE_S:
+            return opening
         if not self.fast:
             if self._seen is None or time.perf_counter() - self._seen_at > REUSE_S:
                 asked = time.perf_counter()
@@ -99,6 +107,7 @@ class VMDesktop:
         return self.screenshot()
 
     def execute(self, action: Action) -> ActionResult:
+        self._opening = None
         if action.kind != "done":  # anything else may change the screen (a wait lets time pass)
             self._seen_at = float("-inf")
         try:

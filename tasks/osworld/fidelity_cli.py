@@ -154,7 +154,7 @@ def main(args: argparse.Namespace, console: Console) -> int:
             split,
             checked,
             scripted(IDLE_PLAYER, IDLE, "idle agent: wait 1 s, DONE"),
-            sandbox_targets(args),  # a play's targets close (and their pool) as it ends
+            sandbox_targets(args, len(checked)),  # a play's targets close (and their pool) as it ends
             args,
             console,
             False,

@@ -19,6 +19,7 @@ spends nothing.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ from env.osworld_client import OSWorldClient
 from env.settle import Settle
 from env.vm_desktop import VMDesktop
 from tasks.osworld.pool import PoolSettings, SandboxPool
+from tasks.osworld.ports import fixed_ports, hold_ports
 from tasks.osworld.runner import (
     OfficialScorer,
     SandboxTarget,
@@ -197,18 +199,32 @@ class OSWorldEnv(gymnasium.Env[dict[str, Any], str]):
         if why:
             raise ValueError(f"task {task.id} cannot run on this {self._target.kind}: {why}")
         self._end()
+        # Chrome's fixed DevTools ports, on sandboxes sharing the host's network: one such task at a
+        # time across environments and processes, as in the runner (a reset waits for them).
+        held = contextlib.ExitStack()
+        if self._target.kind == "sandbox" and self.network:
+            held.enter_context(hold_ports(fixed_ports(task)))
         t0 = time.perf_counter()
-        client = self._target.reset()
+        try:
+            client = self._target.reset()
+        except BaseException:
+            held.close()
+            raise
         reset_s = time.perf_counter() - t0
         t1 = time.perf_counter()
-        ctx = SetupContext(client=client, cache_dir=self.cache_dir)
-        report = run_config(task, ctx)
-        setup_s = time.perf_counter() - t1
-        desktop = VMDesktop(
-            OSWorldClient(self._target.desktop_url() or client.base_url, token=client.token),
-            settle=self._settle,
-        )
-        self._episode = _Episode(task, domain, client, ctx, desktop)
+        try:
+            ctx = SetupContext(client=client, cache_dir=self.cache_dir)
+            report = run_config(task, ctx)
+            setup_s = time.perf_counter() - t1
+            desktop = VMDesktop(
+                OSWorldClient(self._target.desktop_url() or client.base_url, token=client.token),
+                settle=self._settle,
+            )
+        except BaseException:
+            client.close()
+            held.close()
+            raise
+        self._episode = _Episode(task, domain, client, ctx, desktop, held)
         obs = self._observe()
         failed = [o.line() for o in report.outcomes if not o.ok]
         info = {
@@ -322,6 +338,7 @@ class OSWorldEnv(gymnasium.Env[dict[str, Any], str]):
         if ep is not None:
             ep.desktop.close()
             ep.client.close()
+            ep.ports.close()
 
 
 @dataclass
@@ -331,15 +348,16 @@ class _Episode:
     client: OSWorldClient  # setup and scoring
     ctx: SetupContext
     desktop: VMDesktop  # the agent's actions and frames (its own client)
+    ports: contextlib.ExitStack  # the task's fixed ports, held until the episode is over
     steps: int = 0
     last_action: str | None = None
     over: bool = False
 
 
 def rgb(frame: Frame) -> np.ndarray:
-    """A frame as an HxWx3 uint8 array (RGB), its own copy."""
-    bgra = np.frombuffer(frame.bgra, np.uint8).reshape(frame.height, frame.width, 4)
-    return np.ascontiguousarray(bgra[..., 2::-1])
+    """A frame as an HxWx3 uint8 array (RGB) of its own, read-only: PIL's unpacking is twice as
+    fast as numpy's strided copy, and a writable copy would cost as much again (``.copy()`` it)."""
+    return np.asarray(frame.to_image())
 
 
 gymnasium.register(id=ENV_ID, entry_point=f"{__name__}:OSWorldEnv", nondeterministic=True)

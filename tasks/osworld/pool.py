@@ -20,11 +20,12 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from env.isolation import Isolation
+from env.osworld_client import OSWorldClient
 from env.sandbox import DesktopName
 from env.served_sandbox import ServedSandbox
 
@@ -50,6 +51,8 @@ class PoolSettings:
     screen: tuple[int, int] = SCREEN
     max_alive: int | None = None  # every sandbox at once; None: size + those in use + those closing
     attempts: int = 3  # starts in a row before a take gives up
+    # Sandboxes the pool will ever start (a run's task count): none is started that no one will take.
+    max_starts: int | None = None
 
     def check(self) -> None:
         if self.size < 1:
@@ -104,7 +107,13 @@ class SandboxPool:
 
     def _default_start(self) -> ServedSandbox:
         s = self.settings
-        return ServedSandbox(*s.screen, desktop=s.desktop, isolation=s.isolation)
+        box = ServedSandbox(*s.screen, desktop=s.desktop, isolation=s.isolation)
+        try:
+            warm_up(box)
+        except BaseException:
+            box.close()
+            raise
+        return box
 
     # -- users ---------------------------------------------------------------------------------
     def attach(self) -> SandboxPool:
@@ -132,6 +141,8 @@ class SandboxPool:
             while not self._ready:
                 if self._closed:
                     raise PoolError("the sandbox pool is closed")
+                if self._starting == 0 and self.stats.started == self.settings.max_starts:
+                    raise PoolError(f"the pool has started the {self.settings.max_starts} sandboxes it may")
                 if self._starting == 0 and self._failed_in_a_row >= self.settings.attempts:
                     self._failed_in_a_row = 0  # the next take tries afresh
                     raise PoolError(
@@ -180,6 +191,8 @@ class SandboxPool:
         want = max(self.settings.size, at_least) - len(self._ready) - self._starting
         if self.settings.max_alive is not None:
             want = min(want, self.settings.max_alive - self._alive())
+        if self.settings.max_starts is not None:
+            want = min(want, self.settings.max_starts - self.stats.started - self._starting)
         if self._failed_in_a_row >= self.settings.attempts and at_least == 0:
             return  # a take asks again; starting forever in the background would only burn CPU
         for _ in range(max(0, want)):
@@ -247,3 +260,13 @@ class SandboxPool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def warm_up(box: ServedSandbox) -> None:
+    """Ask the server what a reset will ask, once: its first answers cost ~0.1 s more (imports, the
+    screen grabber), which this moves off the critical path; a server that cannot answer fails the
+    start instead of a reset."""
+    with OSWorldClient(box.socket_url, token=box.token) as client:
+        client.call("GET", "/kimi/info")
+        client.screen_size()
+        client.call("GET", "/kimi/frame?encoding=raw")

@@ -260,12 +260,12 @@ def _targets(args: argparse.Namespace, console: Console, tasks: int) -> list[Tar
         return list(vms)
     if args.vm_revert:
         raise UsageError("--vm-revert resets VMs; sandboxes are made fresh for every task")
-    return sandbox_targets(args)
+    return sandbox_targets(args, tasks)
 
 
-def sandbox_targets(args: argparse.Namespace) -> list[Target]:
+def sandbox_targets(args: argparse.Namespace, tasks: int | None = None) -> list[Target]:
     """--workers fresh-per-task sandboxes, with the isolation flags' settings, taken from a warm pool
-    of --pool sandboxes (closed with the last of the targets)."""
+    of --pool sandboxes (closed with the last of the targets) that starts no more than ``tasks``."""
     n = 1 if args.workers is None else args.workers  # --workers 0 is a mistake, not the default
     if n < 1:
         raise UsageError("--workers must be at least 1")
@@ -273,7 +273,8 @@ def sandbox_targets(args: argparse.Namespace) -> list[Target]:
     if size < 0:
         raise UsageError("--pool must be 0 or more")
     iso = isolation(args)
-    pool = SandboxPool(PoolSettings(size, args.desktop_env, iso), close_with_last_user=True) if size else None
+    settings = PoolSettings(size, args.desktop_env, iso, max_starts=tasks)
+    pool = SandboxPool(settings, close_with_last_user=True) if size and tasks != 0 else None
     return [SandboxTarget(f"sandbox-{i + 1}", args.desktop_env, iso, pool) for i in range(n)]
 
 
