@@ -278,7 +278,9 @@ class _Locked:
         return getattr(self._backend, name)
 
 
-def _agents(args: argparse.Namespace, console: Console, refs: list[TaskRef]) -> tuple[AgentFactory, str, str]:
+def make_agents(
+    args: argparse.Namespace, console: Console, refs: list[TaskRef]
+) -> tuple[AgentFactory, str, str]:
     """How each task gets its player; the model's name (for the results path) and a label."""
     if args.script_dir is not None:
         scripts = args.script_dir
@@ -403,7 +405,7 @@ def main_run(args: argparse.Namespace, console: Console) -> int:
     from tasks.osworld.evalenv import ready_python
 
     ready_python()  # scoring needs the evaluator environment: say so now, not as 361 zeros
-    agents, model, label = _agents(args, console, refs)
+    agents, model, label = make_agents(args, console, refs)
     root = model_dir(args.out, model)
     summary = play(split, refs, Player(model, label, args.max_steps, agents), targets, args, console)
     print_summary(summary, console)
