@@ -141,3 +141,46 @@ def test_bad_input_is_one_line_each(tmp_path: Path) -> None:
     r = rollout_cli(bad, "--group", "2", "--script-dir", "suite", tmp=tmp_path)
     assert r.returncode == 2 and r.stdout.count("\n") == 1, r.stdout
     assert "task unknown-metric: not supported on a sandbox:" in r.stdout and "no_such_metric" in r.stdout
+
+
+TYPE_IT = (
+    "## Action:\nwrite the file\n## Code:\n```python\n"
+    "pyautogui.typewrite(\"echo 'Hello, OSWorld!' > ~/hello.txt\")\npyautogui.press('enter')\n```"
+)
+DONE = "## Action:\ndone\n## Code:\n```python\ncomputer.terminate(status='success')\n```"
+
+
+@pytest.mark.slow
+@needs_x
+def test_a_server_gives_the_sampled_ids_where_it_returns_them_else_the_text_is_tokenized(
+    tmp_path: Path, tiny_kimi: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """vLLM returns ``token_ids`` per choice when asked; a server that does not leaves them unknown,
+    and the line says the reply's ids are its text tokenized. The replies solve the task: reward 1."""
+    from fake_openai_server import FakeOpenAI, Reply
+
+    from agent.chat import KimiChat
+    from tasks.cli import main
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("KIMI_OSWORLD_EVAL_VENV", str(EVAL_VENV))
+    server = FakeOpenAI(models=("kimi-vl",), roots={"kimi-vl": str(tiny_kimi)})
+    server.replies.extend([Reply(TYPE_IT, token_ids=[5, 6, 7]), Reply(DONE)])
+    out = tmp_path / "rollouts"
+    try:
+        status = main(["rollout", TASK, "--group", "1", "--out", str(out), "--backend", "openai",
+                       "--base-url", server.url, "--model", "kimi-vl", "--max-steps", "2", *FLAGS])  # fmt: skip
+    finally:
+        server.close()
+    assert status == 0, capsys.readouterr().out
+    assert all(r["return_token_ids"] is True for r in server.requests)
+    (line,) = lines(model_dir(out, "kimi-vl") / "rollouts.jsonl")
+    assert (line["reward"], line["outcome"], line["policy"]) == (1.0, "scored", "model")
+    first, second = line["steps"]
+    assert (first["reply_ids"], first["reply_ids_source"]) == ([5, 6, 7], "sampled")
+    chat = KimiChat(load_tokenizer(tiny_kimi), 4096)
+    assert second["reply_ids_source"] == "tokenized" and second["reply"] == DONE
+    assert second["reply_ids"] == [*chat.text_ids(DONE), chat.ids["<|im_end|>"]]
+    for step in (first, second):
+        assert step["prompt_ids"][-1] == chat.render([]).ids[-1]  # ends with the assistant's opening
+        assert step["prompt_ids"].count(chat.ids["<|media_start|>"]) == len(step["images"]) == step["step"]
