@@ -106,6 +106,7 @@ def test_a_model_group_records_the_ids_the_model_was_fed_and_sampled(
     calls = iter(fed)  # one worker: the rollouts ran one after the other, their steps in order
     for x in rollouts:
         assert x["policy"] == "model" and x["outcome"] == "scored" and not x["skipped"], x
+        assert x["in_token_limit"] == 256
         records = read_steps(root / x["run_dir"])
         assert [s["step"] for s in x["steps"]] == [r.step for r in records] and records
         for s, rec in zip(x["steps"], records, strict=True):

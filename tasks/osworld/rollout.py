@@ -73,6 +73,9 @@ class RolloutLine(BaseModel):
     outcome: str  # scored / crashed / timed_out / unsupported / setup_failed
     error: str | None = None
     policy: Literal["model", "script"]
+    # MoonViT's patch budget the prompts were built with: an image's pad count follows from it
+    # (agent/vision.image_tokens); None for a script.
+    in_token_limit: int | None = None
     steps: list[StepLine] = Field(default_factory=list)
     skipped: list[SkippedStep] = Field(default_factory=list)  # model steps without usable ids, and why
 
@@ -130,7 +133,7 @@ def rollout_line(root: Path, ref: TaskRef, chat_for: ChatFor | None) -> RolloutL
     if run.info.prompt is None:  # a script: no prompt, no reply; what it did and the reward
         line.steps = [StepLine(step=r.step, actions=[a.action for a in r.actions]) for r in records]
         return line
-    line.policy = "model"
+    line.policy, line.in_token_limit = "model", run.summary.in_token_limit
     if chat_for is None:
         raise ValueError(f"{d}: a model's run, and no tokenizer to give its prompt ids")
     chat = chat_for(run.summary.in_token_limit)
