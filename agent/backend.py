@@ -22,6 +22,13 @@ class Completion(BaseModel):
     latency_s: float = 0.0
     # "stop" (hit <|im_end|>) or "length" (ran out of max_new_tokens)
     finish_reason: str = "stop"
+    # The ids the model sampled, in order (the stop id it ended on included), where the backend
+    # knows them: ours in-process always, an OpenAI-compatible server when it returns them (vLLM's
+    # ``return_token_ids``). None: unknown (the text is all there is).
+    token_ids: list[int] | None = None
+    # The ids the model was fed (the rendered prompt, each image's pads expanded), where the backend
+    # knows them; never written to a run's records (they are rebuilt from run.json's prompt record).
+    prompt_ids: list[int] | None = None
 
     @field_validator("text", mode="before")
     @classmethod

@@ -164,6 +164,7 @@ class KimiPolicy:
                     tokens_in=completion.tokens_in,
                     tokens_out=completion.tokens_out,
                     model_s=time.perf_counter() - t1,
+                    token_ids=completion.token_ids,
                 )
             )
             if parsed.error is None or attempt == self.parse_retries:

@@ -116,6 +116,7 @@ class OpenAIBackend:
         sleep: Callable[[float], None] = time.sleep,
         on_retry: Callable[[str], None] | None = None,
         probe_timeout_s: float = 5.0,
+        return_token_ids: bool = False,
     ) -> None:
         if (
             max_retries < 0
@@ -138,6 +139,9 @@ class OpenAIBackend:
         self.probe_timeout_s = min(timeout_s, probe_timeout_s)
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         self.sleep, self.on_retry = sleep, on_retry
+        # Ask for the sampled ids (vLLM's ``return_token_ids``: ``token_ids`` per choice). Off by
+        # default: OpenAI's own API refuses parameters it does not know.
+        self.return_token_ids = return_token_ids
         self._headers = [
             ("Authorization", f"Bearer {key}"),
             ("Content-Type", "application/json"),
@@ -161,6 +165,8 @@ class OpenAIBackend:
             "temperature": params.temperature,
             "max_tokens": params.max_new_tokens,
         }
+        if self.return_token_ids:
+            payload["return_token_ids"] = True
         body = json.dumps(payload).encode("ascii")  # ASCII: any str the runtime holds is encodable
         t0 = time.perf_counter()
         c = self._call("POST", "/chat/completions", body, _completion, retry_malformed=True)
@@ -346,6 +352,7 @@ class _ChatMessage(_Strict):
 class _Choice(_Strict):
     message: _ChatMessage
     finish_reason: str | None = None
+    token_ids: list[int] | None = None  # vLLM's, when the request asked with return_token_ids
 
 
 class _Usage(_Strict):
@@ -380,6 +387,7 @@ def _completion(a: _Answer) -> Completion:
         tokens_in=usage.prompt_tokens,
         tokens_out=usage.completion_tokens,
         finish_reason="length" if choice.finish_reason == "length" else "stop",
+        token_ids=choice.token_ids,
     )
 
 

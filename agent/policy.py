@@ -31,6 +31,9 @@ class Attempt(BaseModel):
     tokens_in: int = 0
     tokens_out: int = 0
     model_s: float = 0.0
+    # The reply's ids as the model sampled them (Completion.token_ids); None where the backend did
+    # not say (a server that does not return them): `kimi-agent rollout` then tokenizes ``raw``.
+    token_ids: list[int] | None = None
 
 
 class PromptState(BaseModel):

@@ -130,6 +130,7 @@ class Run:
     prompt_tokens: int
     reused: int
     encoded: int
+    prompt_ids: list[int]  # what was fed: the template's ids, each image's pads expanded
 
     @property
     def prefilled(self) -> int:
@@ -201,6 +202,8 @@ class TransformersBackend:
             tokens_out=len(run.new),
             latency_s=time.perf_counter() - t0,
             finish_reason=finish,
+            token_ids=list(run.new),
+            prompt_ids=list(run.prompt_ids),
         )
 
     @torch.inference_mode()
@@ -227,7 +230,7 @@ class TransformersBackend:
             # The last token was never fed: the cache holds the prompt and the reply but it.
             self.prefix.keep(kv, Prompt(prompt.ids + new[:-1], prompt.keys, prompt.starts))
             self.features.retain(prompt.keys)
-        return Run(new, first, len(prompt.ids), start, encoded)
+        return Run(new, first, len(prompt.ids), start, encoded, prompt.ids)
 
     def prompt(self, messages: list[Message]) -> tuple[Prompt, list[Image.Image]]:
         """The template's ids (each image's pad expanded), each image's key and first pad."""

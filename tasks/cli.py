@@ -110,6 +110,7 @@ Other commands (each with --help):
   bench osworld ...      OSWorld tasks: check, list, run, fidelity, setup, report
   bench screenspot ...   grounding benchmarks (ScreenSpot v1/v2/Pro, OSWorld-G): run, score
   export RUN_DIR...      write runs as a LLaMA-Factory dataset
+  rollout TASKS --group K  run OSWorld tasks K times each, for RL trainers (token ids, rewards)
   help [COMMAND]         this help, or a command's"""
 
 EPILOG = """A one-word task that looks like a mistyped command is refused; kimi-agent -- TASK [options] \
@@ -588,6 +589,7 @@ def _cmd_export(console: Console, argv: Sequence[str]) -> int:
 def parsers() -> dict[str, argparse.ArgumentParser]:
     """Every command's parser, by the command line that reaches it."""
     from tasks.osworld.cli import parser as osworld
+    from tasks.osworld.rollout_cli import parser as rollout
     from tasks.screenspot.cli import parser as screenspot
     from tasks.serve import parser as serve
 
@@ -598,9 +600,16 @@ def parsers() -> dict[str, argparse.ArgumentParser]:
         "kimi-agent sandbox": _sandbox_parser(),
         "kimi-agent serve": serve(),
         "kimi-agent export": _export_parser(),
+        "kimi-agent rollout": rollout(),
         "kimi-agent bench osworld": osworld(),
         "kimi-agent bench screenspot": screenspot(),
     }
+
+
+def _cmd_rollout(console: Console, argv: Sequence[str]) -> int:
+    from tasks.osworld.rollout_cli import main as rollout
+
+    return rollout(console, list(argv))
 
 
 def _cmd_serve(console: Console, argv: Sequence[str]) -> int:
@@ -646,6 +655,7 @@ COMMANDS: dict[str, Command] = {
     "report": _cmd_report,
     "bench": _cmd_bench,
     "export": _cmd_export,
+    "rollout": _cmd_rollout,
     "serve": _cmd_serve,
 }
 

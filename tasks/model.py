@@ -48,6 +48,8 @@ def build_policy(args: argparse.Namespace, notice: Notice, confirm: Confirm | No
             timeout_s=args.timeout,
             max_retries=args.retries,
             on_retry=notice,
+            # `kimi-agent rollout` asks for the sampled ids (vLLM's return_token_ids)
+            return_token_ids=getattr(args, "return_token_ids", False),
         )
         info = ob.probe()  # one line naming the server and the cause when it is not usable
         resolved = resolve_variant(

@@ -39,6 +39,8 @@ class Reply:
     dribble_s: float = 0.0  # send the response (status line and headers too) one byte per dribble_s
     hang: bool = False  # never answer; wait for the client to hang up
     cut_after: int | None = None  # announce the whole body, send this many bytes of it, hang up
+    # Sent as the choice's ``token_ids`` when the request asks with ``return_token_ids`` (as vLLM does)
+    token_ids: list[int] | None = None
 
     @classmethod
     def json(cls, value: Any, **kw: Any) -> Reply:
@@ -213,7 +215,9 @@ class FakeOpenAI:
                     error = reply.body or {"error": {"message": f"scripted {reply.status}"}}
                     self._send(reply.status, error, reply.headers)
                     return
-                data = _completion_body(reply, body["model"], _last_text(body))
+                data = _completion_body(
+                    reply, body["model"], _last_text(body), bool(body.get("return_token_ids"))
+                )
                 self._send_raw(200, data, "application/json", reply.headers)
 
         self.httpd = _Server(("127.0.0.1", 0), Handler)
@@ -266,13 +270,15 @@ class FakeOpenAI:
         self._thread.join(timeout=5)
 
 
-def _completion_body(reply: Reply, model: str, echo: str) -> bytes:
+def _completion_body(reply: Reply, model: str, echo: str, token_ids: bool = False) -> bytes:
     prompt, completion = reply.usage
-    choice = {
+    choice: dict[str, Any] = {
         "index": 0,
         "message": {"role": "assistant", "content": reply.text.replace("{echo}", echo)},
         "finish_reason": reply.finish_reason,
     }
+    if token_ids and reply.token_ids is not None:
+        choice["token_ids"] = reply.token_ids  # vLLM's reply to return_token_ids
     usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
     body = {"id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": model}
     return json.dumps({**body, "choices": [choice], "usage": usage}).encode()

@@ -90,6 +90,18 @@ def test_message_layout_and_image_sizes(server: FakeOpenAI) -> None:
     assert sent_small.size == (640, 480) and sent_small.mode == "RGB"
 
 
+def test_the_sampled_ids_are_asked_for_only_when_wanted_and_kept_when_sent(server: FakeOpenAI) -> None:
+    """vLLM answers ``return_token_ids`` with the choice's ``token_ids``; OpenAI's own API refuses
+    parameters it does not know, so only `kimi-agent rollout` asks (return_token_ids=True)."""
+    server.default = Reply("ok", token_ids=[11, 22, 33])
+    plain = _backend(server.url).generate(HI, GenerationParams())
+    assert "return_token_ids" not in server.requests[-1] and plain.token_ids is None
+    asked = _backend(server.url, return_token_ids=True).generate(HI, GenerationParams())
+    assert server.requests[-1]["return_token_ids"] is True and asked.token_ids == [11, 22, 33]
+    server.default = Reply("ok")  # a server that ignores the parameter: the ids stay unknown
+    assert _backend(server.url, return_token_ids=True).generate(HI, GenerationParams()).token_ids is None
+
+
 def test_in_token_limit_sets_the_resolution(server: FakeOpenAI) -> None:
     server.default = Reply("ok")
     shot = Image.new("RGB", (2560, 1440))

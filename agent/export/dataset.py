@@ -76,7 +76,7 @@ class Manifest(BaseModel):
         return sum(len(r.skipped) for r in self.runs)
 
 
-class _CountingChat(KimiChat):
+class CountingChat(KimiChat):
     """Our chat template with each text's ids kept: a step's history text recurs in every later
     sample of its run, and tokenizing it again each time would be most of the export's work."""
 
@@ -281,10 +281,10 @@ def export(
             from agent.weights import resolve_tokenizer as resolve
 
             resolve_tokenizer = partial(resolve, offline=True)
-        tokenizer = _default_tokenizer(readable, resolve_tokenizer)
+        tokenizer = default_tokenizer(readable, resolve_tokenizer)
     tok = load_tokenizer(tokenizer)
     marks = sharegpt.markers(list(tok.get_added_vocab()))
-    chats: dict[int, _CountingChat] = {}
+    chats: dict[int, CountingChat] = {}
     out.mkdir(parents=True, exist_ok=True)
     images = _Images(out, copy_images)
     manifest = Manifest(dataset=name, tokenizer=str(tokenizer), options=_options(opts))
@@ -306,7 +306,7 @@ def export(
             entry.left_out, entry.reason = left_out
             continue
         chat = chats.get(s.in_token_limit) or chats.setdefault(
-            s.in_token_limit, _CountingChat(tok, s.in_token_limit)
+            s.in_token_limit, CountingChat(tok, s.in_token_limit)
         )
         folder = _folder(path, inputs, folders)
         try:
@@ -368,6 +368,23 @@ def export(
     return manifest
 
 
+def prompt_ids(item: Sample, chat: KimiChat) -> list[int]:
+    """The ids of a sample's prompt as the model was given them: the chat template's, each image's
+    pads expanded, ending with the assistant's opening."""
+    return chat.render(item.prompt).ids
+
+
+def reply_ids(text: str, chat: KimiChat) -> list[int]:
+    """A reply's text as ids, then <|im_end|> (where the model learns to stop)."""
+    return [*chat.text_ids(text), chat.ids["<|im_end|>"]]
+
+
+def prompt_images(item: Sample) -> list[Path]:
+    """The files of a sample's images, in the order their tokens appear in its prompt (the
+    template renders messages and their parts in order)."""
+    return [item.images[p.key] for m in item.prompt for p in m.parts if isinstance(p, ImagePart)]
+
+
 def _check(
     item: Sample, chat: KimiChat, marks: re.Pattern[str], opts: Options
 ) -> tuple[str | None, list[int], list[int]]:
@@ -377,8 +394,8 @@ def _check(
     marker = sharegpt.find_marker(item.prompt, item.target, marks)
     if marker is not None:
         return f"its text holds {marker!r}, which LLaMA-Factory would read as a marker", [], []
-    prompt = chat.render(item.prompt).ids
-    reply = [*chat.text_ids(item.target), chat.ids["<|im_end|>"]]
+    prompt = prompt_ids(item, chat)
+    reply = reply_ids(item.target, chat)
     tokens = len(prompt) + len(reply)
     if opts.max_tokens is not None and tokens > opts.max_tokens:
         return f"{tokens} tokens > --max-tokens {opts.max_tokens}", prompt, reply
@@ -390,7 +407,7 @@ def _check(
     return None, prompt, reply
 
 
-def _default_tokenizer(runs: Sequence[Run], resolve: Callable[[str], Path]) -> Path:
+def default_tokenizer(runs: Sequence[Run], resolve: Callable[[str], Path]) -> Path:
     """The tokenizer of the first model a run names that ``resolve`` finds: the checkpoint the
     run (or its server) loaded, else the model name it asked for. A run against a model server
     names the server's path or hub id; a hub id gives its tokenizer files, never the weights."""

@@ -31,7 +31,7 @@ from tasks.osworld.results import (
     read_manifest,
     read_outcome,
     read_score,
-    task_dir,
+    ref_dir,
     write_atomic,
 )
 
@@ -65,6 +65,7 @@ class TaskRow:
     reason: str | None
     infeasible: bool
     outcome: Outcome | None
+    run_dir: str | None = None  # under the run's root when not <domain>/<task_id> (a rollout's)
 
 
 @dataclass
@@ -123,7 +124,7 @@ class Summary:
 def _collect(root: Path, manifest: RunManifest) -> tuple[list[TaskRow], StepStats]:
     rows, stats = [], StepStats()
     for ref in manifest.tasks:
-        d = task_dir(root, ref.domain, ref.task_id)
+        d = ref_dir(root, ref)
         score = read_score(d)
         outcome = read_outcome(d) if score is not None else None
         if score is None:
@@ -138,7 +139,11 @@ def _collect(root: Path, manifest: RunManifest) -> tuple[list[TaskRow], StepStat
                 stats.task_s.append(outcome.timings.total_s)
             if (d / "steps.jsonl").is_file():  # the agent played (setup went well)
                 stats.task_steps.append(outcome.steps)
-        rows.append(TaskRow(ref.domain, ref.task_id, score or 0.0, status, reason, ref.infeasible, outcome))
+        rows.append(
+            TaskRow(
+                ref.domain, ref.task_id, score or 0.0, status, reason, ref.infeasible, outcome, ref.run_dir
+            )
+        )
         if score is not None and (d / "steps.jsonl").is_file():
             steps, _ = read_steps_lenient(d)
             for s in steps:
@@ -358,7 +363,7 @@ def write_html(s: Summary) -> Path:
     m = s.manifest
     task_rows = []
     for r in s.rows:
-        rel = f"{r.domain}/{r.task_id}"
+        rel = r.run_dir or f"{r.domain}/{r.task_id}"
         link = (
             f'<a href="{html.escape(rel)}/report.html">{html.escape(r.task_id)}</a>'
             if (s.root / rel / "report.html").is_file()

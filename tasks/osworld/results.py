@@ -95,6 +95,9 @@ class TaskRef(BaseModel):
     task_id: str
     path: str
     infeasible: bool = False  # func == "infeasible": what the always-FAIL baseline scores
+    # Its directory under the run's root when not <domain>/<task_id>: one rollout of a group
+    # (`kimi-agent rollout`: <domain>/<task_id>/rollout-<k>), so one task can run K times.
+    run_dir: str | None = None
 
 
 class RunManifest(BaseModel):
@@ -124,6 +127,11 @@ def model_dir(out: Path, model: str) -> Path:
 
 def task_dir(root: Path, domain: str, task_id: str) -> Path:
     return root / domain / task_id
+
+
+def ref_dir(root: Path, ref: TaskRef) -> Path:
+    """Where ``ref`` runs: its own ``run_dir``, else its task's directory."""
+    return root / ref.run_dir if ref.run_dir else task_dir(root, ref.domain, ref.task_id)
 
 
 def write_atomic(path: Path, data: bytes | str) -> None:
@@ -174,12 +182,12 @@ def prepare(task: Path) -> None:
 
 def pending(root: Path, tasks: list[TaskRef]) -> list[TaskRef]:
     """The tasks without a finished result, in order."""
-    return [t for t in tasks if read_score(task_dir(root, t.domain, t.task_id)) is None]
+    return [t for t in tasks if read_score(ref_dir(root, t)) is None]
 
 
 def finished_score(root: Path, tasks: list[TaskRef]) -> float:
     """The sum of the scores of the tasks that have finished (what a resumed run starts from)."""
-    return sum(read_score(task_dir(root, t.domain, t.task_id)) or 0.0 for t in tasks)
+    return sum(read_score(ref_dir(root, t)) or 0.0 for t in tasks)
 
 
 def write_manifest(root: Path, manifest: RunManifest) -> None:

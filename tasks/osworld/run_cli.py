@@ -82,13 +82,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--out", type=Path, default=Path("results"), help="results directory (default ./results)")
     p.add_argument("--workers", type=int, help="sandboxes run at once (default 1; with --vm: one per VM)")
-    p.add_argument(
-        "--pool",
-        type=int,
-        metavar="N",
-        help="sandboxes kept started ahead of use, so a task's reset takes a ready one "
-        "(default: one per worker; 0: start each task's sandbox when it starts)",
-    )
+    add_pool_flag(p)
     p.add_argument(
         "--vm",
         action="append",
@@ -124,6 +118,16 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     sleep_after_flag(p)
     p.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
     model_flags(p)
+
+
+def add_pool_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--pool",
+        type=int,
+        metavar="N",
+        help="sandboxes kept started ahead of use, so a task's reset takes a ready one "
+        "(default: one per worker; 0: start each task's sandbox when it starts)",
+    )
 
 
 def add_selection_flags(p: argparse.ArgumentParser) -> None:
@@ -293,7 +297,9 @@ class _Locked:
         return getattr(self._backend, name)
 
 
-def _agents(args: argparse.Namespace, console: Console, refs: list[TaskRef]) -> tuple[AgentFactory, str, str]:
+def make_agents(
+    args: argparse.Namespace, console: Console, refs: list[TaskRef]
+) -> tuple[AgentFactory, str, str]:
     """How each task gets its player; the model's name (for the results path) and a label."""
     if args.script_dir is not None:
         scripts = args.script_dir
@@ -436,7 +442,7 @@ def main_run(args: argparse.Namespace, console: Console) -> int:
     ready_python()  # scoring needs the evaluator environment: say so now, not as 361 zeros
     targets = _targets(args, console, len(refs))  # a pool's sandboxes start now, while a model loads
     try:
-        agents, model, label = _agents(args, console, refs)
+        agents, model, label = make_agents(args, console, refs)
     except BaseException:
         for t in targets:
             t.close()

@@ -55,7 +55,7 @@ from tasks.osworld.results import (
     TrajLog,
     finish,
     prepare,
-    task_dir,
+    ref_dir,
     write_atomic,
 )
 from tasks.osworld.setup import SetupContext, SetupReport, run_config
@@ -405,7 +405,7 @@ class Worker:
         caller holds them)."""
         s = self.state
         s.task, s.domain, s.step, s.started, s.phase = ref.task_id, ref.domain, 0, time.time(), "starting"
-        out = task_dir(self.settings.root, ref.domain, ref.task_id)
+        out = ref_dir(self.settings.root, ref)
         prepare(out)
         t0 = time.perf_counter()
         timings = Timings()
