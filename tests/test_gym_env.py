@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
+from env.isolation import Isolation
 from env.sandbox import MARKER_VAR
 from tasks.osworld import evalenv
 from tasks.osworld.gym_env import ENV_ID, OSWorldEnv, parse_step
@@ -179,10 +180,14 @@ def served() -> Iterator[tuple[str, str]]:
 @pytest.mark.slow
 def test_the_same_env_on_kimi_agent_serve_as_a_vm(eval_venv: None, served: tuple[str, str]) -> None:
     url, token = served
-    env = gymnasium.make(ENV_ID, vm=url, vm_token=token, max_steps=5)
+    env = gymnasium.make(ENV_ID, vm=url, vm_token=token, max_steps=5, obs_a11y=True)
     try:
         obs, info = env.reset(options={"task": FEASIBLE})
         assert info["setup_ok"] and obs["screenshot"].shape == (1080, 1920, 3)
+        # OSWorld's accessibility tree, as DesktopEnv offers it: the terminal the setup opened is in it.
+        assert (
+            obs["accessibility_tree"].startswith("<desktop-frame") and "Terminal" in obs["accessibility_tree"]
+        )
         assert play(env, solution(FEASIBLE))[:2] == (1.0, True)
         env.reset(options={"task": INFEASIBLE})
         assert play(env, ["FAIL"])[:2] == (1.0, True)
@@ -238,6 +243,21 @@ def test_a_start_that_fails_is_retried_and_reported_never_handed_out() -> None:
         assert pool.failures == ["RuntimeError: the first start fails"] and pool.stats.failed == 1
         assert box.server_process.poll() is None
         pool.give_back(box)
+
+
+@needs_x
+def test_max_alive_bounds_every_sandbox_of_the_pool() -> None:
+    """With room for one sandbox, the one in use: no replacement starts until it is given back."""
+    with SandboxPool(PoolSettings(1, None, Isolation(network=False), screen=(320, 240), max_alive=1)) as pool:
+        box, _ = pool.take(timeout_s=30)
+        time.sleep(0.5)
+        assert pool.stats.started == 1 and pool.ready == 0
+        with pytest.raises(PoolError, match=r"no sandbox was ready within 0\.2 s"):
+            pool.take(timeout_s=0.2)
+        pool.give_back(box)
+        second, taken = pool.take(timeout_s=30)  # started once the first had closed
+        assert not taken.warm and pool.stats.started == 2
+        pool.give_back(second)
 
 
 @needs_x
