@@ -101,6 +101,21 @@ class VMDesktop:
             raise OSWorldError(f"/kimi/frame on {self.client.base_url} sent {len(body)} bytes for {w}x{h}")
         return Frame(w, h, body)
 
+    def rgb(self) -> tuple[int, int, bytes]:
+        """The screen as (width, height, RGB bytes, 3 a pixel): what an array of the screen needs.
+        From our server on this machine it comes as such (no conversion here); else converted from
+        a screenshot."""
+        if self._opening is not None or not (self.fast and self._raw):
+            frame = self.screenshot()
+            return frame.width, frame.height, frame.to_image().tobytes()
+        r = self.client.call("GET", "/kimi/frame?encoding=rgb")
+        w, h = int(r.headers["x-frame-width"]), int(r.headers["x-frame-height"])
+        if r.headers.get("x-frame-encoding") != "rgb" or len(r.body) != w * h * 3:
+            raise OSWorldError(
+                f"/kimi/frame?encoding=rgb on {self.client.base_url} sent no RGB frame of {w}x{h}"
+            )
+        return w, h, r.body
+
     def _grab(self) -> Frame:
         """A new screenshot, never the one held."""
         self._seen_at = float("-inf")

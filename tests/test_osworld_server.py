@@ -381,6 +381,22 @@ def test_screenshot_has_the_cursor_drawn_in(served: Served) -> None:
     assert all(abs(x - 700) <= 40 and abs(y - 500) <= 40 for x, y in diff), diff[:5]
 
 
+def test_a_frame_comes_as_rgb_bytes_and_a_bad_encoding_is_named(served: Served) -> None:
+    """encoding=rgb: the same picture as the raw frame, three bytes a pixel in R, G, B order (what
+    an HxWx3 array reads as it is)."""
+    c = served.client
+    deadline = time.monotonic() + 10
+    while True:  # a still screen around the two frames
+        raw, rgb, again = (c.call("GET", f"/kimi/frame?encoding={e}") for e in ("raw", "rgb", "raw"))
+        if raw.body == again.body or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert rgb.headers["x-frame-encoding"] == "rgb" and len(rgb.body) == 1280 * 800 * 3
+    assert rgb.body == Image.frombuffer("RGB", (1280, 800), raw.body, "raw", "BGRX", 0, 1).tobytes()
+    bad = c.request("GET", "/kimi/frame?encoding=png")
+    assert bad.status == 400 and "encoding must be raw, zlib or rgb, not 'png'" in bad.text
+
+
 def test_terminal_and_accessibility_shapes(served: Served) -> None:
     assert served.client.request("GET", "/terminal").json() == {"output": None, "status": "success"}
     r = served.client.request("GET", "/accessibility", timeout_s=60)

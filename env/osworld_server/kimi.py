@@ -85,13 +85,15 @@ def info() -> Response:
 
 @bp.get("/frame")
 def frame() -> Response:
+    encoding = request.args.get("encoding", "raw")
+    if encoding not in ("raw", "zlib", "rgb"):
+        return Response(f"encoding must be raw, zlib or rgb, not {encoding!r}\n", 400)
     f = _state().screen.frame()
     body = f.bgra
-    encoding = request.args.get("encoding", "raw")
     if encoding == "zlib":
         body = zlib.compress(body, 1)
-    elif encoding != "raw":
-        return Response(f"encoding must be raw or zlib, not {encoding!r}\n", 400)
+    elif encoding == "rgb":  # 3 bytes a pixel, R G B: an array's layout, a quarter fewer bytes than raw
+        body = f.to_image().tobytes()
     headers = {"X-Frame-Width": str(f.width), "X-Frame-Height": str(f.height), "X-Frame-Encoding": encoding}
     return Response(body, mimetype="application/octet-stream", headers=headers)
 

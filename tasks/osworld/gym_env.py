@@ -33,7 +33,6 @@ from pydantic import ValidationError
 from agent.parser import ParseError, parse_reply, read_code
 from agent.trajectory import ActionRecord, action_record
 from env.actions import Action, Done, Wait, action_from_dict, brief_error
-from env.desktop import Frame
 from env.isolation import Isolation
 from env.osworld_client import OSWorldClient
 from env.settle import Settle
@@ -219,6 +218,7 @@ class OSWorldEnv(gymnasium.Env[dict[str, Any], str]):
             desktop = VMDesktop(
                 OSWorldClient(self._target.desktop_url() or client.base_url, token=client.token),
                 settle=self._settle,
+                fast=True if self._target.kind == "sandbox" else None,  # our server: no need to ask
             )
         except BaseException:
             client.close()
@@ -294,6 +294,13 @@ class OSWorldEnv(gymnasium.Env[dict[str, Any], str]):
             self._scorer.close()
         super().close()
 
+    @property
+    def server(self) -> tuple[str, str | None] | None:
+        """The current episode's desktop server (URL, token), for another client of the same
+        desktop (a viewer, a second driver); None between episodes."""
+        ep = self._episode
+        return (ep.desktop.client.base_url, ep.desktop.client.token) if ep is not None else None
+
     # -- the parts -----------------------------------------------------------------------------
     def resolve(self, spec: str | Path | dict[str, Any], domain: str | None = None) -> tuple[Task, str]:
         """The task (and its domain) a reset's ``task`` names; TaskError/ValueError saying why not."""
@@ -316,13 +323,13 @@ class OSWorldEnv(gymnasium.Env[dict[str, Any], str]):
     def _observe(self) -> dict[str, Any]:
         ep = self._episode
         assert ep is not None
-        frame = ep.desktop.screenshot()
-        pixels = rgb(frame)
-        if pixels.shape != self.observation_space["screenshot"].shape:
+        width, height, data = ep.desktop.rgb()
+        if (width, height) != tuple(self._screen):
             raise RuntimeError(
-                f"the desktop's screenshot is {frame.width}x{frame.height}, "
-                f"the observation space {self._screen[0]}x{self._screen[1]}"
+                f"the desktop's screenshot is {width}x{height}, the observation space {self._screen[0]}x{self._screen[1]}"
             )
+        # Read-only, over the bytes as they came: ``.copy()`` it to change it.
+        pixels = np.frombuffer(data, np.uint8).reshape(height, width, 3)
         self._last_frame = pixels
         obs: dict[str, Any] = {
             "screenshot": pixels,
@@ -336,7 +343,10 @@ class OSWorldEnv(gymnasium.Env[dict[str, Any], str]):
     def _end(self) -> None:
         ep, self._episode = self._episode, None
         if ep is not None:
-            ep.desktop.close()
+            if self._target.kind == "sandbox":
+                ep.desktop.client.close()  # the sandbox goes: no key of it needs letting go
+            else:
+                ep.desktop.close()  # a VM stays: let go of the keys the episode held down
             ep.client.close()
             ep.ports.close()
 
@@ -352,12 +362,6 @@ class _Episode:
     steps: int = 0
     last_action: str | None = None
     over: bool = False
-
-
-def rgb(frame: Frame) -> np.ndarray:
-    """A frame as an HxWx3 uint8 array (RGB) of its own, read-only: PIL's unpacking is twice as
-    fast as numpy's strided copy, and a writable copy would cost as much again (``.copy()`` it)."""
-    return np.asarray(frame.to_image())
 
 
 gymnasium.register(id=ENV_ID, entry_point=f"{__name__}:OSWorldEnv", nondeterministic=True)

@@ -97,13 +97,15 @@ def suite_resets() -> None:
     print(f"          of which setup: {ms(setup)}")
 
 
-def step_overhead(n: int, rounds: int = 3) -> None:
-    """Both ways on sandboxes of one pool, nothing starting meanwhile, in alternating rounds."""
-    with SandboxPool(PoolSettings(1, "xfce", max_starts=2)) as pool:
-        box, _ = pool.take()  # the direct loop's, driven as the runner drives it
-        desktop = VMDesktop(OSWorldClient(box.socket_url, token=box.token), settle=Settle(sleep_after_s=0.0))
+def step_overhead(n: int, rounds: int = 5) -> None:
+    """Both ways on one sandbox (the episode's), nothing starting meanwhile, in alternating rounds."""
+    with SandboxPool(PoolSettings(1, "xfce", max_starts=1)) as pool:
         env = OSWorldEnv(pool=pool, sleep_after_s=0.0, max_steps=rounds * n + 1)
-        env.reset(options={"task": NOOP_TASK})  # the pool's second and last sandbox
+        env.reset(options={"task": NOOP_TASK})
+        assert env.server is not None
+        url, token = env.server
+        # The agent loop's own client of the same desktop, driven as the runner drives it.
+        desktop = VMDesktop(OSWorldClient(url, token=token), settle=Settle(sleep_after_s=0.0))
         direct, gym = [], []
         for _ in range(rounds):
             policy = ScriptedPolicy([[Move(point=Point.norm(0.5, 0.5))]] * n)
@@ -116,9 +118,8 @@ def step_overhead(n: int, rounds: int = 3) -> None:
                 _, _, _, _, info = env.step(NOOP_STEP)
                 assert "error" not in info, info
             gym.append((time.perf_counter() - t) / n)
-        env.close()
         desktop.close()
-        pool.give_back(box)
+        env.close()
     d, g = statistics.median(direct), statistics.median(gym)
     print(
         f"  {rounds} rounds of {n} steps: direct loop {d * 1000:.1f} ms/step, env.step {g * 1000:.1f} ms/step "
