@@ -221,6 +221,8 @@ def test_bad_input_is_one_clear_line(
     finally:
         env.close()
         pool.close()
+    with pytest.raises(ValueError, match="pool_size must be 0 or more, not -1"):
+        OSWorldEnv(pool_size=-1)
     monkeypatch.setenv(evalenv.VENV_VAR, str(tmp_path / "nothing"))
     with pytest.raises(evalenv.EvalEnvError, match="is not built"):
         OSWorldEnv(task=NOOP_TASK)

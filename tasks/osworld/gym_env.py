@@ -37,7 +37,7 @@ from env.isolation import Isolation
 from env.osworld_client import OSWorldClient
 from env.settle import Settle
 from env.vm_desktop import VMDesktop
-from tasks.osworld.pool import PoolSettings, SandboxPool
+from tasks.osworld.pool import SCREEN, PoolSettings, SandboxPool
 from tasks.osworld.ports import fixed_ports, hold_ports
 from tasks.osworld.runner import (
     OfficialScorer,
@@ -121,7 +121,10 @@ def _parse_text(text: str) -> ParsedStep:
 
 class OSWorldEnv(gymnasium.Env[dict[str, Any], str]):
     """One desktop, one task at a time. ``task``: the default for a ``reset`` without one (a suite
-    id, an OSWorld task id found under ``osworld_dir``, a task file, or a task dict)."""
+    id, an OSWorld task id found under ``osworld_dir``, a task file, or a task dict). ``pool``: a
+    warm pool shared with other environments (its settings decide desktop and isolation); without
+    one, a pool of ``pool_size`` of its own (0: each reset starts a sandbox, on its critical path).
+    ``vm``: an OSWorld-protocol server instead of sandboxes."""
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 1}
 
@@ -133,6 +136,7 @@ class OSWorldEnv(gymnasium.Env[dict[str, Any], str]):
         vm: str | None = None,
         vm_token: str | None = None,
         pool: SandboxPool | None = None,
+        pool_size: int = 1,
         desktop: str = "xfce",
         network: bool = True,
         max_steps: int = 15,
@@ -146,6 +150,8 @@ class OSWorldEnv(gymnasium.Env[dict[str, Any], str]):
 
         if max_steps < 1:
             raise ValueError(f"max_steps must be at least 1, not {max_steps}")
+        if pool_size < 0:
+            raise ValueError(f"pool_size must be 0 or more, not {pool_size}")
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode {render_mode!r}: only 'rgb_array' is offered")
         ready_python()  # the reward needs the evaluator environment: say so now, not at the first score
@@ -164,12 +170,14 @@ class OSWorldEnv(gymnasium.Env[dict[str, Any], str]):
             with self._target.wait_up() as probe:
                 screen = probe.screen_size()
         else:
-            if pool is None:  # a pool of its own, closed with the environment
-                pool = SandboxPool(
-                    PoolSettings(1, desktop, Isolation(network=network)), close_with_last_user=True
-                )
-            self._target = SandboxTarget("gym", desktop, None, pool)
-            screen = pool.settings.screen
+            iso = Isolation(network=network)
+            if pool is None and pool_size > 0:  # a pool of its own, closed with the environment
+                pool = SandboxPool(PoolSettings(pool_size, desktop, iso), close_with_last_user=True)
+            elif pool is not None:  # a shared pool's sandboxes have its settings
+                iso, desktop = pool.settings.isolation, pool.settings.desktop or "minimal"
+                self.network = iso is None or iso.network
+            self._target = SandboxTarget("gym", desktop, iso, pool)
+            screen = pool.settings.screen if pool is not None else SCREEN
         self._screen = screen
         width, height = screen
         obs: dict[str, spaces.Space[Any]] = {

@@ -35,6 +35,7 @@ from env.actions import Move, Point
 from env.isolation import Isolation
 from env.osworld_client import OSWorldClient
 from env.sandbox import MARKER_VAR
+from env.served_sandbox import ServedSandbox
 from env.settle import Settle
 from env.vm_desktop import VMDesktop
 from tasks.osworld import suite
@@ -81,20 +82,27 @@ def resets(desktop: str, n: int) -> None:
 
 
 def suite_resets() -> None:
+    """The suite's 26 tasks with their setup steps: cold (each reset starts its sandbox) and warm."""
     split = load_split(suite.SPLIT)
-    with SandboxPool(PoolSettings(1, "xfce")) as pool:
-        env = OSWorldEnv(pool=pool)
+    for label in ("cold", "warm"):
+        pool = SandboxPool(PoolSettings(1, "xfce")) if label == "warm" else None
+        env = OSWorldEnv(pool=pool, pool_size=0)
         setup, whole, ok = [], [], 0
         for entry in split.entries:
-            pool.wait_ready(timeout_s=120)
+            if pool is not None:
+                pool.wait_ready(timeout_s=120)  # an episode outlasts a start: the next one is ready
             t = time.perf_counter()
             _, info = env.reset(options={"task": entry.path})
             whole.append(time.perf_counter() - t)
             setup.append(info["timings"]["setup_s"])
             ok += info["setup_ok"]
         env.close()
-    print(f"  xfce    warm env.reset with the suite's setup ({len(whole)} tasks, {ok} set up): {ms(whole)}")
-    print(f"          of which setup: {ms(setup)}")
+        if pool is not None:
+            pool.close()
+        print(
+            f"  xfce    {label} env.reset with the suite's setup ({len(whole)} tasks, {ok} set up): {ms(whole)}"
+        )
+        print(f"          of which setup: {ms(setup)}")
 
 
 def step_overhead(n: int, rounds: int = 5) -> None:
@@ -128,15 +136,17 @@ def step_overhead(n: int, rounds: int = 5) -> None:
     print(f"  no-op policy through env.step: {1 / g:.1f} steps/s")
 
 
-def pss_mb(root: str) -> float:
-    """The PSS of the processes carrying the sandbox's marker (what runs inside it), in MB."""
+def pss_mb(box: ServedSandbox) -> float:
+    """The PSS of everything a sandbox costs, in MB: the processes carrying its marker (what runs
+    inside) and its host processes (Xvfb, the supervisor, the reaper)."""
     total = 0
-    marker = f"{MARKER_VAR}={root}".encode()
+    marker = f"{MARKER_VAR}={box.sandbox.root}".encode()
+    host = {str(p) for p in box.sandbox.pids}
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
             continue
         try:
-            if marker not in (d / "environ").read_bytes().split(b"\0"):
+            if d.name not in host and marker not in (d / "environ").read_bytes().split(b"\0"):
                 continue
             for line in (d / "smaps_rollup").read_text().splitlines():
                 if line.startswith("Pss:"):
@@ -150,15 +160,15 @@ def memory() -> None:
     with SandboxPool(PoolSettings(1, "xfce")) as pool:
         box, _ = pool.take()
         time.sleep(2)
-        ready = pss_mb(str(box.sandbox.root))
+        ready = pss_mb(box)
         client = OSWorldClient(box.url, token=box.token)
         client.launch(["localc", "--norestore"])
         time.sleep(8)
-        calc = pss_mb(str(box.sandbox.root))
+        calc = pss_mb(box)
         client.close()
         pool.give_back(box)
     print(
-        f"  memory of a sandbox (PSS of its processes; Xvfb not included): ready {ready:.0f} MB, Calc open {calc:.0f} MB"
+        f"  memory of a sandbox (PSS of its processes, Xvfb included): ready {ready:.0f} MB, Calc open {calc:.0f} MB"
     )
 
 
