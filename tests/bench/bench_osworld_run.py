@@ -1,11 +1,12 @@
 """Wall time of `kimi-agent bench osworld run` on a small suite with 1 and 2 workers, and the per-task
-reset time (a fresh sandbox with its server, ready for setup), read from the runs' outcome.json.
+reset time (a fresh sandbox with its server, ready for setup), read from the runs' outcome.json;
+--pool 0 2 compares a run whose tasks start their own sandboxes with one taking them from a warm pool.
 
 The suite (default: every task of tasks/osworld/suite, else tests/data/osworld_run) plays its reference
 solutions (--script-dir), so the figures measure the runner, the sandboxes, setup and the official
 evaluators, not a model. Each worker count runs in a fresh results directory.
 
-Run: .venv/bin/python tests/bench/bench_osworld_run.py [--suite DIR] [--workers 1 2] [--desktop-env xfce]
+Run: .venv/bin/python tests/bench/bench_osworld_run.py [--suite DIR] [--workers 1 2] [--desktop-env xfce] [--pool 0 2]
 """
 
 from __future__ import annotations
@@ -34,6 +35,13 @@ def main() -> None:
         help="examples/ and solutions/ (or scripts/)",
     )
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument(
+        "--pool",
+        type=int,
+        nargs="+",
+        default=[-1],
+        help="warm pool sizes to compare (0: each task starts its sandbox; default: the run's own, one per worker)",
+    )
     ap.add_argument("--desktop-env", default="minimal")
     ap.add_argument("--no-isolation", action="store_true", help="sandboxes without bubblewrap")
     args = ap.parse_args()
@@ -42,13 +50,14 @@ def main() -> None:
     print(
         f"suite {args.suite}: {len(ids)} tasks, desktop {args.desktop_env}{', no isolation' if args.no_isolation else ''}, {os.cpu_count()} cores"
     )
-    for n in args.workers:
+    for n, pool in [(n, p) for n in args.workers for p in args.pool]:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "results"
             cmd = [
                 sys.executable, "-m", "tasks.cli", "bench", "osworld", "run", *ids, "--osworld-dir", str(args.suite),
                 "--script-dir", str(scripts), "--out", str(out), "--workers", str(n),
                 "--desktop-env", args.desktop_env, *(["--no-isolation"] if args.no_isolation else []),
+                *(["--pool", str(pool)] if pool >= 0 else []),
             ]  # fmt: skip
             env = {
                 "KIMI_OSWORLD_EVAL_VENV": str(REPO / ".cache" / "osworld-eval"),  # as .ci/setup builds it
@@ -64,7 +73,7 @@ def main() -> None:
             resets = [o["timings"]["reset_s"] for o in outcomes if o["timings"]["reset_s"]]
             scores = sum(o["score"] for o in outcomes)
             print(
-                f"{n} worker{'s' if n > 1 else ' '}: wall {wall:.1f} s for {len(outcomes)} tasks "
+                f"{n} worker{'s' if n > 1 else ' '}, pool {pool if pool >= 0 else n}: wall {wall:.1f} s for {len(outcomes)} tasks "
                 f"(score {scores:g}); reset per task median {statistics.median(resets):.2f} s "
                 f"(min {min(resets):.2f}, max {max(resets):.2f}, n={len(resets)})"
             )
