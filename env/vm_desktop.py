@@ -51,20 +51,19 @@ class VMDesktop:
         self._raw = client.base_url.startswith(LOCAL_HOSTS)  # raw frames where bandwidth is free
         self._seen: Frame | None = None  # the last screen grabbed (protocol path)
         self._seen_at = float("-inf")  # when, or -inf once an action may have changed it
-        self._opening: Frame | None = None
-        self._opening_at = 0.0
         try:
             self.fast = self._probe() if fast is None else fast
             width, height = client.screen_size()
-            shot = self.screenshot()
+            # Our server's frames are the screen's size; another's screenshot may be smaller (a
+            # HiDPI VM): points then map through both sizes, and one screenshot tells (held for
+            # REUSE_S: a run's first step asks no second one).
+            shot = None if self.fast else self.screenshot()
         except BaseException:
             client.close()
             raise
-        # The screenshot may be smaller than the screen (a HiDPI VM): points map through both sizes.
-        self._geometry = ScreenGeometry(shot.width, shot.height, width, height)
-        # The first screenshot asked for is this one when nothing happened meanwhile (REUSE_S): a
-        # run's or an episode's first observation costs no second frame.
-        self._opening, self._opening_at = shot, time.perf_counter()
+        self._geometry = ScreenGeometry(
+            shot.width if shot else width, shot.height if shot else height, width, height
+        )
 
     def _probe(self) -> bool:
         try:
@@ -81,9 +80,6 @@ class VMDesktop:
         return f"vm {self.client.base_url} ({'kimi-agent server' if self.fast else 'OSWorld protocol'})"
 
     def screenshot(self) -> Frame:
-        opening, self._opening = self._opening, None
-        if opening is not None and time.perf_counter() - self._opening_at <= REUSE_S:
-            return opening
         if not self.fast:
             if self._seen is None or time.perf_counter() - self._seen_at > REUSE_S:
                 asked = time.perf_counter()
@@ -105,7 +101,7 @@ class VMDesktop:
         """The screen as (width, height, RGB bytes, 3 a pixel): what an array of the screen needs.
         From our server on this machine it comes as such (no conversion here); else converted from
         a screenshot."""
-        if self._opening is not None or not (self.fast and self._raw):
+        if not (self.fast and self._raw):
             frame = self.screenshot()
             return frame.width, frame.height, frame.to_image().tobytes()
         r = self.client.call("GET", "/kimi/frame?encoding=rgb")
@@ -122,7 +118,6 @@ class VMDesktop:
         return self.screenshot()
 
     def execute(self, action: Action) -> ActionResult:
-        self._opening = None
         if action.kind != "done":  # anything else may change the screen (a wait lets time pass)
             self._seen_at = float("-inf")
         try:
