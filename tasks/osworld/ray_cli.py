@@ -64,7 +64,7 @@ def ray_player(
     where = connect(args.ray, args.workers)
     try:
         runner = RayRunner(dict(vars(args)), scripts, args.workers, console, version_record().version)
-        console.print(Text(f"Ray: {where}, {runner.workers} sandbox actors"), soft_wrap=True)
+        console.print(Text(f"Ray: {where}; {runner.capacity()}"), soft_wrap=True)
         yield runner, Player(model, label, args.max_steps, agents)
     finally:
         with contextlib.suppress(Exception):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -72,7 +73,9 @@ def connect(address: str, workers: int | None) -> str:
     now with ``workers`` (default 1) sandbox units. Returns a line saying which."""
     if ray.is_initialized():
         return "the Ray cluster this process is connected to"
-    kw: dict[str, Any] = {"log_to_driver": False, "logging_level": "WARNING", "configure_logging": True}
+    # Quiet: the actors' logs stay on their nodes (/tmp/ray/session_latest/logs); what matters comes
+    # back as results and one-line notices.
+    kw: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
     target = os.environ.get("RAY_ADDRESS") if address == "auto" else address
     try:
         if target:
@@ -107,7 +110,7 @@ class _Slot:
     task: TaskRef | None = None
     running: Any = None  # the task's TaskResult
     polling: Any = None  # a state() poll for the live view
-    sent_at: float = 0.0
+    ready: bool = False  # its node is fit: it takes tasks
 
 
 @dataclass
@@ -151,7 +154,6 @@ class RayRunner:
         self.console, self.version = console, version
         self._plan = _Plan(nodes=sandbox_nodes())
         self._next_index = 0
-        self.lost: list[str] = []  # one line per lost actor (and its task)
         if not self._plan.nodes:
             raise RayRunError(
                 f"no node of the Ray cluster advertises the {SANDBOX_RESOURCE} resource: start each "
@@ -164,6 +166,12 @@ class RayRunner:
         """The actors the run aims at."""
         total = sum(n.capacity for n in self._usable().values())
         return min(self.want, total) if self.want is not None else total
+
+    def capacity(self) -> str:
+        """``3 kimi_sandbox on 2 nodes``."""
+        nodes = self._plan.nodes.values()
+        units = sum(n.capacity for n in nodes)
+        return f"{units} {SANDBOX_RESOURCE} on {len(nodes)} node{'s' if len(nodes) != 1 else ''}"
 
     def say(self, line: str) -> None:
         self.console.print(Text(line, style="yellow"), soft_wrap=True, highlight=False)
@@ -198,6 +206,10 @@ class RayRunner:
             pass
 
     def _drop(self, run: _Run, slot: _Slot) -> None:
+        """End ``slot``'s actor; a task it had goes back first in line (its turn had come)."""
+        task, slot.task = slot.task, None
+        if task is not None:
+            run.queue.appendleft(task)
         if slot in run.slots:
             run.slots.remove(slot)
         with contextlib.suppress(Exception):  # already gone
@@ -212,12 +224,11 @@ class RayRunner:
 
     def _lost(self, run: _Run, slot: _Slot, why: str) -> None:
         self._plan.deaths[slot.node] += 1
-        task, slot.task = slot.task, None
+        task = slot.task
         line = f"worker {slot.state.name} lost ({why})"
         if task is not None:
-            run.queue.appendleft(task)  # first in line: its turn had come
-            line += f": {task.domain}/{task.task_id}{f' ({task.run_dir})' if task.run_dir else ''} goes back in the queue"
-        self.lost.append(line)
+            where = f" ({task.run_dir})" if task.run_dir else ""
+            line += f": {task.domain}/{task.task_id}{where} goes back in the queue"
         self.say(line)
         self._drop(run, slot)
 
@@ -268,6 +279,9 @@ class RayRunner:
                         if s.task is not None and s.polling is None:
                             s.polling = s.actor.state.remote()
                 self._step(run)
+                for s in run.slots:  # idle actors (a requeued task finds one that ran out of work)
+                    if s.ready and s.task is None:
+                        self._dispatch(run, s)
                 if watch is not None:
                     watch([s.state for s in run.slots])
             if run.stopping is not None and run.stopping != "interrupted":
@@ -315,7 +329,7 @@ class RayRunner:
             s = slot.state
             s.task, s.domain, s.step, s.max_steps = ref.task_id, ref.domain, 0, 0
             s.phase, s.started = "sent", time.time()
-            slot.task, slot.sent_at = ref, time.monotonic()
+            slot.task = ref
             slot.running = slot.actor.run.remote(bundle)
             return
 
@@ -334,7 +348,7 @@ class RayRunner:
             self._plan.warned_versions.add(report.node_id)
             self.say(f"node {report.ip} runs kimi-agent {report.version}, this driver {self.version}")
         slot.state.name, slot.state.phase = report.worker, "idle"
-        self._dispatch(run, slot)
+        slot.ready = True
 
     def _on_result(self, run: _Run, slot: _Slot) -> None:
         ref, slot.running = slot.running, None
@@ -346,7 +360,8 @@ class RayRunner:
             self._lost(run, slot, one_line(e))
             return
         except rex.RayTaskError as e:  # the actor's own code failed outside the task: a bug, stop
-            raise RayRunError(f"worker {slot.state.name}: {one_line(e.as_instanceof_cause())}") from None
+            cause = e.cause if isinstance(e.cause, BaseException) else e
+            raise RayRunError(f"worker {slot.state.name}: {one_line(cause)}") from None
         slot.task = None
         slot.state.task, slot.state.phase = "", "idle"
         if result.aborted is not None:
@@ -365,7 +380,6 @@ class RayRunner:
             outcome = _record_crash(run.root, task, f"cannot store its files: {one_line(e)}", slot.state.name)
         slot.state.finished += 1
         run.on_done(outcome)
-        self._dispatch(run, slot)
 
     def _on_poll(self, slot: _Slot) -> None:
         ref, slot.polling = slot.polling, None
