@@ -34,7 +34,8 @@ from typing import Any
 import ray
 from rich.console import Console
 
-from tasks.osworld.pool import PoolSettings, SandboxPool
+from env.served_sandbox import ServedSandbox
+from tasks.osworld.pool import SCREEN, PoolSettings, SandboxPool, warm_up
 from tasks.osworld.results import RECORDING_FILE, Outcome, TaskRef, finish, prepare, ref_dir
 from tasks.osworld.runner import (
     OfficialScorer,
@@ -152,7 +153,10 @@ class SandboxWorker:
         from tasks.sandbox_args import isolation
 
         sweep_stale()
-        self._tmp = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-"))
+        self._tmp = tmp = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-"))
+        # Its sandboxes are made in it too: when the actor is killed, Ray kills its child processes,
+        # their reapers among them, so the sweep of its folder is what removes their directories.
+        tmp.chmod(0o711)  # a sandbox's own user reaches its directory through this one
         if spec.scripts is not None:
             scripts = self._tmp / "scripts"
             scripts.mkdir()
@@ -167,8 +171,17 @@ class SandboxWorker:
         iso = isolation(args)
         if args.pool != 0:
             # One ready sandbox per actor: the next task's reset takes it while this one plays.
-            self._pool = SandboxPool(PoolSettings(1, args.desktop_env, iso))
-        target = SandboxTarget(self.name, args.desktop_env, iso, self._pool)
+            def start() -> ServedSandbox:
+                box = ServedSandbox(*SCREEN, desktop=args.desktop_env, isolation=iso, parent_dir=tmp)
+                try:
+                    warm_up(box)
+                except BaseException:
+                    box.close()
+                    raise
+                return box
+
+            self._pool = SandboxPool(PoolSettings(1, args.desktop_env, iso), start=start)
+        target = SandboxTarget(self.name, args.desktop_env, iso, self._pool, parent_dir=tmp)
         settings = RunSettings(
             root=self._tmp / "run",
             task_timeout_s=args.task_timeout,
