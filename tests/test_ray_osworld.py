@@ -190,6 +190,22 @@ def test_the_os_tasks_spread_over_the_nodes_score_as_locally_and_a_node_without_
     )
 
 
+def test_a_rollout_group_runs_on_the_cluster_with_the_rewards_of_a_local_one(
+    nodes: Nodes, tmp_path: Path
+) -> None:
+    out = tmp_path / "rollouts"
+    cmd = [sys.executable, "-m", "tasks.cli", "rollout", "os-hello-file", "--group", "2", "--script-dir", "suite",
+           "--desktop-env", "minimal", "--ray", nodes.address, "--out", str(out)]  # fmt: skip
+    r = subprocess.run(cmd, cwd=REPO, env=env_for(nodes), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    root = model_dir(out, SUITE_ROOT)
+    (group,) = [json.loads(x) for x in (root / "groups.jsonl").read_text().splitlines()]
+    assert (group["rewards"], group["rollouts"], group["complete"]) == ([1.0, 1.0], [0, 1], True)
+    for k in (0, 1):  # each rollout in its own run directory, as the driver's --out has it
+        run = root / "os" / "os-hello-file" / f"rollout-{k}"
+        assert (run / RESULT_FILE).read_text().strip() == "1.0" and (run / "run.json").is_file()
+
+
 def test_a_lost_node_and_a_killed_driver_lose_and_duplicate_nothing_and_leave_nothing_running(
     nodes: Nodes, tmp_path: Path
 ) -> None:
