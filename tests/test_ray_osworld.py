@@ -206,6 +206,37 @@ def test_a_rollout_group_runs_on_the_cluster_with_the_rewards_of_a_local_one(
         assert (run / RESULT_FILE).read_text().strip() == "1.0" and (run / "run.json").is_file()
 
 
+TYPE_IT = (  # the replies that solve os-hello-file (tests/test_rollout.py)
+    "## Action:\nwrite the file\n## Code:\n```python\n"
+    "pyautogui.typewrite(\"echo 'Hello, OSWorld!' > ~/hello.txt\")\npyautogui.press('enter')\n```"
+)
+DONE = "## Action:\ndone\n## Code:\n```python\ncomputer.terminate(status='success')\n```"
+
+
+def test_a_model_rollout_calls_the_model_server_from_the_actor_and_keeps_the_sampled_ids(
+    nodes: Nodes, tmp_path: Path, tiny_kimi: Path
+) -> None:
+    """--backend openai: the actor builds the policy from the run's flags and calls the server itself;
+    the ids the server sampled come back in the run's records and reach rollouts.jsonl."""
+    from fake_openai_server import FakeOpenAI, Reply
+
+    server = FakeOpenAI(models=("kimi-vl",), roots={"kimi-vl": str(tiny_kimi)})
+    server.replies.extend([Reply(TYPE_IT, token_ids=[5, 6, 7]), Reply(DONE, token_ids=[8, 9])])
+    out = tmp_path / "rollouts"
+    cmd = [sys.executable, "-m", "tasks.cli", "rollout", "os-hello-file", "--group", "1", "--backend", "openai",
+           "--base-url", server.url, "--model", "kimi-vl", "--max-steps", "2", "--desktop-env", "minimal",
+           "--workers", "1", "--ray", nodes.address, "--out", str(out)]  # fmt: skip
+    try:
+        r = subprocess.run(cmd, cwd=REPO, env=env_for(nodes), capture_output=True, text=True, timeout=300)
+    finally:
+        server.close()
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    (line,) = [json.loads(x) for x in (model_dir(out, "kimi-vl") / "rollouts.jsonl").read_text().splitlines()]
+    assert (line["reward"], line["outcome"], line["policy"]) == (1.0, "scored", "model")
+    assert [s["reply_ids"] for s in line["steps"]] == [[5, 6, 7], [8, 9]]
+    assert len(server.requests) == 2 and all(r["return_token_ids"] is True for r in server.requests)
+
+
 def test_a_lost_node_and_a_killed_driver_lose_and_duplicate_nothing_and_leave_nothing_running(
     nodes: Nodes, tmp_path: Path
 ) -> None:
