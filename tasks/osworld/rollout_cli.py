@@ -24,6 +24,7 @@ from tasks.osworld.run_cli import (
     SUITE,
     Player,
     add_pool_flag,
+    add_ray_flag,
     add_selection_flags,
     make_agents,
     play,
@@ -65,6 +66,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--workers", type=int, help="sandboxes run at once (default 1)")
     add_pool_flag(p)
+    add_ray_flag(p)
     p.add_argument(
         "--osworld-dir",
         type=Path,
@@ -128,19 +130,27 @@ def main(console: Console, argv: list[str]) -> int:
     split, refs = resolve(args.tasks, args.osworld_dir)
     refs = select(refs, args.domain, args.limit, split)
     check_supported(refs, network=not args.no_network)
-    from tasks.osworld.evalenv import ready_python
-
-    ready_python()  # scoring needs the evaluator environment: say so now, not as K zeros per task
     runs = rollout.rollout_refs(refs, args.group)
-    targets = sandbox_targets(args, len(runs))  # a pool's sandboxes start now, while a model loads
-    try:
-        agents, model, label = make_agents(args, console, refs)
-    except BaseException:
-        for t in targets:
-            t.close()
-        raise
-    player = Player(model, label, args.max_steps, agents)
-    play(f"{split} x{args.group}", runs, player, targets, args, console)
+    name = f"{split} x{args.group}"
+    if args.ray is not None:
+        from tasks.osworld.ray_cli import ray_player
+
+        with ray_player(args, console, refs) as (runner, player):
+            play(name, runs, player, [], args, console, remote=runner)
+    else:
+        from tasks.osworld.evalenv import ready_python
+
+        ready_python()  # scoring needs the evaluator environment: say so now, not as K zeros per task
+        targets = sandbox_targets(args, len(runs))  # a pool's sandboxes start now, while a model loads
+        try:
+            agents, model, label = make_agents(args, console, refs)
+        except BaseException:
+            for t in targets:
+                t.close()
+            raise
+        player = Player(model, label, args.max_steps, agents)
+        play(name, runs, player, targets, args, console)
+    model = player.model
     root = model_dir(args.out, model)
     chat_for = None if args.script_dir is not None else _chats(args, console, root, runs)
     w = rollout.write(root, refs, args.group, chat_for)

@@ -11,7 +11,7 @@ import argparse
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -27,6 +27,7 @@ from tasks.osworld.pool import PoolSettings, SandboxPool
 from tasks.osworld.progress import Progress
 from tasks.osworld.report import SUMMARY_HTML, Summary, print_summary, summarize, write_html
 from tasks.osworld.results import (
+    Outcome,
     RunManifest,
     TaskRef,
     exclusive,
@@ -44,7 +45,9 @@ from tasks.osworld.runner import (
     RunSettings,
     SandboxTarget,
     Target,
+    TargetKind,
     VMTarget,
+    WorkerState,
     run_tasks,
 )
 from tasks.osworld.task import DEFAULT_DIR_VAR, Task, TaskError, load_split, load_task, osworld_dir
@@ -83,6 +86,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("results"), help="results directory (default ./results)")
     p.add_argument("--workers", type=int, help="sandboxes run at once (default 1; with --vm: one per VM)")
     add_pool_flag(p)
+    add_ray_flag(p)
     p.add_argument(
         "--vm",
         action="append",
@@ -127,6 +131,19 @@ def add_pool_flag(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="sandboxes kept started ahead of use, so a task's reset takes a ready one "
         "(default: one per worker; 0: start each task's sandbox when it starts)",
+    )
+
+
+def add_ray_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="auto",
+        metavar="ADDRESS",
+        help="run the tasks on a Ray cluster: one sandbox actor per unit of the kimi_sandbox resource its "
+        "nodes advertise, results back in --out (docs: ray.md). `--ray` alone (auto): the cluster in "
+        "$RAY_ADDRESS, else a local one started now; `--ray HOST:PORT`: that cluster. --workers: actors at "
+        "once (default: the cluster's kimi_sandbox total); --pool 0: no sandbox kept ready per actor",
     )
 
 
@@ -282,6 +299,16 @@ def sandbox_targets(args: argparse.Namespace, tasks: int | None = None) -> list[
     return [SandboxTarget(f"sandbox-{i + 1}", args.desktop_env, iso, pool) for i in range(n)]
 
 
+def script_dir(args: argparse.Namespace) -> Path:
+    """--script-dir's folder (`suite`: the packaged suite's reference solutions)."""
+    scripts = Path(args.script_dir)
+    if str(scripts) == SUITE and not scripts.is_dir():
+        scripts = suite.SOLUTIONS
+    if not scripts.is_dir():
+        raise FileNotFoundError(f"--script-dir {scripts}: not a directory")
+    return scripts
+
+
 class _Locked:
     """One backend for all workers; a local model generates for one of them at a time."""
 
@@ -302,11 +329,7 @@ def make_agents(
 ) -> tuple[AgentFactory, str, str]:
     """How each task gets its player; the model's name (for the results path) and a label."""
     if args.script_dir is not None:
-        scripts = args.script_dir
-        if str(scripts) == SUITE and not scripts.is_dir():
-            scripts = suite.SOLUTIONS  # the packaged suite's reference solutions
-        if not scripts.is_dir():
-            raise FileNotFoundError(f"--script-dir {scripts}: not a directory")
+        scripts = script_dir(args)
 
         def scripted(task: Task) -> Agent:
             path = scripts / f"{task.id}.json"
@@ -350,6 +373,24 @@ def make_agents(
     return model, args.model, setup.label
 
 
+class Remote(Protocol):
+    """Workers elsewhere (tasks/osworld/ray_driver.RayRunner): they run a run's pending tasks into
+    its root, as ``run_tasks`` does with local targets."""
+
+    kind: TargetKind
+
+    @property
+    def workers(self) -> int: ...
+
+    def run(
+        self,
+        tasks: list[TaskRef],
+        settings: RunSettings,
+        on_done: Callable[[Outcome], None],
+        watch: Callable[[list[WorkerState]], None] | None = None,
+    ) -> None: ...
+
+
 @dataclass(frozen=True)
 class Player:
     """Who plays a run's tasks: the name its results are kept under, a label, and the factory."""
@@ -368,13 +409,15 @@ def play(
     args: argparse.Namespace,
     console: Console,
     resume: bool = True,
+    remote: Remote | None = None,
 ) -> Summary:
     """Run ``refs`` into ``args.out`` (OSWorld's layout, with the live view) and return the run's
     summary (summary.html / .json written). ``resume``: skip the tasks that already have a result;
-    otherwise play them all again. ``args`` gives --out, --task-timeout, --no-network, --sleep-after."""
+    otherwise play them all again. ``args`` gives --out, --task-timeout, --no-network, --sleep-after.
+    ``remote``: run them on those workers instead of ``targets`` (then empty)."""
     root = model_dir(args.out, player.model)
     try:
-        return _play(split, refs, player, targets, args, console, resume, root)
+        return _play(split, refs, player, targets, args, console, resume, root, remote)
     finally:
         for t in targets:  # the workers closed theirs; this closes them when no worker ran (and a pool)
             t.close()
@@ -389,7 +432,10 @@ def _play(
     console: Console,
     resume: bool,
     root: Path,
+    remote: Remote | None,
 ) -> Summary:
+    workers = remote.workers if remote is not None else len(targets)
+    kind = remote.kind if remote is not None else (targets[0].kind if targets else None)
     with exclusive(root):
         write_manifest(
             root,
@@ -400,7 +446,7 @@ def _play(
                 max_steps=player.max_steps,
                 started_at=time.time(),
                 tasks=refs,
-                target=targets[0].kind if targets else None,
+                target=kind,
             ),
         )
         todo = pending(root, refs) if resume else refs
@@ -408,7 +454,8 @@ def _play(
         console.print(
             Text(
                 f"{split}: {len(refs)} tasks, {done} already finished, {len(todo)} to run on "
-                f"{len(targets)} worker{'s' if len(targets) != 1 else ''} ({player.label}); results in {root}"
+                f"{workers}{' Ray' if remote is not None else ''} worker{'s' if workers != 1 else ''} "
+                f"({player.label}); results in {root}"
             ),
             soft_wrap=True,
         )
@@ -418,15 +465,26 @@ def _play(
             network=not args.no_network,
             sleep_after_s=args.sleep_after,
         )
-        scorer = OfficialScorer(settings.cache_dir)
         with Progress(console, len(refs), done, finished_score(root, refs) if resume else 0.0) as progress:
             try:
-                run_tasks(todo, targets, player.agents, scorer, settings, progress.finished, progress.watch)
+                if remote is not None:
+                    remote.run(todo, settings, progress.finished, progress.watch)
+                else:
+                    _run_here(todo, targets, player, settings, progress)
             finally:
-                scorer.close()
                 summary = summarize(root)
                 write_html(summary)
     return summary
+
+
+def _run_here(
+    todo: list[TaskRef], targets: list[Target], player: Player, settings: RunSettings, progress: Progress
+) -> None:
+    scorer = OfficialScorer(settings.cache_dir)
+    try:
+        run_tasks(todo, targets, player.agents, scorer, settings, progress.finished, progress.watch)
+    finally:
+        scorer.close()
 
 
 def main_run(args: argparse.Namespace, console: Console) -> int:
@@ -437,6 +495,24 @@ def main_run(args: argparse.Namespace, console: Console) -> int:
         raise UsageError("--task-timeout must be above 0")
     split, refs = resolve(args.tasks, args.osworld_dir)
     refs = select(refs, args.domain, args.limit, split)
+    if args.ray is not None:
+        from tasks.osworld.ray_cli import play_on_ray
+
+        summary, model = play_on_ray(split, refs, args, console)
+    else:
+        summary, model = _play_here(split, refs, args, console)
+    root = model_dir(args.out, model)
+    print_summary(summary, console)
+    console.print(Text(f"summary: {summary.root / SUMMARY_HTML}"))
+    left = len(pending(root, refs))
+    if left:
+        console.print(Text(f"{left} tasks have no result yet: run the same command again to resume"))
+    return 0 if not left else 1
+
+
+def _play_here(
+    split: str, refs: list[TaskRef], args: argparse.Namespace, console: Console
+) -> tuple[Summary, str]:
     from tasks.osworld.evalenv import ready_python
 
     ready_python()  # scoring needs the evaluator environment: say so now, not as 361 zeros
@@ -447,14 +523,8 @@ def main_run(args: argparse.Namespace, console: Console) -> int:
         for t in targets:
             t.close()
         raise
-    root = model_dir(args.out, model)
-    summary = play(split, refs, Player(model, label, args.max_steps, agents), targets, args, console)
-    print_summary(summary, console)
-    console.print(Text(f"summary: {summary.root / SUMMARY_HTML}"))
-    left = len(pending(root, refs))
-    if left:
-        console.print(Text(f"{left} tasks have no result yet: run the same command again to resume"))
-    return 0 if not left else 1
+    player = Player(model, label, args.max_steps, agents)
+    return play(split, refs, player, targets, args, console), model
 
 
 REPORT_DESCRIPTION = (

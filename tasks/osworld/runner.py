@@ -93,9 +93,12 @@ class SandboxTarget:
         desktop: str = "xfce",
         isolation: Isolation | None = Isolation(),
         pool: SandboxPool | None = None,
+        parent_dir: Path | None = None,
     ) -> None:
+        """``parent_dir``: where the sandboxes it starts itself (no ``pool``) are made (default: the
+        temp directory)."""
         self.name = name
-        self._desktop, self._isolation = desktop, isolation
+        self._desktop, self._isolation, self._parent_dir = desktop, isolation, parent_dir
         self._pool = pool.attach() if pool is not None else None
         self._box: ServedSandbox | None = None
 
@@ -104,7 +107,12 @@ class SandboxTarget:
         if self._pool is not None:
             self._box, _ = self._pool.take()
         else:
-            self._box = ServedSandbox(*SCREEN, desktop=self._desktop, isolation=self._isolation)  # type: ignore[arg-type]
+            self._box = ServedSandbox(
+                *SCREEN,
+                desktop=self._desktop,  # type: ignore[arg-type]
+                isolation=self._isolation,
+                parent_dir=self._parent_dir,
+            )
         return OSWorldClient(self._box.url, token=self._box.token)
 
     def desktop_url(self) -> str | None:

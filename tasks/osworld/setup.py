@@ -209,37 +209,45 @@ def cache_path(cache_dir: Path, url: str, vm_path: str) -> Path:
     return cache_dir / f"{uuid.uuid5(uuid.NAMESPACE_URL, url)}_{os.path.basename(vm_path)}"
 
 
+def local_source(url: str, task_dir: Path | None) -> Path | None:
+    """The file a download's ``url`` reads on this machine (file:// URLs and paths; a relative one
+    lies beside the task file), or None for a URL that is downloaded."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("file", ""):
+        return None
+    local = Path(urllib.request.url2pathname(parts.path)) if parts.scheme else Path(url).expanduser()
+    if not local.is_absolute() and task_dir is not None:
+        local = task_dir / local  # `file:files/a.csv` or `files/a.csv`: beside the task file
+    return local
+
+
 def fetch_to_cache(url: str, vm_path: str, ctx: SetupContext) -> Path:
     """A local copy of ``url``: file:// URLs and local paths are read in place of a download;
     http(s) is downloaded once into the cache dir (atomically: no partial file stays)."""
     target = cache_path(ctx.cache_dir, url, vm_path)
     if target.is_file():
         return target
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme in ("file", ""):
-        local = Path(urllib.request.url2pathname(parts.path)) if parts.scheme else Path(url).expanduser()
-        if not local.is_absolute() and ctx.task_dir is not None:
-            local = ctx.task_dir / local  # `file:files/a.csv` or `files/a.csv`: beside the task file
-    elif parts.scheme in ("http", "https"):
-        ctx.cache_dir.mkdir(parents=True, exist_ok=True)
-        part = target.with_name(target.name + ".part")
-        try:
-            with urllib.request.urlopen(url, timeout=ctx.download_timeout_s) as r, open(part, "wb") as f:
-                shutil.copyfileobj(r, f, 1 << 20)
-            part.replace(target)
-        except urllib.error.HTTPError as e:
-            part.unlink(missing_ok=True)
-            raise StepFailed(f"cannot download {url}: HTTP {e.code} {e.reason}") from None
-        except (OSError, urllib.error.URLError) as e:
-            part.unlink(missing_ok=True)
-            reason = getattr(e, "reason", None) or e
-            raise StepFailed(f"cannot download {url}: {reason} (offline? put the file at {target})") from None
-        return target
-    else:
+    local = local_source(url, ctx.task_dir)
+    if local is not None:
+        if not local.is_file():
+            raise StepFailed(f"no such local file {local} (for {url})")
+        return local
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         raise StepFailed(f"cannot download {url}: only http(s), file:// URLs and local paths are supported")
-    if not local.is_file():
-        raise StepFailed(f"no such local file {local} (for {url})")
-    return local
+    ctx.cache_dir.mkdir(parents=True, exist_ok=True)
+    part = target.with_name(target.name + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=ctx.download_timeout_s) as r, open(part, "wb") as f:
+            shutil.copyfileobj(r, f, 1 << 20)
+        part.replace(target)
+    except urllib.error.HTTPError as e:
+        part.unlink(missing_ok=True)
+        raise StepFailed(f"cannot download {url}: HTTP {e.code} {e.reason}") from None
+    except (OSError, urllib.error.URLError) as e:
+        part.unlink(missing_ok=True)
+        reason = getattr(e, "reason", None) or e
+        raise StepFailed(f"cannot download {url}: {reason} (offline? put the file at {target})") from None
+    return target
 
 
 def _download(ctx: SetupContext, p: DownloadParams) -> str:

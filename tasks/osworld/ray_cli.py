@@ -1,0 +1,81 @@
+"""`--ray [ADDRESS]` of `bench osworld run` and `kimi-agent rollout`: the checks that need no cluster,
+joining it, and the player the driver records runs under (docs/ray.md). Ray is imported only here
+and below, so the rest of the CLI runs without the extra installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.text import Text
+
+from tasks.cli_common import UsageError
+from tasks.osworld.report import Summary
+from tasks.osworld.results import TaskRef
+from tasks.osworld.run_cli import Player, make_agents, play, script_dir
+
+if TYPE_CHECKING:
+    from tasks.osworld.ray_driver import RayRunner
+
+INSTALL_HINT = "pip install 'kimi-agent[ray]'"
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """What --ray cannot go with, said before anything starts."""
+    if getattr(args, "vm", None):
+        raise UsageError("--ray runs tasks on the cluster's sandboxes; --vm names machines of your own")
+    if args.workers is not None and args.workers < 1:
+        raise UsageError("--workers must be at least 1")
+    if args.pool is not None and args.pool < 0:
+        raise UsageError("--pool must be 0 or more")
+    if args.script_dir is None and args.backend != "openai":
+        raise UsageError(
+            "--ray plays with a model server every node reaches (--backend openai --base-url URL, e.g. "
+            "vLLM) or with --script-dir; the transformers backend does not run in Ray actors"
+        )
+
+
+@contextmanager
+def ray_player(
+    args: argparse.Namespace, console: Console, refs: list[TaskRef]
+) -> Iterator[tuple[RayRunner, Player]]:
+    """The cluster's runner and the run's player; the driver leaves the cluster on exit. The model
+    is checked here (an openai server is probed; scripts are read, for the nodes), and built again
+    in each actor."""
+    check_flags(args)
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise UsageError(f"--ray needs Ray: {INSTALL_HINT}") from None
+    from agent.version import version_record
+    from tasks.osworld.ray_driver import RayRunner, connect
+
+    scripts = None
+    if args.script_dir is not None:
+        folder = script_dir(args)
+        files = {r.task_id: folder / f"{r.task_id}.json" for r in refs}
+        scripts = {task_id: f.read_bytes() for task_id, f in files.items() if f.is_file()}
+    agents, model, label = make_agents(args, console, refs)
+    where = connect(args.ray, args.workers)
+    try:
+        runner = RayRunner(dict(vars(args)), scripts, args.workers, console, version_record().version)
+        console.print(Text(f"Ray: {where}; {runner.capacity()}"), soft_wrap=True)
+        yield runner, Player(model, label, args.max_steps, agents)
+    finally:
+        with contextlib.suppress(Exception):
+            import ray as _ray
+
+            _ray.shutdown()
+
+
+def play_on_ray(
+    split: str, refs: list[TaskRef], args: argparse.Namespace, console: Console
+) -> tuple[Summary, str]:
+    """`bench osworld run --ray`: ``play`` with the cluster's actors as the workers."""
+    with ray_player(args, console, refs) as (runner, player):
+        return play(split, refs, player, [], args, console, remote=runner), player.model

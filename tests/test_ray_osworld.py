@@ -1,0 +1,307 @@
+"""`--ray`: OSWorld tasks on a Ray cluster's sandbox actors, with a real multi-node cluster on this
+machine (ray.cluster_utils.Cluster: a head and two more nodes, each advertising ``kimi_sandbox: 1``),
+real sandboxes and OSWorld's official evaluators, through the CLI as users run it.
+
+One cluster serves the module. Each node has a TMPDIR of its own, so the sandboxes and the actors'
+folders of a node can be told apart; the third node's evaluator venv is missing, so it must be
+refused with one line. The fault test removes the second node, so it runs last, and ends by shutting
+the cluster down and checking that nothing is left running.
+
+Every Ray process here (the nodes, the drivers) runs with RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0: Ray
+then uses 127.0.0.1 for every node and binds its ports to loopback, as tests must.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from env.sandbox import MARKER_VAR
+from tasks.osworld import suite
+from tasks.osworld.results import RESULT_FILE, model_dir
+from tasks.osworld.shipping import STAGING
+
+REPO = Path(__file__).resolve().parent.parent
+EVAL_VENV = REPO / ".cache" / "osworld-eval"
+LOOPBACK_ONLY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+FLAGS = ["--script-dir", "suite", "--domain", "os", "--desktop-env", "minimal"]
+SUITE_ROOT = f"script-{suite.SOLUTIONS.name}"
+FINISHED = re.compile(r"^\[\d+/\d+\] (\S+): ", re.MULTILINE)
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        shutil.which("Xvfb") is None or not (EVAL_VENV / "bin" / "python").exists(),
+        reason="needs Xvfb and the evaluator venv .ci/setup builds",
+    ),
+]
+
+
+@dataclass
+class Nodes:
+    cluster: Any
+    address: str
+    parent: Path
+    head: Any
+    second: Any
+    broken: Any
+    tmp: dict[str, Path]  # each node's TMPDIR, by role
+
+    def node_tag(self, node: Any) -> str:
+        return f":{node.node_id[:8]}/"  # as Outcome.worker names a node
+
+
+@pytest.fixture(scope="module")
+def nodes() -> Iterator[Nodes]:
+    parent = Path(tempfile.mkdtemp(prefix="kray-", dir="/tmp"))  # short: Ray's socket paths live here
+    parent.chmod(0o711)  # a sandbox's own user must reach its directory
+    tmp = {role: parent / role for role in ("head", "second", "broken")}
+    for d in tmp.values():
+        d.mkdir()
+        d.chmod(0o711)
+    saved = {k: os.environ.get(k) for k in [*LOOPBACK_ONLY, "KIMI_OSWORLD_EVAL_VENV", "RAY_TMPDIR"]}
+    # Before Ray is imported in this process: it reads the variable once.
+    os.environ.update(LOOPBACK_ONLY)
+    os.environ["KIMI_OSWORLD_EVAL_VENV"] = str(EVAL_VENV)
+    os.environ["RAY_TMPDIR"] = str(parent)  # the cluster's session files and address, here only
+    Cluster = pytest.importorskip("ray.cluster_utils", reason="the ray extra is not installed").Cluster
+
+    common = {"num_cpus": 1, "resources": {"kimi_sandbox": 1}}
+    cluster = Cluster(
+        initialize_head=True, head_node_args={**common, "env_vars": {"TMPDIR": str(tmp["head"])}}
+    )
+    try:
+        second = cluster.add_node(**common, env_vars={"TMPDIR": str(tmp["second"])})
+        broken = cluster.add_node(
+            **common,
+            env_vars={"TMPDIR": str(tmp["broken"]), "KIMI_OSWORLD_EVAL_VENV": str(parent / "no-venv")},
+        )
+        yield Nodes(cluster, cluster.address, parent, cluster.head_node, second, broken, tmp)
+    finally:
+        cluster.shutdown()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+def kimi(nodes: Nodes, out: Path, *args: str) -> list[str]:
+    """The `bench osworld run` command line for the suite's os tasks on the cluster."""
+    return [sys.executable, "-m", "tasks.cli", "bench", "osworld", "run", "suite", *FLAGS, "--ray", nodes.address,
+            "--out", str(out), *args]  # fmt: skip
+
+
+def env_for(nodes: Nodes) -> dict[str, str]:
+    return {**os.environ, **LOOPBACK_ONLY, "XDG_CACHE_HOME": str(nodes.parent / "cache"), "COLUMNS": "200"}
+
+
+def results(out: Path) -> dict[str, dict[str, Any]]:
+    root = model_dir(out, SUITE_ROOT)
+    return {
+        p.parent.name: json.loads((p.parent / "outcome.json").read_text())
+        for p in root.glob(f"os/*/{RESULT_FILE}")
+    }
+
+
+def finished_lines(stdout: str) -> list[str]:
+    """The tasks a run says it finished (`[k/N] os/<task>: <score>`), in order."""
+    return FINISHED.findall(stdout)
+
+
+def marked(parent: Path) -> list[int]:
+    """Processes carrying the marker of a sandbox made under ``parent`` (tests/test_gym_env.py)."""
+    prefix = f"{MARKER_VAR}={parent}/".encode()
+    found = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                environ = (d / "environ").read_bytes()
+            except OSError:
+                continue
+            if any(v.startswith(prefix) for v in environ.split(b"\0")):
+                found.append(int(d.name))
+    return found
+
+
+def with_tmpdir_under(parent: Path) -> list[int]:
+    """Processes (not this one) whose TMPDIR lies under ``parent``: the nodes' Ray processes, actors,
+    evaluator workers."""
+    found = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and int(d.name) != os.getpid():
+            try:
+                environ = (d / "environ").read_bytes()
+            except OSError:
+                continue
+            if any(v.startswith(f"TMPDIR={parent}/".encode()) for v in environ.split(b"\0")):
+                found.append(int(d.name))
+    return found
+
+
+def test_the_os_tasks_spread_over_the_nodes_score_as_locally_and_a_node_without_the_stack_is_refused(
+    nodes: Nodes, tmp_path: Path
+) -> None:
+    out = tmp_path / "results"
+    r = subprocess.run(
+        kimi(nodes, out), cwd=REPO, env=env_for(nodes), capture_output=True, text=True, timeout=300
+    )
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    got = results(out)
+    os_tasks = sorted(p.stem for p in (suite.EXAMPLES / "os").glob("*.json"))
+    assert sorted(got) == os_tasks
+    # Each reference solution scores 1.0, as it does with local workers (tests/test_osworld_suite.py).
+    assert {t: o["score"] for t, o in got.items()} == dict.fromkeys(os_tasks, 1.0), r.stdout[-3000:]
+    workers = {o["worker"] for o in got.values()}
+    on = {
+        role
+        for role, node in (("head", nodes.head), ("second", nodes.second))
+        if any(nodes.node_tag(node) in w for w in workers)
+    }
+    assert on == {"head", "second"}, workers
+    assert not any(nodes.node_tag(nodes.broken) in w for w in workers)
+    # The node without the evaluator venv: refused, in one line naming what it lacks.
+    refused = [line for line in r.stdout.splitlines() if "refused:" in line]
+    assert len(refused) == 1 and nodes.broken.node_id[:8] in refused[0], r.stdout
+    assert "OSWorld evaluator environment" in refused[0] and "no-venv" in refused[0]
+    # OSWorld's layout came back through Ray: the trajectory, its screenshots, the recording, our records.
+    task = model_dir(out, SUITE_ROOT) / "os" / "os-hello-file"
+    names = {p.name for p in task.iterdir()}
+    assert {"traj.jsonl", "recording.mp4", "result.txt", "outcome.json", "run.json", "steps.jsonl"} <= names
+    shots = [json.loads(x)["screenshot_file"] for x in (task / "traj.jsonl").read_text().splitlines()]
+    assert shots and all((task / s).is_file() for s in shots)
+    assert not (model_dir(out, SUITE_ROOT) / STAGING).exists() or not any(
+        (model_dir(out, SUITE_ROOT) / STAGING).iterdir()
+    )
+
+
+def test_a_rollout_group_runs_on_the_cluster_with_the_rewards_of_a_local_one(
+    nodes: Nodes, tmp_path: Path
+) -> None:
+    out = tmp_path / "rollouts"
+    cmd = [sys.executable, "-m", "tasks.cli", "rollout", "os-hello-file", "--group", "2", "--script-dir", "suite",
+           "--desktop-env", "minimal", "--ray", nodes.address, "--out", str(out)]  # fmt: skip
+    r = subprocess.run(cmd, cwd=REPO, env=env_for(nodes), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    root = model_dir(out, SUITE_ROOT)
+    (group,) = [json.loads(x) for x in (root / "groups.jsonl").read_text().splitlines()]
+    assert (group["rewards"], group["rollouts"], group["complete"]) == ([1.0, 1.0], [0, 1], True)
+    for k in (0, 1):  # each rollout in its own run directory, as the driver's --out has it
+        run = root / "os" / "os-hello-file" / f"rollout-{k}"
+        assert (run / RESULT_FILE).read_text().strip() == "1.0" and (run / "run.json").is_file()
+
+
+TYPE_IT = (  # the replies that solve os-hello-file (tests/test_rollout.py)
+    "## Action:\nwrite the file\n## Code:\n```python\n"
+    "pyautogui.typewrite(\"echo 'Hello, OSWorld!' > ~/hello.txt\")\npyautogui.press('enter')\n```"
+)
+DONE = "## Action:\ndone\n## Code:\n```python\ncomputer.terminate(status='success')\n```"
+
+
+def test_a_model_rollout_calls_the_model_server_from_the_actor_and_keeps_the_sampled_ids(
+    nodes: Nodes, tmp_path: Path, tiny_kimi: Path
+) -> None:
+    """--backend openai: the actor builds the policy from the run's flags and calls the server itself;
+    the ids the server sampled come back in the run's records and reach rollouts.jsonl."""
+    from fake_openai_server import FakeOpenAI, Reply
+
+    server = FakeOpenAI(models=("kimi-vl",), roots={"kimi-vl": str(tiny_kimi)})
+    server.replies.extend([Reply(TYPE_IT, token_ids=[5, 6, 7]), Reply(DONE, token_ids=[8, 9])])
+    out = tmp_path / "rollouts"
+    cmd = [sys.executable, "-m", "tasks.cli", "rollout", "os-hello-file", "--group", "1", "--backend", "openai",
+           "--base-url", server.url, "--model", "kimi-vl", "--max-steps", "2", "--desktop-env", "minimal",
+           "--workers", "1", "--ray", nodes.address, "--out", str(out)]  # fmt: skip
+    try:
+        r = subprocess.run(cmd, cwd=REPO, env=env_for(nodes), capture_output=True, text=True, timeout=300)
+    finally:
+        server.close()
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    (line,) = [json.loads(x) for x in (model_dir(out, "kimi-vl") / "rollouts.jsonl").read_text().splitlines()]
+    assert (line["reward"], line["outcome"], line["policy"]) == (1.0, "scored", "model")
+    assert [s["reply_ids"] for s in line["steps"]] == [[5, 6, 7], [8, 9]]
+    assert len(server.requests) == 2 and all(r["return_token_ids"] is True for r in server.requests)
+
+
+def test_a_lost_node_and_a_killed_driver_lose_and_duplicate_nothing_and_leave_nothing_running(
+    nodes: Nodes, tmp_path: Path
+) -> None:
+    out = tmp_path / "results"
+    cmd = kimi(nodes, out, "--limit", "4")
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env_for(nodes), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    try:
+        # A task in flight on the second node: its directory in that node's actor folder.
+        deadline = time.monotonic() + 120
+        in_flight: list[Path] = []
+        while time.monotonic() < deadline and not in_flight:
+            in_flight = list(nodes.tmp["second"].glob("kimi-ray-*/run/os/*"))
+            time.sleep(0.1)
+        assert in_flight, "".join(lines)
+        lost_task = in_flight[0].name
+        nodes.cluster.remove_node(nodes.second)
+        # The driver puts it back in the queue; once one more task is recorded, it is killed.
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any(
+            lost_task in x and "goes back in the queue" in x for x in lines
+        ):
+            time.sleep(0.1)
+        lost_at = len(lines)
+        while time.monotonic() < deadline and not finished_lines("".join(lines[lost_at:])):
+            time.sleep(0.1)
+        assert finished_lines("".join(lines[lost_at:])), "".join(lines)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        proc.kill()
+        proc.wait()
+    reader.join(timeout=5)
+    first = "".join(lines)
+    lost = [x for x in first.splitlines() if "goes back in the queue" in x]
+    assert len(lost) == 1 and f"os/{lost_task}" in lost[0] and nodes.node_tag(nodes.second) in lost[0], first
+    done_first = finished_lines(first)
+
+    r = subprocess.run(cmd, cwd=REPO, env=env_for(nodes), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    done_second = finished_lines(r.stdout)
+    assert f"4 tasks, {len(done_first)} already finished, {4 - len(done_first)} to run" in r.stdout, r.stdout
+    # Every task recorded exactly once: by the killed run or by the resumed one, never both.
+    assert not set(done_first) & set(done_second)
+    got = results(out)
+    assert len(got) == 4 and sorted(f"os/{t}" for t in got) == sorted(done_first + done_second)
+    assert all(o["score"] == 1.0 for o in got.values()), got
+    assert nodes.node_tag(nodes.head) in got[lost_task]["worker"]  # rerun on the node that was left
+    assert sorted(p.name for p in (model_dir(out, SUITE_ROOT) / "os").iterdir()) == sorted(got)
+
+    # Nothing left running: no sandbox on any node (the removed one's died with their actor, the
+    # killed driver's actors were ended by Ray), no actor folder on the head (the next actor there
+    # swept the dead ones', their sandboxes' directories in them), and after the cluster's shutdown
+    # no process of any node.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (marked(nodes.parent) or list(nodes.tmp["head"].glob("kimi-*"))):
+        time.sleep(0.2)
+    assert marked(nodes.parent) == []
+    assert list(nodes.tmp["head"].glob("kimi-*")) == []
+    nodes.cluster.shutdown()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and with_tmpdir_under(nodes.parent):
+        time.sleep(0.2)
+    assert with_tmpdir_under(nodes.parent) == []
