@@ -23,13 +23,13 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from env.isolation import Isolation
-from env.sandbox import MARKER_VAR
 from tasks.osworld import evalenv
 from tasks.osworld.gym_env import ENV_ID, OSWorldEnv, parse_step
 from tasks.osworld.gym_vector import OSWorldVectorEnv
 from tasks.osworld.pool import PoolError, PoolSettings, SandboxPool
 from tasks.osworld.suite import SOLUTIONS
 from tests.osworld_venv import VENV, osworld_python
+from tests.sandbox_marks import marked
 
 REPO = Path(__file__).resolve().parent.parent
 needs_x = pytest.mark.skipif(shutil.which("Xvfb") is None, reason="Xvfb is not installed")
@@ -282,30 +282,14 @@ def test_sigkill_of_the_pool_owner_leaves_nothing() -> None:
     try:
         assert proc.stdout is not None and proc.stdout.readline() == "taken\n"
         assert len(list(parent.glob("kimi-sandbox-*"))) >= 3
-        assert _marked(parent)
+        assert marked(parent)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and (any(parent.iterdir()) or _marked(parent)):
+        while time.monotonic() < deadline and (any(parent.iterdir()) or marked(parent)):
             time.sleep(0.2)
-        assert list(parent.iterdir()) == [] and _marked(parent) == []
+        assert list(parent.iterdir()) == [] and marked(parent) == []
     finally:
         proc.kill()
         proc.wait()
         shutil.rmtree(parent, ignore_errors=True)
-
-
-def _marked(parent: Path) -> list[int]:
-    """Processes whose environment carries the marker of a sandbox made under ``parent``."""
-    prefix = f"{MARKER_VAR}={parent}/".encode()
-    found = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            environ = (d / "environ").read_bytes()
-        except OSError:
-            continue
-        if any(v.startswith(prefix) for v in environ.split(b"\0")):
-            found.append(int(d.name))
-    return found

@@ -30,10 +30,10 @@ from typing import Any
 
 import pytest
 
-from env.sandbox import MARKER_VAR
 from tasks.osworld import suite
 from tasks.osworld.results import RESULT_FILE, model_dir
 from tasks.osworld.shipping import STAGING
+from tests.sandbox_marks import marked
 
 REPO = Path(__file__).resolve().parent.parent
 EVAL_VENV = REPO / ".cache" / "osworld-eval"
@@ -122,21 +122,6 @@ def results(out: Path) -> dict[str, dict[str, Any]]:
 def finished_lines(stdout: str) -> list[str]:
     """The tasks a run says it finished (`[k/N] os/<task>: <score>`), in order."""
     return FINISHED.findall(stdout)
-
-
-def marked(parent: Path) -> list[int]:
-    """Processes carrying the marker of a sandbox made under ``parent`` (tests/test_gym_env.py)."""
-    prefix = f"{MARKER_VAR}={parent}/".encode()
-    found = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                environ = (d / "environ").read_bytes()
-            except OSError:
-                continue
-            if any(v.startswith(prefix) for v in environ.split(b"\0")):
-                found.append(int(d.name))
-    return found
 
 
 def with_tmpdir_under(parent: Path) -> list[int]:

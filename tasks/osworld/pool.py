@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from env.isolation import Isolation
 from env.osworld_client import OSWorldClient
@@ -53,6 +54,7 @@ class PoolSettings:
     attempts: int = 3  # starts in a row before a take gives up
     # Sandboxes the pool will ever start (a run's task count): none is started that no one will take.
     max_starts: int | None = None
+    parent_dir: Path | None = None  # where the sandboxes' directories go (default: the temp directory)
 
     def check(self) -> None:
         if self.size < 1:
@@ -107,7 +109,7 @@ class SandboxPool:
 
     def _default_start(self) -> ServedSandbox:
         s = self.settings
-        box = ServedSandbox(*s.screen, desktop=s.desktop, isolation=s.isolation)
+        box = ServedSandbox(*s.screen, desktop=s.desktop, isolation=s.isolation, parent_dir=s.parent_dir)
         try:
             warm_up(box)
         except BaseException:

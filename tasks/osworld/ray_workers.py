@@ -34,8 +34,7 @@ from typing import Any
 import ray
 from rich.console import Console
 
-from env.served_sandbox import ServedSandbox
-from tasks.osworld.pool import SCREEN, PoolSettings, SandboxPool, warm_up
+from tasks.osworld.pool import PoolSettings, SandboxPool
 from tasks.osworld.results import RECORDING_FILE, Outcome, TaskRef, finish, prepare, ref_dir
 from tasks.osworld.runner import (
     OfficialScorer,
@@ -171,16 +170,7 @@ class SandboxWorker:
         iso = isolation(args)
         if args.pool != 0:
             # One ready sandbox per actor: the next task's reset takes it while this one plays.
-            def start() -> ServedSandbox:
-                box = ServedSandbox(*SCREEN, desktop=args.desktop_env, isolation=iso, parent_dir=tmp)
-                try:
-                    warm_up(box)
-                except BaseException:
-                    box.close()
-                    raise
-                return box
-
-            self._pool = SandboxPool(PoolSettings(1, args.desktop_env, iso), start=start)
+            self._pool = SandboxPool(PoolSettings(1, args.desktop_env, iso, parent_dir=tmp))
         target = SandboxTarget(self.name, args.desktop_env, iso, self._pool, parent_dir=tmp)
         settings = RunSettings(
             root=self._tmp / "run",
