@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from env.isolation import Isolation
@@ -77,9 +77,6 @@ class Taken:
 class PoolStats:
     started: int = 0
     failed: int = 0
-    taken: int = 0
-    warm: int = 0
-    start_s: list[float] = field(default_factory=list)  # each successful start's duration
 
 
 class SandboxPool:
@@ -158,8 +155,6 @@ class SandboxPool:
                 self._cond.wait(left)
             box = self._ready.popleft()
             self._in_use += 1
-            self.stats.taken += 1
-            self.stats.warm += warm
             self._fill_locked()
         return box, Taken(warm, time.perf_counter() - t0)
 
@@ -202,7 +197,6 @@ class SandboxPool:
             _STARTERS.submit(self._start_one)
 
     def _start_one(self) -> None:
-        t0 = time.perf_counter()
         try:
             box = self._start()
         except Exception as e:
@@ -218,7 +212,6 @@ class SandboxPool:
             self._starting -= 1
             self._failed_in_a_row = 0
             self.stats.started += 1
-            self.stats.start_s.append(time.perf_counter() - t0)
             closed = self._closed
             if not closed:
                 self._ready.append(box)

@@ -239,33 +239,33 @@ class SandboxWorker:
             finish(out, outcome.model_copy(update={"details": details}))
             with contextlib.suppress(ShippingError):
                 return collect(out)
-        crashed = Outcome(
-            task_id=outcome.task_id,
-            domain=outcome.domain,
-            score=0.0,
-            kind="crashed",
-            error=too_big,
-            worker=self.name,
-        )
-        prepare(out)
-        finish(out, crashed)
+        self._record_crash(out, outcome.task_id, outcome.domain, too_big, {})
         return collect(out)
 
     def _crashed(self, ref: TaskRef, error: str) -> TaskResult:
         assert self._worker is not None
         out = ref_dir(self._worker.settings.root, ref)
+        outcome = self._record_crash(
+            out, ref.task_id, ref.domain, error, {"traceback": traceback.format_exc()}
+        )
+        return TaskResult(outcome, collect(out))
+
+    def _record_crash(
+        self, out: Path, task_id: str, domain: str, error: str, details: dict[str, Any]
+    ) -> Outcome:
+        """``out`` emptied and holding only a crashed outcome that says why."""
         prepare(out)
         outcome = Outcome(
-            task_id=ref.task_id,
-            domain=ref.domain,
+            task_id=task_id,
+            domain=domain,
             score=0.0,
             kind="crashed",
             error=error,
             worker=self.name,
-            details={"traceback": traceback.format_exc()},
+            details=details,
         )
         finish(out, outcome)
-        return TaskResult(outcome, collect(out))
+        return outcome
 
     def close(self) -> None:
         """Close the sandboxes (in use and ready), the evaluator worker, and the node-local folder."""
