@@ -364,10 +364,12 @@ def write_html(s: Summary) -> Path:
     task_rows = []
     for r in s.rows:
         rel = r.run_dir or f"{r.domain}/{r.task_id}"
+        # A task played several times (a rollout group) names which play each row is.
+        name = html.escape(r.task_id + (f" ({Path(r.run_dir).name})" if r.run_dir else ""))
         link = (
-            f'<a href="{html.escape(rel)}/report.html">{html.escape(r.task_id)}</a>'
+            f'<a href="{html.escape(rel)}/report.html">{name}</a>'
             if (s.root / rel / "report.html").is_file()
-            else html.escape(r.task_id)
+            else name
         )
         o = r.outcome
         task_rows.append(
