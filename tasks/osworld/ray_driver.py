@@ -257,6 +257,8 @@ class RayRunner:
         try:
             self._fill(run)
             while (run.queue and run.stopping is None) or run.busy():
+                if run.stopping is None:
+                    self._fill(run)  # a refused or lost worker's place goes to a node that can take it
                 if not run.slots:
                     if not run.ever_ready:
                         raise RayRunError(
