@@ -13,6 +13,8 @@ then uses 127.0.0.1 for every node and binds its ports to loopback, as tests mus
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import json
 import os
 import re
@@ -124,9 +126,9 @@ def finished_lines(stdout: str) -> list[str]:
     return FINISHED.findall(stdout)
 
 
-def with_tmpdir_under(parent: Path) -> list[int]:
-    """Processes (not this one) whose TMPDIR lies under ``parent``: the nodes' Ray processes, actors,
-    evaluator workers."""
+def with_env_under(name: str, parent: Path) -> list[int]:
+    """Processes (not this one) whose environment variable ``name`` lies under ``parent``: the nodes'
+    Ray processes, actors, evaluator workers (by TMPDIR), a cluster's processes (by RAY_TMPDIR)."""
     found = []
     for d in Path("/proc").iterdir():
         if d.name.isdigit() and int(d.name) != os.getpid():
@@ -134,9 +136,76 @@ def with_tmpdir_under(parent: Path) -> list[int]:
                 environ = (d / "environ").read_bytes()
             except OSError:
                 continue
-            if any(v.startswith(f"TMPDIR={parent}/".encode()) for v in environ.split(b"\0")):
+            values = [v for v in environ.split(b"\0") if v.startswith(f"{name}=".encode())]
+            if any(
+                v == f"{name}={parent}".encode() or v.startswith(f"{name}={parent}/".encode()) for v in values
+            ):
                 found.append(int(d.name))
     return found
+
+
+def listening_addresses(pids: list[int]) -> set[str]:
+    """The local addresses ``pids`` listen on (TCP, v4 and v6), read from /proc as ``IP:PORT``."""
+    inodes = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    link = os.readlink(fd)
+                    if link.startswith("socket:["):
+                        inodes.add(link[8:-1])
+    found = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            f = line.split()
+            if f[3] == "0A" and f[9] in inodes:  # LISTEN
+                raw, port = f[1].split(":")
+                packed = bytes.fromhex(raw)
+                # /proc writes each 32-bit word in host (little-endian) order
+                words = b"".join(packed[i : i + 4][::-1] for i in range(0, len(packed), 4))
+                ip = ipaddress.ip_address(words)
+                if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+                    ip = ip.ipv4_mapped
+                found.add(f"{ip}:{int(port, 16)}")
+    return found
+
+
+def test_ray_alone_starts_a_local_cluster_on_loopback_that_goes_with_the_run(tmp_path: Path) -> None:
+    """`--ray` with no $RAY_ADDRESS: a one-node cluster with --workers sandbox units, started for
+    the run on 127.0.0.1 only, and gone with it."""
+    pytest.importorskip("ray", reason="the ray extra is not installed")
+    parent = Path(tempfile.mkdtemp(prefix="kray-", dir="/tmp"))  # short: Ray's socket paths live here
+    parent.chmod(0o711)  # a sandbox's own user must reach its directory
+    out = tmp_path / "results"
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", *LOOPBACK_ONLY)}
+    env.update(RAY_TMPDIR=str(parent), TMPDIR=str(parent), KIMI_OSWORLD_EVAL_VENV=str(EVAL_VENV), COLUMNS="200",
+               XDG_CACHE_HOME=str(tmp_path / "cache"))  # fmt: skip
+    cmd = [sys.executable, "-m", "tasks.cli", "bench", "osworld", "run", "suite", *FLAGS, "--limit", "1",
+           "--ray", "--workers", "1", "--out", str(out)]  # fmt: skip
+    try:
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        heard: set[str] = set()
+        while proc.poll() is None:  # what the cluster's processes listen on while the run goes
+            heard |= listening_addresses(with_env_under("RAY_TMPDIR", parent))
+            time.sleep(0.3)
+        stdout = proc.communicate()[0]
+        assert proc.returncode == 0, stdout[-4000:]
+        assert "Ray: a local Ray cluster (1 sandbox); 1 kimi_sandbox on 1 node" in stdout, stdout
+        assert heard and all(a.startswith("127.0.0.1:") for a in heard), heard
+        (outcome,) = results(out).values()
+        assert outcome["score"] == 1.0 and outcome["worker"].startswith("127.0.0.1:"), outcome
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and with_env_under("RAY_TMPDIR", parent):
+            time.sleep(0.2)
+        assert with_env_under("RAY_TMPDIR", parent) == []
+        assert marked(parent) == [] and not list(parent.glob("kimi-*"))  # sandboxes, actor folders
+    finally:
+        for pid in with_env_under("RAY_TMPDIR", parent):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(parent, ignore_errors=True)
 
 
 def test_the_os_tasks_spread_over_the_nodes_score_as_locally_and_a_node_without_the_stack_is_refused(
@@ -175,14 +244,17 @@ def test_the_os_tasks_spread_over_the_nodes_score_as_locally_and_a_node_without_
     )
 
 
-def test_a_rollout_group_runs_on_the_cluster_with_the_rewards_of_a_local_one(
+def test_a_rollout_group_runs_on_the_cluster_in_ray_address_with_the_rewards_of_a_local_one(
     nodes: Nodes, tmp_path: Path
 ) -> None:
     out = tmp_path / "rollouts"
     cmd = [sys.executable, "-m", "tasks.cli", "rollout", "os-hello-file", "--group", "2", "--script-dir", "suite",
-           "--desktop-env", "minimal", "--ray", nodes.address, "--out", str(out)]  # fmt: skip
-    r = subprocess.run(cmd, cwd=REPO, env=env_for(nodes), capture_output=True, text=True, timeout=300)
+           "--desktop-env", "minimal", "--ray", "--out", str(out)]  # fmt: skip
+    # `--ray` alone joins the cluster that $RAY_ADDRESS names.
+    env = {**env_for(nodes), "RAY_ADDRESS": nodes.address}
+    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    assert f"Ray: the Ray cluster at {nodes.address};" in r.stdout, r.stdout
     root = model_dir(out, SUITE_ROOT)
     (group,) = [json.loads(x) for x in (root / "groups.jsonl").read_text().splitlines()]
     assert (group["rewards"], group["rollouts"], group["complete"]) == ([1.0, 1.0], [0, 1], True)
@@ -287,6 +359,6 @@ def test_a_lost_node_and_a_killed_driver_lose_and_duplicate_nothing_and_leave_no
     assert list(nodes.tmp["head"].glob("kimi-*")) == []
     nodes.cluster.shutdown()
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and with_tmpdir_under(nodes.parent):
+    while time.monotonic() < deadline and with_env_under("TMPDIR", nodes.parent):
         time.sleep(0.2)
-    assert with_tmpdir_under(nodes.parent) == []
+    assert with_env_under("TMPDIR", nodes.parent) == []

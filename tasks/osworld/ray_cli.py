@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
     from tasks.osworld.ray_driver import RayRunner
 
 INSTALL_HINT = "pip install 'kimi-agent[ray]'"
+LOOPBACK_ONLY_VAR = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": one node, every port on 127.0.0.1
 
 
 def check_flags(args: argparse.Namespace) -> None:
@@ -48,6 +51,11 @@ def ray_player(
     is checked here (an openai server is probed; scripts are read, for the nodes), and built again
     in each actor."""
     check_flags(args)
+    if args.ray == "auto" and not os.environ.get("RAY_ADDRESS") and "ray" not in sys.modules:
+        # The local cluster started now serves this run alone: Ray binds its ports on every
+        # interface unless this is set before it is imported (then 127.0.0.1 only). Anyone who
+        # reaches a Ray port can run code; a user's own cluster is theirs to expose (docs/ray.md).
+        os.environ.setdefault(LOOPBACK_ONLY_VAR, "0")
     try:
         import ray  # noqa: F401
     except ImportError:
