@@ -61,7 +61,8 @@ def ray_player(
 ) -> Iterator[tuple[RayRunner, Player]]:
     """The cluster's runner and the run's player; the driver leaves the cluster on exit. The model
     is checked here (an openai server is probed; scripts are read, for the nodes), and built again
-    in each actor."""
+    in each actor; the transformers backend's model is loaded in model actors on the cluster
+    (tasks/osworld/ray_model.py), ended on exit."""
     check_flags(args)
     try:
         import ray  # noqa: F401
@@ -69,7 +70,7 @@ def ray_player(
         raise UsageError(f"--ray needs Ray: {INSTALL_HINT}") from None
     from agent.version import version_record
     from tasks.osworld.ray_driver import RayRunner, connect
-    from tasks.osworld.ray_model import ModelReplicas, start_models, stop_models
+    from tasks.osworld.ray_model import ModelReplicas, check_room, start_models, stop_models
 
     scripts = None
     if args.script_dir is not None:
@@ -82,12 +83,9 @@ def ray_player(
             # The model is loaded on the cluster, not here: join it first.
             where = connect(args.ray, args.workers)
             k, g = args.ray_models, args.ray_gpus
-            console.print(
-                Text(
-                    f"Ray: {where}; loading {k} model actor{'s' if k != 1 else ''} of {g:g} GPU{'s' if g != 1 else ''}"
-                ),
-                soft_wrap=True,
-            )
+            check_room(g, k)
+            loading = f"loading {k} model actor{'s' if k != 1 else ''} of {g:g} GPU{'s' if g != 1 else ''}"
+            console.print(Text(f"Ray: {where}; {loading}"), soft_wrap=True)
             models = start_models(dict(vars(args)), g, k)
             agents, model, label = make_agents(args, console, refs, models.loaded())
         else:

@@ -59,6 +59,7 @@ class ModelReport:
     device: str = ""
     checkpoint: str = ""
     kv_reuse: bool = True
+    host: str = ""
 
 
 def replica_name(ip: str, node_id: str, index: int) -> str:
@@ -86,7 +87,7 @@ class ModelServer:
             # between threads).
             self.counter = KimiChat(load_tokenizer(path), tb.in_token_limit).count_text_tokens
         except Exception as e:
-            self.report = ModelReport(self.name, f"on {socket.gethostname()}: {one_line(e)}")
+            self.report = ModelReport(self.name, one_line(e), host=socket.gethostname())
             return
         self.backend = tb
         self.report = ModelReport(self.name, None, resolved, tb.device, str(path), tb.kv_reuse)
@@ -130,7 +131,8 @@ class RemoteBackend:
             try:
                 return ray.get(getattr(replica, method).remote(*args))
             except LOST as e:
-                self.lost.append(f"{self.names[self.at]} ({one_line(e)})")
+                # Ray's own text of a dead actor runs to several sentences: its kind says enough.
+                self.lost.append(f"{self.names[self.at]} ({type(e).__name__})")
                 del self.replicas[self.at], self.names[self.at]
                 self.at = self.at % len(self.replicas) if self.replicas else 0
             except rex.RayTaskError as e:  # the model's own error, raised as the local path raises it
@@ -170,9 +172,9 @@ def gpu_room(gpus: float) -> tuple[int, list[float]]:
     return sum(int(t / gpus + 1e-9) for t in totals), totals
 
 
-def start_models(args: dict[str, Any], gpus: float, replicas: int) -> ModelReplicas:
-    """Place ``replicas`` model actors of ``gpus`` GPUs and wait for each to load; RuntimeError with
-    one line when the cluster cannot hold them or one fails to load (the others are ended)."""
+def check_room(gpus: float, replicas: int) -> None:
+    """RuntimeError with one line when the cluster's GPUs cannot hold ``replicas`` replicas of
+    ``gpus`` GPUs: said now, not as actors Ray waits forever to place."""
     room, totals = gpu_room(gpus)
     if room < replicas:
         have = ", ".join(f"{t:g}" for t in totals if t) or "none"
@@ -181,6 +183,12 @@ def start_models(args: dict[str, Any], gpus: float, replicas: int) -> ModelRepli
             f"the Ray cluster has no room for {what} (--ray-models {replicas}, --ray-gpus {gpus:g}): "
             f"its nodes' GPUs: {have}"
         )
+
+
+def start_models(args: dict[str, Any], gpus: float, replicas: int) -> ModelReplicas:
+    """Place ``replicas`` model actors of ``gpus`` GPUs and wait for each to load; RuntimeError with
+    one line when the cluster cannot hold them or one fails to load (the others are ended)."""
+    check_room(gpus, replicas)
     # With GPUs, they alone place it (no CPU asked for: a GPU node's CPUs may all be its sandboxes').
     place = {"num_gpus": gpus, "num_cpus": 0 if gpus else 1}
     handles = [ModelActor.options(**place).remote(args, k + 1, gpus) for k in range(replicas)]
@@ -192,7 +200,9 @@ def start_models(args: dict[str, Any], gpus: float, replicas: int) -> ModelRepli
     bad = [r for r in reports if r.lacks is not None]
     if bad:
         stop_models(handles)
-        raise RuntimeError(f"model replica {bad[0].name} cannot load the model {bad[0].lacks}")
+        raise RuntimeError(
+            f"model replica {bad[0].name} (host {bad[0].host}) cannot load the model: {bad[0].lacks}"
+        )
     first = reports[0]
     assert first.resolved is not None
     devices = sorted({r.device for r in reports})
