@@ -24,6 +24,18 @@ Notice = Callable[[str], None]
 Confirm = Callable[[str], bool]
 
 
+@dataclass(frozen=True)
+class LoadedModel:
+    """A local model loaded elsewhere (a Ray model actor, tasks/osworld/ray_model.py), as a policy
+    needs it: the backend that reaches it, what it resolved, its tokenizer's text counter."""
+
+    backend: Backend
+    resolved: ResolvedVariant
+    count_text_tokens: Callable[[str], int]
+    label: str
+    where: dict[str, Any]  # run.json's "model" entries: checkpoint, device, ...
+
+
 @dataclass
 class ModelSetup:
     policy: KimiPolicy
@@ -31,7 +43,11 @@ class ModelSetup:
     settings: dict[str, Any]  # run.json's "model": what the run used and where it came from
 
 
-def build_policy(args: argparse.Namespace, notice: Notice, confirm: Confirm | None) -> ModelSetup:
+def build_policy(
+    args: argparse.Namespace, notice: Notice, confirm: Confirm | None, loaded: LoadedModel | None = None
+) -> ModelSetup:
+    """``loaded``: for ``--backend transformers``, a model already loaded elsewhere, used instead of
+    loading one here."""
     from agent.history import load_templates
 
     # A bad --prompt-dir is reported before minutes of loading weights, not after.
@@ -70,6 +86,9 @@ def build_policy(args: argparse.Namespace, notice: Notice, confirm: Confirm | No
             "checkpoint": info.root,
             "token_counts": "server /tokenize" if counter else "UTF-8 upper bound",
         }
+    elif loaded is not None:
+        backend, counter, resolved = loaded.backend, loaded.count_text_tokens, loaded.resolved
+        label, where = loaded.label, loaded.where
     else:
         tb, resolved, path = load_local(args, notice, confirm)
         backend, counter = tb, tb.count_text_tokens
@@ -91,10 +110,11 @@ def build_policy(args: argparse.Namespace, notice: Notice, confirm: Confirm | No
 
 
 def load_local(
-    args: argparse.Namespace, notice: Notice, confirm: Confirm | None
+    args: argparse.Namespace, notice: Notice, confirm: Confirm | None, device: str | None = None
 ) -> tuple[TransformersBackend, ResolvedVariant, Path]:
     """The checkpoint ``--model`` names (fetched on first use unless ``--offline``), its variant
-    (``--variant`` / ``--in-token-limit`` override) and the backend loaded with it."""
+    (``--variant`` / ``--in-token-limit`` override) and the backend loaded with it (on ``device``;
+    None: CUDA when there is one)."""
     from agent.transformers_backend import TransformersBackend
     from agent.weights import resolve_checkpoint
 
@@ -107,7 +127,7 @@ def load_local(
         in_token_limit_override=args.in_token_limit,
     )
     backend = TransformersBackend.load(
-        path, in_token_limit=resolved.variant.in_token_limit, kv_reuse=not args.no_kv_reuse
+        path, device=device, in_token_limit=resolved.variant.in_token_limit, kv_reuse=not args.no_kv_reuse
     )
     return backend, resolved, path
 

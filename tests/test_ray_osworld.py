@@ -294,6 +294,95 @@ def test_a_model_rollout_calls_the_model_server_from_the_actor_and_keeps_the_sam
     assert len(server.requests) == 2 and all(r["return_token_ids"] is True for r in server.requests)
 
 
+def actor_processes(parent: Path, cls: str) -> list[int]:
+    """Processes of ``parent``'s nodes that are Ray actors of class ``cls`` (Ray titles an actor's
+    process ``ray::Class`` or ``ray::Class.method``)."""
+    found = []
+    for pid in with_tmpdir_under(parent):
+        try:
+            title = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if title.startswith(f"ray::{cls}".encode()):
+            found.append(pid)
+    return found
+
+
+def test_the_transformers_backend_runs_in_a_gpu_model_actor_the_sandbox_actors_share(
+    nodes: Nodes, tmp_path: Path, tiny_kimi: Path
+) -> None:
+    """--backend transformers on Ray: one model actor, placed by Ray on the node that declares a GPU
+    (the tiny model runs there on CPU), serves both sandbox actors of a group of two; the rollouts
+    record the ids it sampled, and bad --ray-gpus are one line each, before any task runs."""
+    from agent.backend import GenerationParams
+    from agent.export.records import Options
+    from agent.export.trajectories import AgentRun
+    from agent.tokenizer import load_tokenizer
+    from agent.transformers_backend import TransformersBackend
+
+    gpu_tmp = nodes.parent / "gpu"
+    gpu_tmp.mkdir()
+    gpu = nodes.cluster.add_node(num_cpus=1, num_gpus=1, env_vars={"TMPDIR": str(gpu_tmp)})
+    out = tmp_path / "rollouts"
+    cmd = [sys.executable, "-m", "tasks.cli", "rollout", "os-hello-file", "--group", "2", "--backend", "transformers",
+           "--model", str(tiny_kimi), "--offline", "--max-steps", "1", "--max-new-tokens", "12",
+           "--in-token-limit", "256", "--temperature", "0", "--no-kv-reuse", "--desktop-env", "minimal",
+           "--workers", "2", "--ray", nodes.address, "--out", str(out)]  # fmt: skip
+    try:
+        for flags, rc, says in [
+            (["--ray-gpus", "-1"], 2, "--ray-gpus must be 0 or more, not -1"),
+            (["--ray-gpus", "2"], 2, "no room for 1 model replica of 2 GPUs (--ray-models 1, --ray-gpus 2): "
+                                     "its nodes' GPUs: 1"),
+        ]:  # fmt: skip
+            r = subprocess.run([*cmd, *flags], cwd=REPO, env=env_for(nodes), capture_output=True, text=True,
+                               timeout=60)  # fmt: skip
+            assert r.returncode == rc and r.stdout.count("\n") == 1 and says in r.stdout, (
+                r.stdout + r.stderr[-3000:]
+            )
+            assert not out.exists()  # before any task
+        r = subprocess.run(cmd, cwd=REPO, env=env_for(nodes), capture_output=True, text=True, timeout=240)
+        assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+        # Placed by the GPU it asked for: on the node that has one, which hosts no sandbox.
+        (placed,) = re.findall(r"model actors: (\S+)", r.stdout)
+        assert placed.endswith("/model-1") and nodes.node_tag(gpu) in placed + "/", r.stdout
+        root = model_dir(out, str(tiny_kimi))
+        rollouts = [json.loads(x) for x in (root / "rollouts.jsonl").read_text().splitlines()]
+        assert [x["rollout"] for x in rollouts] == [0, 1]
+        sandboxes = {nodes.node_tag(n) for n in (nodes.head, nodes.second)}
+        workers = set()
+        model = TransformersBackend.load(tiny_kimi, device="cpu", in_token_limit=256, kv_reuse=False)
+        tok = load_tokenizer(tiny_kimi)
+        for x in rollouts:
+            assert (x["policy"], x["outcome"], x["in_token_limit"]) == ("model", "scored", 256), x
+            run = root / x["run_dir"]
+            outcome = json.loads((run / "outcome.json").read_text())
+            workers.add(outcome["worker"])
+            assert any(tag in outcome["worker"] for tag in sandboxes), outcome
+            settings = json.loads((run / "run.json").read_text())["model"]
+            assert [settings[k] for k in ("backend", "device", "ray_models")] == ["transformers", "cpu", 1]
+            # What the model actor sampled is what the model gives, here, for the prompt the run
+            # recorded (greedy, no KV reuse: the same arithmetic).
+            (step,) = x["steps"]
+            items = AgentRun(run).samples(Options(keep_failed=True), model.count_text_tokens)
+            # Generated while the sample's images are open (the iterator closes them after).
+            (again,) = [model.generate(i.prompt, GenerationParams(max_new_tokens=12)) for i in items]  # type: ignore[union-attr]
+            assert step["reply_ids_source"] == "sampled" and step["reply_ids"] == again.token_ids, step
+            assert step["prompt_ids"] == again.prompt_ids
+            stopped = step["reply_ids"][-1] == tok.convert_tokens_to_ids("<|im_end|>")
+            reply = step["reply_ids"][:-1] if stopped else step["reply_ids"]
+            assert tok.decode(reply, skip_special_tokens=True) == step["reply"]
+        assert len(workers) == 2, workers  # both sandbox actors played, on the one model
+        # Nothing left running: the run ended its model actor (its node is still up) and sandboxes.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (
+            actor_processes(gpu_tmp, "ModelServer") or marked(nodes.parent)
+        ):
+            time.sleep(0.2)
+        assert actor_processes(gpu_tmp, "ModelServer") == [] and marked(nodes.parent) == []
+    finally:
+        nodes.cluster.remove_node(gpu)
+
+
 def test_a_lost_node_and_a_killed_driver_lose_and_duplicate_nothing_and_leave_nothing_running(
     nodes: Nodes, tmp_path: Path
 ) -> None:

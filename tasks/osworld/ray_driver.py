@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 import ray.exceptions as rex
@@ -41,6 +41,9 @@ from tasks.osworld.ray_workers import (
 from tasks.osworld.results import Outcome, TaskRef, finish, prepare, ref_dir
 from tasks.osworld.runner import RunSettings, WorkerState
 from tasks.osworld.shipping import ShippingError, clear_staging, pack, store
+
+if TYPE_CHECKING:
+    from tasks.osworld.ray_model import ModelReplicas
 
 # What says an actor is gone (its process, or its node): its task goes back in the queue.
 LOST = (
@@ -149,8 +152,9 @@ class RayRunner:
         workers: int | None,
         console: Console,
         version: str,
+        models: ModelReplicas | None = None,
     ) -> None:
-        self.args, self.scripts, self.want = args, scripts, workers
+        self.args, self.scripts, self.want, self.models = args, scripts, workers, models
         self.console, self.version = console, version
         self._plan = _Plan(nodes=sandbox_nodes())
         self._next_index = 0
@@ -189,7 +193,7 @@ class RayRunner:
             return False
         node = max(room, key=lambda k: room[k])
         self._next_index += 1
-        spec = ActorSpec(args=self.args, scripts=self.scripts, index=self._next_index)
+        spec = ActorSpec(args=self.args, scripts=self.scripts, index=self._next_index, models=self.models)
         actor = SandboxActor.options(
             resources={SANDBOX_RESOURCE: 1},
             scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),

@@ -29,7 +29,7 @@ import traceback
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 from rich.console import Console
@@ -46,6 +46,9 @@ from tasks.osworld.runner import (
 )
 from tasks.osworld.shipping import ShippingError, TaskBundle, collect, unpack
 
+if TYPE_CHECKING:
+    from tasks.osworld.ray_model import ModelReplicas
+
 SANDBOX_RESOURCE = "kimi_sandbox"
 TEMP_PREFIX = "kimi-ray-"  # kimi-ray-<pid>-<random>: the actor's node-local folder
 READY_TIMEOUT_S = 120.0  # a node's first sandbox, before the node counts as unable to start one
@@ -55,11 +58,12 @@ READY_TIMEOUT_S = 120.0  # a node's first sandbox, before the node counts as una
 class ActorSpec:
     """How an actor plays: the run's parsed flags (``vars(args)``: model, steps, timeouts, desktop,
     isolation, pool), and for --script-dir each task's script by task id (the driver's files may
-    not exist on the node)."""
+    not exist on the node), for --backend transformers the run's model actors (tasks/osworld/ray_model.py)."""
 
     args: dict[str, Any]
     scripts: dict[str, bytes] | None
     index: int  # the actor's number in the run, for its name
+    models: ModelReplicas | None = None
 
 
 @dataclass(frozen=True)
@@ -165,8 +169,10 @@ class SandboxWorker:
                 (scripts / f"{task_id}.json").write_bytes(data)
             args.script_dir = scripts
         # The driver checked the model against the run's tasks; here it is built (an openai
-        # backend probes its server: a node that cannot reach it is refused).
-        agents, _, _ = make_agents(args, Console(stderr=True), [])
+        # backend probes its server: a node that cannot reach it is refused). The transformers
+        # backend forwards to the run's model actors, the actors spread round-robin over them.
+        loaded = spec.models.loaded(spec.index - 1) if spec.models is not None else None
+        agents, _, _ = make_agents(args, Console(stderr=True), [], loaded)
         iso = isolation(args)
         if args.pool != 0:
             # One ready sandbox per actor: the next task's reset takes it while this one plays.

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from rich.console import Console
 from rich.text import Text
@@ -52,6 +52,9 @@ from tasks.osworld.runner import (
 )
 from tasks.osworld.task import DEFAULT_DIR_VAR, Task, TaskError, load_split, load_task, osworld_dir
 from tasks.sandbox_args import add_isolation_flags, isolation
+
+if TYPE_CHECKING:
+    from tasks.model import LoadedModel
 
 DEFAULT_SPLIT = "test_nogdrive"  # OSWorld-Verified's standard 361 tasks
 SUITE = "suite"  # names tasks/osworld/suite: its split, and for --script-dir its solutions
@@ -144,6 +147,22 @@ def add_ray_flag(p: argparse.ArgumentParser) -> None:
         "nodes advertise, results back in --out (docs: ray.md). `--ray` alone (auto): the cluster in "
         "$RAY_ADDRESS, else a local one started now; `--ray HOST:PORT`: that cluster. --workers: actors at "
         "once (default: the cluster's kimi_sandbox total); --pool 0: no sandbox kept ready per actor",
+    )
+    p.add_argument(
+        "--ray-gpus",
+        type=float,
+        default=1.0,
+        metavar="G",
+        help="with --ray and --backend transformers: GPUs each model actor asks Ray for (default 1; a "
+        "fraction shares a GPU; 0: the model runs on CPU); Ray places the actors on nodes that have them",
+    )
+    p.add_argument(
+        "--ray-models",
+        type=int,
+        default=1,
+        metavar="K",
+        help="with --ray and --backend transformers: model actors (replicas of the model, each loaded "
+        "once) that the sandbox actors share (default 1)",
     )
 
 
@@ -325,9 +344,10 @@ class _Locked:
 
 
 def make_agents(
-    args: argparse.Namespace, console: Console, refs: list[TaskRef]
+    args: argparse.Namespace, console: Console, refs: list[TaskRef], loaded: LoadedModel | None = None
 ) -> tuple[AgentFactory, str, str]:
-    """How each task gets its player; the model's name (for the results path) and a label."""
+    """How each task gets its player; the model's name (for the results path) and a label.
+    ``loaded``: the transformers model loaded elsewhere (Ray's model actors), not here."""
     if args.script_dir is not None:
         scripts = script_dir(args)
 
@@ -350,9 +370,12 @@ def make_agents(
     args.desktop = "vm" if args.vm else "sandbox"
     args.size = SCREEN
     check_limits(args)
-    setup = build_policy(args, LiveView(console, args.max_steps).say, ask_yes_no(console))
+    setup = build_policy(args, LiveView(console, args.max_steps).say, ask_yes_no(console), loaded)
     first = setup.policy
-    backend = first.backend if args.backend == "openai" else _Locked(first.backend)
+    # A local model generates for one worker at a time; a server (or a Ray model actor, which runs
+    # its calls one at a time itself) takes them as they come.
+    shared = args.backend == "openai" or loaded is not None
+    backend = first.backend if shared else _Locked(first.backend)
     cfg = first.context.cfg
 
     def model(task: Task) -> Agent:
