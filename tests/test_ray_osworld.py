@@ -298,7 +298,7 @@ def actor_processes(parent: Path, cls: str) -> list[int]:
     """Processes of ``parent``'s nodes that are Ray actors of class ``cls`` (Ray titles an actor's
     process ``ray::Class`` or ``ray::Class.method``)."""
     found = []
-    for pid in with_tmpdir_under(parent):
+    for pid in with_env_under("TMPDIR", parent):
         try:
             title = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
