@@ -29,13 +29,13 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from rich.console import Console
 from rich.text import Text
 
+from tasks.osworld.ray_errors import LOST, one_line
 from tasks.osworld.ray_workers import (
     SANDBOX_RESOURCE,
     ActorSpec,
     NodeReport,
     SandboxActor,
     TaskResult,
-    one_line,
     worker_name,
 )
 from tasks.osworld.results import Outcome, TaskRef, finish, prepare, ref_dir
@@ -45,15 +45,6 @@ from tasks.osworld.shipping import ShippingError, clear_staging, pack, store
 if TYPE_CHECKING:
     from tasks.osworld.ray_model import ModelReplicas
 
-# What says an actor is gone (its process, or its node): its task goes back in the queue.
-LOST = (
-    rex.RayActorError,
-    rex.WorkerCrashedError,
-    rex.NodeDiedError,
-    rex.ObjectLostError,
-    rex.ActorUnschedulableError,
-    rex.OutOfMemoryError,
-)
 MAX_DEATHS_PER_NODE = 3  # actors lost on one live node before it is given up
 POLL_S = 1.0  # how often the live view asks busy actors where they are
 NODES_EVERY_S = 2.0  # how often the cluster's nodes are listed (lost ones, new ones)

@@ -31,22 +31,9 @@ from agent.backend import BackendError, Completion, GenerationParams
 from agent.kimi_policy import ResolvedVariant
 from agent.messages import Message
 from tasks.model import LoadedModel
+from tasks.osworld.ray_errors import LOST, one_line
 
-# What says a replica is gone: its calls go to another.
-LOST = (
-    rex.RayActorError,
-    rex.WorkerCrashedError,
-    rex.NodeDiedError,
-    rex.ObjectLostError,
-    rex.ActorUnschedulableError,
-    rex.OutOfMemoryError,
-)
 COUNT_CACHE = 4096  # texts whose token counts a sandbox actor keeps (the prompts' fixed parts recur)
-
-
-def one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split())
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 @dataclass(frozen=True)

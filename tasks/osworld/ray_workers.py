@@ -35,6 +35,7 @@ import ray
 from rich.console import Console
 
 from tasks.osworld.pool import PoolSettings, SandboxPool
+from tasks.osworld.ray_errors import one_line
 from tasks.osworld.results import RECORDING_FILE, Outcome, TaskRef, finish, prepare, ref_dir
 from tasks.osworld.runner import (
     OfficialScorer,
@@ -119,11 +120,6 @@ def sweep_stale(parent: Path | None = None) -> None:
             shutil.rmtree(d, ignore_errors=True)
         except PermissionError:
             pass  # alive, someone else's
-
-
-def one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split())
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 class SandboxWorker:
