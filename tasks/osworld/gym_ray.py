@@ -235,11 +235,14 @@ class RayEnvs:
                 room = {k: n.capacity - placed[k] for k, n in nodes.items() if k not in self.refused}
                 room = {k: r for k, r in room.items() if r > 0}
                 if not room:
-                    refused = "; ".join(self.refused.values())
                     raise RayEnvError(
-                        f"the cluster has room for {len(ready) + len(starting)} of {num_envs} environments "
-                        f"({SANDBOX_RESOURCE} on the nodes that can host sandboxes)"
-                        + (f"; refused: {refused}" if refused else "")
+                        "; ".join(
+                            [
+                                f"the cluster has room for {len(ready) + len(starting)} of {num_envs} "
+                                f"environments ({SANDBOX_RESOURCE} units of the nodes that can host sandboxes)",
+                                *self.refused.values(),
+                            ]
+                        )
                     )
                 node = max(room, key=lambda k: room[k])
                 placed[node] += 1
@@ -348,8 +351,8 @@ class RayEnvs:
         self.envs = [e for e in self.envs if e not in envs]
 
     def close(self) -> None:
-        if ray is None:
-            return
+        if ray is None or not ray.is_initialized():
+            return  # left the cluster already (a .remote() now would start a new one)
         self._end(list(self.envs))
         if self._owns_ray:
             with contextlib.suppress(Exception):

@@ -1,9 +1,12 @@
-"""N ``OSWorldEnv``s stepping at once behind Gymnasium's ``VectorEnv`` API, in one process.
+"""N ``OSWorldEnv``s stepping at once behind Gymnasium's ``VectorEnv`` API, in one process or, with
+``ray=``, as actors on a Ray cluster's sandbox nodes (tasks/osworld/gym_ray.py).
 
 Gymnasium's SyncVectorEnv steps its environments one after another and AsyncVectorEnv gives each a
 process of its own (and so a pool of its own). A desktop step is mostly waiting (the X server, the
 apps, the settle wait), so threads step them concurrently here, and every environment takes its
-sandboxes from one shared warm pool and scores through one evaluator worker.
+sandboxes from one shared warm pool and scores through one evaluator worker. On Ray each
+environment has its own pool and evaluator worker on its node; the batching and autoreset below are
+the same for both (``SubEnvs`` is all that differs).
 
 Autoreset is Gymnasium's default, next-step: the step after an episode ended resets that
 environment (reward 0, not terminated, not truncated) instead of stepping it; it replays the task
