@@ -122,9 +122,15 @@ def test_a_vector_on_two_nodes_scores_autoresets_ships_task_files_and_leaves_not
     parent = next(iter(tmp.values())).parent
     closed = tmp[placed[0].node_id]
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and (marked(parent) or evaluators(parent) or _actor_folders(closed)):
+    while time.monotonic() < deadline and (
+        marked(parent)
+        or evaluators(parent)
+        or _actor_folders(closed)
+        or any(Path(f"/proc/{e.pid}").exists() for e in placed)
+    ):
         time.sleep(0.2)
     assert marked(parent) == [] and evaluators(parent) == [] and _actor_folders(closed) == []
+    assert not any(Path(f"/proc/{e.pid}").exists() for e in placed)  # the actors' processes ended
     assert not ray.is_initialized()  # the vector left the cluster it joined
     assert os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"
 

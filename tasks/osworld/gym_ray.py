@@ -69,6 +69,7 @@ class RemoteEnv:
     node_id: str
     ip: str
     hostname: str
+    pid: int  # the actor's process on its node
 
     def where(self) -> str:
         return f"{self.ip} ({self.hostname}, {self.node_id[:8]})"
@@ -118,9 +119,9 @@ class EnvWorker:
             except Exception as e:
                 raise RuntimeError(f"cannot start a sandbox: {e}") from None
 
-    def hello(self) -> tuple[str, str, str, str | None]:
-        """(node id, IP, host name, what the node lacks or None)."""
-        return self.node_id, self.ip, socket.gethostname(), self.lacks
+    def hello(self) -> tuple[str, str, str, int, str | None]:
+        """(node id, IP, host name, the actor's pid, what the node lacks or None)."""
+        return self.node_id, self.ip, socket.gethostname(), os.getpid(), self.lacks
 
     def spaces(self) -> tuple[Any, Any, dict[str, Any], str | None]:
         env = self._live()
@@ -252,11 +253,11 @@ class RayEnvs:
                 ).remote(desktop, self._per_env_pool, kwargs)
                 starting.append((i, node, actor, actor.hello.remote()))
                 # Known at once, so that close() ends it whatever happens next.
-                self.envs.append(RemoteEnv(i, actor, node, nodes[node].ip, "?"))
+                self.envs.append(RemoteEnv(i, actor, node, nodes[node].ip, "?", 0))
             todo = []
             for i, node, actor, hello in starting:
                 try:
-                    node_id, ip, host, lacks = ray.get(hello, timeout=HELLO_TIMEOUT_S)
+                    node_id, ip, host, pid, lacks = ray.get(hello, timeout=HELLO_TIMEOUT_S)
                 except rex.GetTimeoutError:
                     raise RayEnvError(
                         f"environment {i}: its actor on node {nodes[node].ip} ({node[:8]}) did not start "
@@ -266,7 +267,7 @@ class RayEnvs:
                     raise RayEnvError(
                         f"environment {i}: its actor on node {nodes[node].ip} ({node[:8]}) was lost: {one_line(e)}"
                     ) from None
-                env = RemoteEnv(i, actor, node_id, ip, host)
+                env = RemoteEnv(i, actor, node_id, ip, host, pid)
                 self.envs = [env if e.actor is actor else e for e in self.envs]
                 if lacks is None:
                     ready[i] = env
