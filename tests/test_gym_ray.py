@@ -88,11 +88,13 @@ def test_a_vector_on_two_nodes_scores_autoresets_ships_task_files_and_leaves_not
     task_file.write_text(json.dumps(task))
     solution = json.loads((SOLUTIONS / f"{TASK}.json").read_text())
 
-    envs = OSWorldVectorEnv(2, desktop="minimal", max_steps=3, ray=c.address)
+    envs = OSWorldVectorEnv(2, desktop="minimal", max_steps=3, task=str(task_file), ray=c.address)
     try:
         placed = list(envs.envs)
         assert {e.node_id for e in placed} == set(tmp)  # one environment on each node
 
+        _, infos = envs.reset()  # the vector's task=: the file, shipped to both nodes
+        assert list(infos["task_id"]) == ["hello-from-here"] * 2 and all(infos["setup_ok"]), infos
         obs, infos = envs.reset(options={"task": [str(task_file), TASK]})
         assert obs["screenshot"].shape == (2, 1080, 1920, 3) and obs["screenshot"].dtype.name == "uint8"
         assert list(infos["task_id"]) == ["hello-from-here", TASK] and list(infos["domain"]) == ["mine", "os"]

@@ -281,22 +281,27 @@ class RayEnvs:
 
     # -- calls ----------------------------------------------------------------------------------
     def call(self, calls: Sequence[Call]) -> list[Any]:
-        refs = [self._send(e, c) for e, c in zip(self.envs, calls, strict=True)]
+        # Every task resolved and packed first: a bad one raises before any environment is reset.
+        args = [self._arguments(e, c) for e, c in zip(self.envs, calls, strict=True)]
+        refs = [
+            getattr(e.actor, c.method).remote(**a) for e, c, a in zip(self.envs, calls, args, strict=True)
+        ]
+        self._played.update(e.index for e, c in zip(self.envs, calls, strict=True) if c.method == "reset")
         return [self._answer(e, ref) for e, ref in zip(self.envs, refs, strict=True)]
 
-    def _send(self, env: RemoteEnv, call: Call) -> Any:
+    def _arguments(self, env: RemoteEnv, call: Call) -> dict[str, Any]:
+        """The actor method's arguments: a reset's task as the node takes it (``_ship``)."""
         if call.method != "reset":
-            return getattr(env.actor, call.method).remote(**call.kwargs)
+            return call.kwargs
         options = call.kwargs.get("options")
         if options and "task" in options:
             args = self._ship(options)
         elif self._default is not None and env.index not in self._played:
             # The first reset plays the vector's task=; later ones replay what the node has.
-            args = {**self._default, "options": {**(options or {}), **self._default["options"]}}
+            args = {**self._default, "options": {**self._default["options"], **(options or {})}}
         else:
             args = {"options": options}
-        self._played.add(env.index)
-        return env.actor.reset.remote(seed=call.kwargs.get("seed"), **args)
+        return {"seed": call.kwargs.get("seed"), **args}
 
     def _answer(self, env: RemoteEnv, ref: Any) -> Any:
         from tasks.osworld.ray_driver import LOST
