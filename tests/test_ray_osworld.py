@@ -383,6 +383,27 @@ def test_the_transformers_backend_runs_in_a_gpu_model_actor_the_sandbox_actors_s
         nodes.cluster.remove_node(gpu)
 
 
+def test_a_vector_env_refuses_the_node_without_the_stack_in_one_line(nodes: Nodes) -> None:
+    """OSWorldVectorEnv(ray=): one environment per unit, 3 on 3 nodes; the third node lacks the
+    evaluator venv, so its environment has nowhere else to go (tests/test_gym_ray.py plays episodes)."""
+    from tasks.osworld.gym_ray import RayEnvError
+    from tasks.osworld.gym_vector import OSWorldVectorEnv
+
+    before = {p for d in nodes.tmp.values() for p in d.glob("kimi-ray-*")}
+    with pytest.raises(RayEnvError) as e:
+        OSWorldVectorEnv(3, desktop="minimal", pool_size=0, ray=nodes.address)
+    line = str(e.value)
+    assert "\n" not in line and line.startswith("the cluster has room for 2 of 3 environments"), line
+    assert (
+        f"{nodes.broken.node_id[:8]}) refused: the OSWorld evaluator environment" in line
+        and "no-venv" in line
+    )
+    import ray
+
+    assert not ray.is_initialized()  # it left the cluster, having ended the two actors it started
+    assert {p for d in nodes.tmp.values() for p in d.glob("kimi-ray-*")} == before
+
+
 def test_a_lost_node_and_a_killed_driver_lose_and_duplicate_nothing_and_leave_nothing_running(
     nodes: Nodes, tmp_path: Path
 ) -> None:
