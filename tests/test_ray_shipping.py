@@ -128,7 +128,7 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("args", "says"),
     [
-        (["bench", "osworld", "run", "os-hello-file", "--ray", "--backend", "transformers"], "--backend openai"),
+        (["bench", "osworld", "run", "os-hello-file", "--ray", "--ray-models", "0"], "--ray-models must be at least 1"),
         (["bench", "osworld", "run", "os-hello-file", "--ray", "--script-dir", "suite", "--vm", "http://127.0.0.1:9"], "--vm"),
         (["rollout", "os-hello-file", "--group", "2", "--ray", "--script-dir", "suite", "--workers", "0"], "--workers must be at least 1"),
     ],
