@@ -122,6 +122,7 @@ class Run:
     began_at: float = 0.0  # wall clock: the command started, ended
     ended_at: float = 0.0
     timings: list[dict[str, float]] = field(default_factory=list)  # each outcome.json's
+    steps: list[int] = field(default_factory=list)  # and its steps
     written: list[float] = field(default_factory=list)  # and when it was written
     cpu_s: float = 0.0  # the command's CPU time (user + system), its waited-for children's included
     ticks: list[tuple[float, int]] = field(default_factory=list)  # (wall clock, its own CPU ticks) sampled
@@ -199,6 +200,7 @@ def run_cli(
         began,
         ended,
         [o["timings"] for o in records],
+        [o["steps"] for o in records],
         [p.stat().st_mtime for p in outcomes],
         cpu,
         ticks,
@@ -519,8 +521,12 @@ def sizing(args: argparse.Namespace, workdir: Path, desktops: list[str], idle_s:
             with Sampler(c.tmp[0], workdir) as sampler:
                 r = run_cli(one, workdir, f"sizing {desktop}", ["--ray", c.address], {})
             span = max(x.ended_at for x in r.schedule) - min(x.started_at for x in r.schedule)
+        per_step = [t["agent_s"] / n for t, n in zip(r.timings, r.steps, strict=True) if n]
         print(
-            f"  {desktop:7} one actor, {r.tasks} tasks (score {r.score:g}) in {span:.1f} s of play, {r.wall_s:.1f} s in all:"
+            f"  {desktop:7} one actor, {r.tasks} tasks (score {r.score:g}) in {span:.1f} s of play, {r.wall_s:.1f} s in all; "
+            f"a task's reset+setup {statistics.median(t['reset_s'] + t['setup_s'] for t in r.timings):.1f} s, "
+            f"evaluation {r.task_s('evaluate_s'):.1f} s, play per step {statistics.median(per_step):.2f} s "
+            f"(the script's own waits included), {statistics.mean(r.steps):.1f} steps (medians, mean):"
         )
         for kind, what in (
             ("sandboxes", "sandboxes (the one playing, the one ready next; desktop, apps, server, recorder)"),
