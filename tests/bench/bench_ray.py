@@ -13,7 +13,7 @@ per node and what it implies for N nodes and 1,000 sandboxes, and the memory and
 3. Throughput of one node with k sandboxes (--per-node), tasks/min from the first task sent to the
    last stored, and the extrapolation to N nodes and 1,000 sandboxes.
 4. Sizing (--sizing DESKTOP...): a ready sandbox's memory (PSS of its whole process tree, Xvfb
-   included) and CPU while idle, then a Ray run with one actor sampled every 0.5 s: CPU-seconds per
+   included) and CPU while idle and while a task would wait for the model (its recorder on), then a Ray run with one actor sampled every 0.5 s: CPU-seconds per
    task and memory of the sandboxes, the actor (the Ray worker process), its evaluator worker and the
    node's Ray processes.
 
@@ -387,23 +387,38 @@ def sandbox_pids(box: ServedSandbox) -> set[int]:
     return out
 
 
+def cpu_over(box: ServedSandbox, seconds: float) -> float:
+    """The sandbox's share of a core over ``seconds`` (its processes' CPU ticks, Xvfb included)."""
+    before = {p: st[1] for p in sandbox_pids(box) if (st := proc_stat(p))}
+    t = time.perf_counter()
+    time.sleep(seconds)
+    wall = time.perf_counter() - t
+    used = sum(st[1] - before.get(p, 0) for p in sandbox_pids(box) if (st := proc_stat(p))) / TICK
+    return used / wall * 100
+
+
 def ready_sandbox(desktop: str, idle_s: float) -> None:
+    """A ready sandbox: its memory, and its CPU while idle and while a task waits for the model
+    (nothing moves on the screen, the task's recorder runs: ffmpeg's x11grab at 30 fps)."""
     from env.isolation import Isolation
+    from env.osworld_client import OSWorldClient
 
     with SandboxPool(PoolSettings(1, desktop, Isolation(), max_starts=1)) as pool:  # bwrap, as the CLI
         box, _ = pool.take()
         time.sleep(2)  # the desktop settles
         pids = sandbox_pids(box)
         pss = sum(pss_kb(p)[0] for p in pids) / 1024
-        before = {p: s[1] for p in pids if (s := proc_stat(p))}
-        t = time.perf_counter()
-        time.sleep(idle_s)
-        wall = time.perf_counter() - t
-        used = sum(s[1] - before.get(p, 0) for p in sandbox_pids(box) if (s := proc_stat(p))) / TICK
+        idle = cpu_over(box, idle_s)
+        client = OSWorldClient(box.url, token=box.token)
+        client.start_recording()
+        time.sleep(1)
+        recording = cpu_over(box, idle_s)
+        client.end_recording()
+        client.close()
         pool.give_back(box)
     print(
-        f"  {desktop:7} ready sandbox: PSS {pss:.0f} MB ({len(pids)} processes); idle CPU {used / wall * 100:.1f}% "
-        f"of a core over {wall:.0f} s"
+        f"  {desktop:7} ready sandbox: PSS {pss:.0f} MB ({len(pids)} processes); CPU over {idle_s:.0f} s: idle "
+        f"{idle:.1f}% of a core, waiting with the recorder on {recording:.1f}%"
     )
 
 
