@@ -14,6 +14,7 @@ Standard library and pydantic only: the bench and the report read it without Ray
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -46,9 +47,15 @@ class ScheduleRecord(BaseModel):
 
 
 def append(root: Path, record: ScheduleRecord) -> None:
-    """One line more; a line torn by a kill is skipped by ``read``."""
-    with open(root / SCHEDULE_FILE, "a", encoding="utf-8") as f:
-        f.write(record.model_dump_json() + "\n")
+    """One line more. A line torn by a killed driver is ended first, so a resumed run's records stay
+    on lines of their own (``read`` skips the torn one)."""
+    path = root / SCHEDULE_FILE
+    with open(path, "ab+") as f:  # appends, wherever it last read
+        torn = False
+        if f.tell() > 0:
+            f.seek(-1, os.SEEK_END)
+            torn = f.read(1) != b"\n"
+        f.write((b"\n" if torn else b"") + record.model_dump_json().encode() + b"\n")
 
 
 def read(root: Path) -> list[ScheduleRecord]:
