@@ -32,7 +32,7 @@ from typing import Any
 
 import pytest
 
-from tasks.osworld import suite
+from tasks.osworld import ray_schedule, suite
 from tasks.osworld.results import RESULT_FILE, model_dir
 from tasks.osworld.shipping import STAGING
 from tests.sandbox_marks import marked
@@ -221,6 +221,12 @@ def test_the_os_tasks_spread_over_the_nodes_score_as_locally_and_a_node_without_
     assert sorted(got) == os_tasks
     # Each reference solution scores 1.0, as it does with local workers (tests/test_osworld_suite.py).
     assert {t: o["score"] for t, o in got.items()} == dict.fromkeys(os_tasks, 1.0), r.stdout[-3000:]
+    # The driver's schedule record of each stored task (one clock here: its times are in order).
+    schedule = ray_schedule.read(model_dir(out, SUITE_ROOT))
+    assert sorted(x.task_id for x in schedule) == os_tasks
+    for x in schedule:
+        assert x.dispatched_at <= x.started_at < x.ended_at <= x.received_at <= x.stored_at, x
+        assert x.worker == got[x.task_id]["worker"] and x.dispatch_s > 0 and x.store_s > 0
     workers = {o["worker"] for o in got.values()}
     on = {
         role

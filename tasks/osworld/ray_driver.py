@@ -29,7 +29,9 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from rich.console import Console
 from rich.text import Text
 
+from tasks.osworld import ray_schedule
 from tasks.osworld.ray_errors import LOST, one_line
+from tasks.osworld.ray_schedule import ScheduleRecord
 from tasks.osworld.ray_workers import (
     SANDBOX_RESOURCE,
     ActorSpec,
@@ -103,6 +105,8 @@ class _Slot:
     hello: Any = None  # the actor's NodeReport, until it arrives
     task: TaskRef | None = None
     running: Any = None  # the task's TaskResult
+    sent_at: float = 0.0  # the task's dispatch: when it was sent (wall clock), what sending took
+    send_s: float = 0.0
     polling: Any = None  # a state() poll for the live view
     ready: bool = False  # its node is fit: it takes tasks
 
@@ -317,6 +321,7 @@ class RayRunner:
     def _dispatch(self, run: _Run, slot: _Slot) -> None:
         """The next task to ``slot``'s actor, unless the run is stopping or has none left."""
         while run.queue and run.stopping is None:
+            t0 = time.perf_counter()
             ref = run.queue.popleft()
             try:
                 bundle = pack(ref)
@@ -327,7 +332,9 @@ class RayRunner:
             s.task, s.domain, s.step, s.max_steps = ref.task_id, ref.domain, 0, 0
             s.phase, s.started = "sent", time.time()
             slot.task = ref
+            slot.sent_at = time.time()
             slot.running = slot.actor.run.remote(bundle)
+            slot.send_s = time.perf_counter() - t0
             return
 
     def _on_hello(self, run: _Run, slot: _Slot) -> None:
@@ -348,6 +355,7 @@ class RayRunner:
         slot.ready = True
 
     def _on_result(self, run: _Run, slot: _Slot) -> None:
+        received_at, t0 = time.time(), time.perf_counter()
         ref, slot.running = slot.running, None
         task = slot.task
         assert task is not None
@@ -377,6 +385,21 @@ class RayRunner:
             outcome = _record_crash(run.root, task, f"cannot store its files: {one_line(e)}", slot.state.name)
         slot.state.finished += 1
         run.on_done(outcome)
+        record = ScheduleRecord(
+            task_id=task.task_id,
+            domain=task.domain,
+            run_dir=task.run_dir,
+            worker=slot.state.name,
+            dispatched_at=slot.sent_at,
+            started_at=result.started_at,
+            ended_at=result.ended_at,
+            received_at=received_at,
+            stored_at=time.time(),
+            dispatch_s=slot.send_s,
+            store_s=time.perf_counter() - t0,
+        )
+        with contextlib.suppress(OSError):  # a record of timings only: the task is stored
+            ray_schedule.append(run.root, record)
 
     def _on_poll(self, slot: _Slot) -> None:
         ref, slot.polling = slot.polling, None

@@ -25,6 +25,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 import traceback
 import uuid
 from dataclasses import dataclass
@@ -82,6 +83,10 @@ class TaskResult:
     outcome: Outcome | None
     files: dict[str, bytes]  # the task's directory, by relative path
     aborted: str | None = None  # the run stops (model unreachable, interrupted): no outcome
+    # The actor's wall clock when ``run`` began and returned: the driver's schedule records
+    # (tasks/osworld/ray_schedule.py) measure the time on the way to and from the actor with them.
+    started_at: float = 0.0
+    ended_at: float = 0.0
 
 
 def worker_name(ip: str, node_id: str, index: int) -> str:
@@ -205,6 +210,11 @@ class SandboxWorker:
 
     def run(self, bundle: TaskBundle) -> TaskResult:
         """Play one task; its outcome and files, or ``aborted`` when the run must stop."""
+        started = time.time()
+        result = self._play(bundle)
+        return dataclasses.replace(result, started_at=started, ended_at=time.time())
+
+    def _play(self, bundle: TaskBundle) -> TaskResult:
         worker, tmp = self._worker, self._tmp
         if worker is None or tmp is None:
             raise RuntimeError(self.lacks or "the actor is closed")
