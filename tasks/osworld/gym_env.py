@@ -39,6 +39,7 @@ from env.settle import Settle
 from env.vm_desktop import VMDesktop
 from tasks.osworld.pool import SCREEN, PoolSettings, SandboxPool
 from tasks.osworld.ports import fixed_ports, hold_ports
+from tasks.osworld.results import TaskRef
 from tasks.osworld.runner import (
     OfficialScorer,
     SandboxTarget,
@@ -117,6 +118,19 @@ def _parse_text(text: str) -> ParsedStep:
         return ParsedStep([], "code is nested too deeply to read")
     except (ValueError, TypeError) as e:
         return ParsedStep([], f"cannot read the code: {type(e).__name__}")
+
+
+def one_task(spec: object, osworld_dir: Path | None) -> TaskRef:
+    """The one task a reset's ``task`` names (a suite id, an OSWorld task id, a task file; not a
+    dict); TypeError or ValueError (TaskError) saying why not."""
+    if not isinstance(spec, (str, Path)):
+        raise TypeError(f"a task is a suite id, task id, task file or task dict; got {type(spec).__name__}")
+    from tasks.osworld.run_cli import resolve
+
+    _, refs = resolve([str(spec)], osworld_dir)
+    if len(refs) != 1:
+        raise ValueError(f"{spec} names {len(refs)} tasks (a split); an episode plays one")
+    return refs[0]
 
 
 class OSWorldEnv(gymnasium.Env[dict[str, Any], str]):
@@ -315,17 +329,9 @@ class OSWorldEnv(gymnasium.Env[dict[str, Any], str]):
         if isinstance(spec, dict):
             task = parse_task(spec)
             return task, domain or task.domain
-        if not isinstance(spec, (str, Path)):
-            raise TypeError(
-                f"a task is a suite id, task id, task file or task dict; got {type(spec).__name__}"
-            )
-        from tasks.osworld.run_cli import resolve
         from tasks.osworld.task import load_task
 
-        _, refs = resolve([str(spec)], self.osworld_dir)
-        if len(refs) != 1:
-            raise ValueError(f"{spec} names {len(refs)} tasks (a split); an episode plays one")
-        ref = refs[0]
+        ref = one_task(spec, self.osworld_dir)
         return load_task(ref.path), domain or ref.domain
 
     def _observe(self) -> dict[str, Any]:

@@ -322,20 +322,13 @@ class RayEnvs:
         """A reset's arguments for the node: ``options`` as they are when their task is a suite id
         or a dict; a task file (or an OSWorld task id found here) as a bundle with its local files."""
         from tasks.osworld import suite
-        from tasks.osworld.run_cli import resolve
+        from tasks.osworld.gym_env import one_task
         from tasks.osworld.shipping import pack
 
         spec = options["task"]
         if spec is None or isinstance(spec, dict):
             return {"options": options}
-        if not isinstance(spec, (str, Path)):
-            raise TypeError(
-                f"a task is a suite id, task id, task file or task dict; got {type(spec).__name__}"
-            )
-        _, refs = resolve([str(spec)], self._osworld_dir)
-        if len(refs) != 1:
-            raise ValueError(f"{spec} names {len(refs)} tasks (a split); an episode plays one")
-        ref = refs[0]
+        ref = one_task(spec, self._osworld_dir)
         if Path(ref.path).is_relative_to(suite.EXAMPLES.resolve()) and not str(spec).endswith(".json"):
             return {"options": options}  # the packaged suite: every node has it
         rest = {k: v for k, v in options.items() if k != "task"}
