@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from agent.backend import Backend, GenerationParams
+from agent.backends.base import Backend, GenerationParams
 from agent.history import ContextBuilder, HistoryConfig
 from agent.parser import parse_reply
 from agent.policy import Attempt, Decision, Observation, PromptState, StepView

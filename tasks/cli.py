@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.text import Text
 
-from agent.backend import BackendError
+from agent.backends.base import BackendError
+from agent.backends.weights import DEFAULT_MODEL
 from agent.loop import handling, run
 from agent.policy import Policy, ScriptedPolicy
 from agent.replay import replay_policy
 from agent.text import visible
 from agent.trajectory import RunInfo, TrajectoryWriter
-from agent.weights import DEFAULT_MODEL
 from env.desktop import Desktop
 from tasks.cli_common import (
     ArgumentParser,
@@ -527,10 +527,10 @@ def _cmd_export(console: Console, argv: Sequence[str]) -> int:
         regex = re.compile(args.task_regex) if args.task_regex is not None else None
     except re.error as e:
         raise UsageError(f"--task-regex {args.task_regex!r}: {e}") from None
+    from agent.backends.weights import resolve_tokenizer
     from agent.export.dataset import NothingToExport, export, left_out
     from agent.export.records import Options
     from agent.tokenizer import load_tokenizer
-    from agent.weights import resolve_tokenizer
     from tasks.screenspot.export import GroundingRun
 
     opts = Options(

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent.backend import Backend
+from agent.backends.base import Backend
 from agent.kimi_policy import KimiPolicy, ResolvedVariant, resolve_variant
 
 if TYPE_CHECKING:
-    from agent.transformers_backend import TransformersBackend
+    from agent.backends.transformers import TransformersBackend
 
 Notice = Callable[[str], None]
 Confirm = Callable[[str], bool]
@@ -54,7 +54,7 @@ def build_policy(
     load_templates(args.prompt_profile, args.prompt_dir)
     max_context = args.max_context
     if args.backend == "openai":
-        from agent.openai_backend import OpenAIBackend
+        from agent.backends.openai import OpenAIBackend
 
         backend: Backend
         ob = OpenAIBackend(
@@ -115,8 +115,8 @@ def load_local(
     """The checkpoint ``--model`` names (fetched on first use unless ``--offline``), its variant
     (``--variant`` / ``--in-token-limit`` override) and the backend loaded with it (on ``device``;
     None: CUDA when there is one)."""
-    from agent.transformers_backend import TransformersBackend
-    from agent.weights import resolve_checkpoint
+    from agent.backends.transformers import TransformersBackend
+    from agent.backends.weights import resolve_checkpoint
 
     path = resolve_checkpoint(args.model, offline=args.offline, confirm=confirm, notice=notice)
     resolved = resolve_variant(

@@ -8,7 +8,7 @@ from typing import Any
 
 from PIL import Image
 
-from agent.backend import Completion, GenerationParams
+from agent.backends.base import Completion, GenerationParams
 from agent.chat import KimiChat
 from agent.kimi_policy import KimiPolicy, VariantName, resolve_variant
 from agent.messages import ImagePart, Message, TextPart

@@ -15,13 +15,13 @@ from fake_openai_server import FakeOpenAI, Reply
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from agent.backend import BackendError, GenerationParams
+from agent.backends.base import BackendError, GenerationParams
+from agent.backends.openai import OpenAIBackend
+from agent.backends.transformers import TransformersBackend
 from agent.kimi_policy import KimiPolicy, Variant, resolve_variant
 from agent.loop import run
 from agent.messages import ImagePart, Message, TextPart
-from agent.openai_backend import OpenAIBackend
 from agent.trajectory import RunInfo, TrajectoryWriter, read_steps
-from agent.transformers_backend import TransformersBackend
 from tasks.cli import main
 
 

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from agent.backend import Completion
+from agent.backends.base import Completion
+from agent.backends.transformers import TransformersBackend
 from agent.tokenizer import load_tokenizer
 from agent.trajectory import read_steps
-from agent.transformers_backend import TransformersBackend
 from tasks.osworld import suite
 from tasks.osworld.results import model_dir, read_manifest
 

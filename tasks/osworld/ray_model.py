@@ -27,7 +27,7 @@ from typing import Any
 import ray
 import ray.exceptions as rex
 
-from agent.backend import BackendError, Completion, GenerationParams
+from agent.backends.base import BackendError, Completion, GenerationParams
 from agent.kimi_policy import ResolvedVariant
 from agent.messages import Message
 from tasks.model import LoadedModel

@@ -17,9 +17,9 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from agent.backend import GenerationParams
+from agent.backends.base import GenerationParams
+from agent.backends.weights import DEFAULT_MODEL
 from agent.kimi_policy import ResolvedVariant, Variant, resolve_variant
-from agent.weights import DEFAULT_MODEL
 from tasks.cli_common import ArgumentParser, HelpFormatter, make_console
 from tasks.screenspot import report
 from tasks.screenspot.runner import (
@@ -313,7 +313,7 @@ def _setup(args: argparse.Namespace, system: str, notice: Callable[[str], None])
 
 
 def _openai(args: argparse.Namespace, system: str, notice: Callable[[str], None]) -> Setup:
-    from agent.openai_backend import OpenAIBackend
+    from agent.backends.openai import OpenAIBackend
 
     urls = list(dict.fromkeys(args.base_url or ["http://127.0.0.1:8000/v1"]))
     backends = [

@@ -26,9 +26,9 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from agent.backend import Backend, BackendError, Completion, GenerationParams
+from agent.backends.base import Backend, BackendError, Completion, GenerationParams
+from agent.backends.openai import OpenAIBackend, data_url
 from agent.jsonfile import read_json
-from agent.openai_backend import OpenAIBackend, data_url
 from agent.vision import check_sides, model_size
 from tasks.screenspot import prompt
 from tasks.screenspot.sample import Prediction, Sample

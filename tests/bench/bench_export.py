@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tiny_kimi import write_tiny_kimi
 
-from agent.backend import Completion, GenerationParams
+from agent.backends.base import Completion, GenerationParams
 from agent.chat import KimiChat
 from agent.export.dataset import export
 from agent.export.records import Options

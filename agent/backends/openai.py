@@ -47,7 +47,7 @@ import httpcore2
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from agent.backend import BackendError, Completion, GenerationParams
+from agent.backends.base import BackendError, Completion, GenerationParams
 from agent.history import utf8_upper_bound
 from agent.messages import ImagePart, Message, TextPart
 from agent.vision import wire_image

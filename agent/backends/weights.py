@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from agent.backend import BackendError
+from agent.backends.base import BackendError
 
 DEFAULT_MODEL = "moonshotai/Kimi-VL-A3B-Instruct"
 # What the native path reads: config, generation, tokenizer and processor json, the chat template,
