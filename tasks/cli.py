@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from env.settle import Settle
 
 # Spelled out here so that `kimi-agent --help` does not import torch; tests check them against
-# agent.kimi_policy.VariantName and agent.history.PROFILES.
+# agent.models.kimi_vl.variants.VariantName and agent.history.PROFILES.
 VARIANTS = ["instruct", "thinking", "thinking-2506"]
 PROFILES = ["append", "osworld"]
 DRY_RUN_DONE = 3  # exit status of a dry run that reached the model's "done": not a finished task
@@ -530,7 +530,7 @@ def _cmd_export(console: Console, argv: Sequence[str]) -> int:
     from agent.backends.weights import resolve_tokenizer
     from agent.export.dataset import NothingToExport, export, left_out
     from agent.export.records import Options
-    from agent.tokenizer import load_tokenizer
+    from agent.models.kimi_vl.tokenizer import load_tokenizer
     from tasks.screenspot.export import GroundingRun
 
     opts = Options(

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.backends.base import Backend
-from agent.kimi_policy import KimiPolicy, ResolvedVariant, resolve_variant
+from agent.kimi_policy import KimiPolicy
+from agent.models.kimi_vl.variants import ResolvedVariant, resolve_variant
 
 if TYPE_CHECKING:
     from agent.backends.transformers import TransformersBackend

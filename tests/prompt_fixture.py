@@ -9,11 +9,12 @@ from typing import Any
 from PIL import Image
 
 from agent.backends.base import Completion, GenerationParams
-from agent.chat import KimiChat
-from agent.kimi_policy import KimiPolicy, VariantName, resolve_variant
+from agent.kimi_policy import KimiPolicy
 from agent.messages import ImagePart, Message, TextPart
+from agent.models.kimi_vl.chat import KimiChat
+from agent.models.kimi_vl.tokenizer import load_tokenizer
+from agent.models.kimi_vl.variants import VariantName, resolve_variant
 from agent.policy import Decision, StepView
-from agent.tokenizer import load_tokenizer
 from env.actions import Click, Point, TypeText
 
 VARIANTS: tuple[VariantName, ...] = ("instruct", "thinking", "thinking-2506")

@@ -25,15 +25,16 @@ from PIL import Image
 
 from agent.backends.base import Completion, GenerationParams
 from agent.backends.transformers import TransformersBackend
-from agent.chat import KimiChat
 from agent.export import sharegpt
 from agent.export.dataset import Manifest, export
 from agent.export.records import Options
-from agent.kimi_policy import KimiPolicy, Variant
+from agent.kimi_policy import KimiPolicy
 from agent.loop import run
 from agent.messages import Message
+from agent.models.kimi_vl.chat import KimiChat
+from agent.models.kimi_vl.tokenizer import load_tokenizer
+from agent.models.kimi_vl.variants import Variant
 from agent.policy import ScriptedPolicy
-from agent.tokenizer import load_tokenizer
 from agent.trajectory import RunInfo, TrajectoryWriter, read_steps
 from env.actions import Done
 from tasks.cli import main

@@ -18,9 +18,10 @@ from safetensors.torch import load_file, save_file
 from agent.backends.base import BackendError, GenerationParams
 from agent.backends.openai import OpenAIBackend
 from agent.backends.transformers import TransformersBackend
-from agent.kimi_policy import KimiPolicy, Variant, resolve_variant
+from agent.kimi_policy import KimiPolicy
 from agent.loop import run
 from agent.messages import ImagePart, Message, TextPart
+from agent.models.kimi_vl.variants import Variant, resolve_variant
 from agent.trajectory import RunInfo, TrajectoryWriter, read_steps
 from tasks.cli import main
 
@@ -235,7 +236,7 @@ def test_the_cli_spells_the_variants_and_profiles_as_the_code_does() -> None:
     from typing import get_args
 
     from agent.history import PROFILES
-    from agent.kimi_policy import VariantName
+    from agent.models.kimi_vl.variants import VariantName
     from tasks import cli
 
     assert list(get_args(VariantName)) == cli.VARIANTS and list(PROFILES) == cli.PROFILES

@@ -29,7 +29,7 @@ from PIL import Image
 from agent.backends.base import BackendError, GenerationParams
 from agent.backends.openai import OpenAIBackend, ServerInfo
 from agent.messages import ImagePart, Message, TextPart
-from agent.vision import default_in_token_limit, image_tokens, model_size
+from agent.models.kimi_vl.vision import default_in_token_limit, image_tokens, model_size
 
 HI = [Message.text("user", "hi")]
 
@@ -788,8 +788,8 @@ def test_a_base_url_or_key_that_http_cannot_carry_is_refused_at_once() -> None:
 
 @pytest.fixture(scope="module")
 def tiny_chat(tiny_kimi: Path) -> Any:
-    from agent.chat import KimiChat
-    from agent.tokenizer import load_tokenizer
+    from agent.models.kimi_vl.chat import KimiChat
+    from agent.models.kimi_vl.tokenizer import load_tokenizer
 
     return KimiChat(load_tokenizer(tiny_kimi), 4096)
 

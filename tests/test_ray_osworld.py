@@ -324,7 +324,7 @@ def test_the_transformers_backend_runs_in_a_gpu_model_actor_the_sandbox_actors_s
     from agent.backends.transformers import TransformersBackend
     from agent.export.records import Options
     from agent.export.trajectories import AgentRun
-    from agent.tokenizer import load_tokenizer
+    from agent.models.kimi_vl.tokenizer import load_tokenizer
 
     gpu_tmp = nodes.parent / "gpu"
     gpu_tmp.mkdir()

@@ -18,7 +18,7 @@ from tiny_kimi import write_weights
 from agent.backends.base import BackendError, GenerationParams
 from agent.backends.transformers import PROJECTOR_KEYS, TransformersBackend, k25_config
 from agent.messages import ImagePart, Message, TextPart
-from agent.vision import preprocess
+from agent.models.kimi_vl.vision import preprocess
 
 IM_END, IM_MIDDLE = 163586, 163601
 

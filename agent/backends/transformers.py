@@ -29,11 +29,11 @@ from transformers import DynamicCache
 from agent.backends.base import BackendError, Completion, GenerationParams
 from agent.backends.reuse import Digests, FeatureCache, ImageKey, PrefixCache, Prompt
 from agent.backends.weights import reason
-from agent.chat import KimiChat
 from agent.deps import check_transformers
 from agent.messages import Message
-from agent.tokenizer import load_tokenizer
-from agent.vision import image_tokens, model_size, preprocess, read_in_token_limit
+from agent.models.kimi_vl.chat import KimiChat
+from agent.models.kimi_vl.tokenizer import load_tokenizer
+from agent.models.kimi_vl.vision import image_tokens, model_size, preprocess, read_in_token_limit
 
 # Kimi-VL's projector (vLLM kimi_vl.py: KimiVLMultiModalProjector.{pre_norm,linear_1,linear_2})
 # -> Kimi_K25MultimodalProjection.{pre_norm,in_proj,out_proj}.

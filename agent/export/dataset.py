@@ -21,12 +21,12 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from agent.chat import KimiChat
 from agent.export import sharegpt, tokenized
 from agent.export.records import LeftOut, Options, Run, Sample, Skip
 from agent.export.tokenized import TokenizedSample
 from agent.export.trajectories import AgentRun
 from agent.messages import ImagePart
+from agent.models.kimi_vl.chat import KimiChat
 
 DATA_FILE = "data.json"
 TOKENIZED_DIR = "tokenized"  # LLaMA-Factory's tokenized_path: the samples as ids and labels

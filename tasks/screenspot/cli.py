@@ -19,7 +19,7 @@ from rich.markup import escape
 
 from agent.backends.base import GenerationParams
 from agent.backends.weights import DEFAULT_MODEL
-from agent.kimi_policy import ResolvedVariant, Variant, resolve_variant
+from agent.models.kimi_vl.variants import ResolvedVariant, Variant, resolve_variant
 from tasks.cli_common import ArgumentParser, HelpFormatter, make_console
 from tasks.screenspot import report
 from tasks.screenspot.runner import (

@@ -22,13 +22,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tiny_kimi import write_tiny_kimi
 
 from agent.backends.base import Completion, GenerationParams
-from agent.chat import KimiChat
 from agent.export.dataset import export
 from agent.export.records import Options
-from agent.kimi_policy import KimiPolicy, Variant
+from agent.kimi_policy import KimiPolicy
 from agent.loop import run
 from agent.messages import Message
-from agent.tokenizer import load_tokenizer
+from agent.models.kimi_vl.chat import KimiChat
+from agent.models.kimi_vl.tokenizer import load_tokenizer
+from agent.models.kimi_vl.variants import Variant
 from agent.trajectory import RunInfo, TrajectoryWriter
 from env.sandbox import Sandbox
 

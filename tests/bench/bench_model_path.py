@@ -21,10 +21,10 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from agent.backends.transformers import k25_config  # noqa: E402
-from agent.chat import KimiChat  # noqa: E402
 from agent.messages import ImagePart, Message, TextPart  # noqa: E402
-from agent.tokenizer import load_tokenizer  # noqa: E402
-from agent.vision import preprocess  # noqa: E402
+from agent.models.kimi_vl.chat import KimiChat  # noqa: E402
+from agent.models.kimi_vl.tokenizer import load_tokenizer  # noqa: E402
+from agent.models.kimi_vl.vision import preprocess  # noqa: E402
 
 # The released config's sizes (shared/docs/kimi-vl.md, "Checkpoint"), with Moonlight's extra keys.
 RELEASED = {
