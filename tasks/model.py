@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.backends.base import Backend
-from agent.kimi_policy import KimiPolicy
+from agent.model_policy import ModelPolicy
 from agent.models.kimi_vl.variants import ResolvedVariant, resolve_variant
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ class LoadedModel:
 
 @dataclass
 class ModelSetup:
-    policy: KimiPolicy
+    policy: ModelPolicy
     label: str  # for the run header and run.json's "policy"
     settings: dict[str, Any]  # run.json's "model": what the run used and where it came from
 
@@ -95,7 +95,7 @@ def build_policy(
         backend, counter = tb, tb.count_text_tokens
         label = f"{args.model} (transformers, {tb.device})"
         where = {"checkpoint": str(path), "device": tb.device, "kv_reuse": tb.kv_reuse}
-    policy = KimiPolicy(
+    policy = ModelPolicy(
         backend,
         resolved.variant,
         count_text_tokens=counter,
@@ -133,7 +133,7 @@ def load_local(
     return backend, resolved, path
 
 
-def _check_budget(args: argparse.Namespace, policy: KimiPolicy) -> None:
+def _check_budget(args: argparse.Namespace, policy: ModelPolicy) -> None:
     """The first prompt (system, task, one screenshot) must fit the context budget: found out now,
     not after the desktop started. Only the sandbox's size is known before it starts."""
     if args.desktop != "sandbox":
@@ -159,7 +159,7 @@ def checkpoint_limit(path: Path) -> int | None:
 
 
 def _settings(
-    args: argparse.Namespace, resolved: ResolvedVariant, policy: KimiPolicy, max_context: int, where: dict
+    args: argparse.Namespace, resolved: ResolvedVariant, policy: ModelPolicy, max_context: int, where: dict
 ) -> dict[str, Any]:
     return {
         "backend": args.backend,

@@ -9,11 +9,12 @@ from typing import Any
 from PIL import Image
 
 from agent.backends.base import Completion, GenerationParams
-from agent.kimi_policy import KimiPolicy
 from agent.messages import ImagePart, Message, TextPart
+from agent.model_policy import ModelPolicy
 from agent.models.kimi_vl.chat import KimiChat
 from agent.models.kimi_vl.tokenizer import load_tokenizer
-from agent.models.kimi_vl.variants import VariantName, resolve_variant
+from agent.models.kimi_vl.variants import VariantName
+from agent.models.registry import choose_profile
 from agent.policy import Decision, StepView
 from env.actions import Click, Point, TypeText
 
@@ -80,11 +81,14 @@ def runs(ids: list[int]) -> list[int | list[int]]:
 
 def render_case(checkpoint: Path, variant: VariantName, layout: str) -> dict[str, Any]:
     """Every step's prompt for the fixed history, then a retry prompt at the last step."""
-    resolved = resolve_variant(override=variant, names=[])
+    # Through the registry and the profile, as a run chooses them (--model-profile kimi-vl).
+    profile = choose_profile("kimi-vl").profile
+    resolved = profile.resolve_variant(override=variant, names=[])
     chat = KimiChat(load_tokenizer(checkpoint), resolved.variant.in_token_limit)
-    policy = KimiPolicy(
+    policy = ModelPolicy(
         Unused(),
         resolved.variant,
+        profile=profile,
         count_text_tokens=chat.count_text_tokens,
         history_images=2,
         prompt_profile=layout,

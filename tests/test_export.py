@@ -1,4 +1,4 @@
-"""`kimi-agent export`: real runs made here (recorded Kimi-style replies through the real KimiPolicy
+"""`kimi-agent export`: real runs made here (recorded Kimi-style replies through the real ModelPolicy
 and context builder on a sandbox desktop, and the tiny random model through transformers), exported,
 then every sample rendered back through our chat template and compared, token for token, with the
 ids the backend was sent at that step."""
@@ -28,9 +28,9 @@ from agent.backends.transformers import TransformersBackend
 from agent.export import sharegpt
 from agent.export.dataset import Manifest, export
 from agent.export.records import Options
-from agent.kimi_policy import KimiPolicy
 from agent.loop import run
 from agent.messages import Message
+from agent.model_policy import ModelPolicy as KimiPolicy
 from agent.models.kimi_vl.chat import KimiChat
 from agent.models.kimi_vl.tokenizer import load_tokenizer
 from agent.models.kimi_vl.variants import Variant

@@ -18,9 +18,9 @@ from safetensors.torch import load_file, save_file
 from agent.backends.base import BackendError, GenerationParams
 from agent.backends.openai import OpenAIBackend
 from agent.backends.transformers import TransformersBackend
-from agent.kimi_policy import KimiPolicy
 from agent.loop import run
 from agent.messages import ImagePart, Message, TextPart
+from agent.model_policy import ModelPolicy as KimiPolicy
 from agent.models.kimi_vl.variants import Variant, resolve_variant
 from agent.trajectory import RunInfo, TrajectoryWriter, read_steps
 from tasks.cli import main
