@@ -37,6 +37,7 @@ from tasks.cli_common import (
     ask_yes_no,
     check_limits,
     make_console,
+    model_profile_flag,
     parser,
     sleep_after_flag,
     version,
@@ -195,6 +196,7 @@ def model_flags(p: argparse.ArgumentParser) -> None:
         help="prefill every prompt in full and re-encode every screenshot (transformers; default: reuse "
         "the last step's KV cache and image features)",
     )
+    model_profile_flag(m)
     m.add_argument(
         "--variant",
         choices=VARIANTS,

@@ -137,3 +137,91 @@ def test_profiles_import_nothing_from_the_backends() -> None:
             if isinstance(node, ast.ImportFrom):
                 names = [node.module or ""]
             assert not [n for n in names if n.startswith("agent.backends")], path
+
+
+def test_the_cli_lists_the_registrys_profiles() -> None:
+    from tasks.cli_common import MODEL_PROFILES
+
+    assert profile_names() == MODEL_PROFILES
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["t"],
+        ["bench", "osworld", "run"],
+        ["rollout", "somewhere", "--group", "2"],
+        ["bench", "screenspot", "run"],
+    ],
+)
+def test_an_unknown_profile_is_one_line_naming_the_profiles(command: list[str], capsys) -> None:  # type: ignore[no-untyped-def]
+    from tasks.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main([*command, "--model-profile", "opencua"])
+    assert e.value.code == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    # One line says what was wrong and what there is (rollout's parser shows its usage above it, as
+    # for every bad flag there).
+    assert "--model-profile: invalid choice: 'opencua' (choose from 'auto', 'kimi-vl')" in err[-1]
+    assert len(err) == 1 or err[0].startswith("usage: kimi-agent rollout"), err
+
+
+def test_run_json_records_the_profile_and_how_it_was_chosen(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from fake_openai_server import FakeOpenAI, Reply
+
+    from tasks.cli import main
+
+    end = "## Action:\nend\n## Code:\n```python\ncomputer.terminate(status='success')\n```"
+    server = FakeOpenAI(
+        models=("kimi", "tiny"), roots={"kimi": "moonshotai/Kimi-VL-A3B-Instruct", "tiny": "tiny"}
+    )
+    try:
+        runs = {
+            "auto": ["--model", "kimi"],
+            "named": ["--model", "tiny", "--model-profile", "kimi-vl"],
+            "unsaid": ["--model", "tiny"],
+        }
+        recorded = {}
+        for name, flags in runs.items():
+            server.replies.append(Reply(end))
+            out = tmp_path / name
+            args = [
+                "t",
+                "--backend",
+                "openai",
+                "--base-url",
+                server.url,
+                "--size",
+                "640x480",
+                "--out",
+                str(out),
+            ]
+            assert main([*args, *flags]) == 0, capsys.readouterr().out
+            model = json.loads((out / "run.json").read_text())["model"]
+            recorded[name] = (model["model_profile"], model["model_profile_from"])
+        assert recorded == {
+            "auto": ("kimi-vl", "auto: 'moonshotai/Kimi-VL-A3B-Instruct'"),
+            "named": ("kimi-vl", "--model-profile"),
+            "unsaid": ("kimi-vl", "auto: default (nothing said which family)"),
+        }
+    finally:
+        server.close()
+
+
+def test_a_local_checkpoint_is_recognised_by_its_config(tiny_kimi: Path, tmp_path: Path) -> None:
+    import argparse
+    import shutil
+
+    from tasks.model import checkpoint_profile, server_profile
+
+    renamed = tmp_path / "my-model"  # its name says nothing; its config.json says kimi_vl
+    shutil.copytree(tiny_kimi, renamed, ignore=shutil.ignore_patterns("*.safetensors"))
+    args = argparse.Namespace(model=str(renamed), model_profile="auto")
+    assert checkpoint_profile(args, renamed).source == "auto: the checkpoint's config.json"
+    (renamed / "config.json").write_text('["a list, not an object"]')
+    assert checkpoint_profile(args, renamed).source == "auto: default (nothing said which family)"
+    # A Namespace made before the flag existed chooses as auto does.
+    assert server_profile(argparse.Namespace(model="Kimi-VL-A3B-Thinking"), None).source == (
+        "auto: 'Kimi-VL-A3B-Thinking'"
+    )

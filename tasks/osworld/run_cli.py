@@ -382,6 +382,7 @@ def make_agents(
         policy = ModelPolicy(
             backend,
             first.variant,
+            profile=first.profile,
             count_text_tokens=cfg.count_text_tokens,
             history_images=cfg.max_images,
             max_context=cfg.max_context,
