@@ -14,7 +14,7 @@ from importlib import metadata
 from packaging.requirements import Requirement
 from packaging.version import InvalidVersion, Version
 
-from agent.backend import BackendError
+from agent.backends.base import BackendError
 
 DIST = "kimi-agent"
 # Set to 1 to try a transformers release outside the tested range (the drift check does).

@@ -33,9 +33,9 @@ from pathlib import Path
 from PIL import Image
 
 from agent.messages import ImagePart, Message, Part, TextPart
+from agent.models.kimi_vl.vision import image_tokens
 from agent.policy import StepView
 from agent.prompt_record import PromptRecord
-from agent.vision import image_tokens
 from prompts import load_profile, placeholders
 
 PROFILES: tuple[str, ...] = ("append", "osworld")

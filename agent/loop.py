@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from agent.backend import BackendError
+from agent.backends.base import BackendError
 from agent.policy import Observation, Policy, StepView
 from agent.trajectory import (
     FINAL_SCREENSHOT,

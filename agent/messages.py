@@ -15,7 +15,7 @@ class TextPart:
 
 @dataclass(frozen=True, eq=False)
 class ImagePart:
-    """An image resized to the model's resolution (see agent.vision.fit_to_budget)."""
+    """An image resized to the model's resolution (see agent.models.kimi_vl.vision.fit_to_budget)."""
 
     image: Image.Image
     # Which screenshot this is (step index), so the history can tell images apart.

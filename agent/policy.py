@@ -64,7 +64,7 @@ class Decision(BaseModel):
     model_s: float = 0.0
     notes: list[str] = Field(default_factory=list)
     attempts: list[Attempt] = Field(default_factory=list)  # every model call of the step, in order
-    prompt: PromptState | None = None  # set by policies that prompt a model (KimiPolicy)
+    prompt: PromptState | None = None  # set by policies that prompt a model (ModelPolicy)
 
 
 class StepView(BaseModel):

@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.text import Text
 
-from agent.backend import BackendError
+from agent.backends.base import BackendError
+from agent.backends.weights import DEFAULT_MODEL
 from agent.loop import handling, run
 from agent.policy import Policy, ScriptedPolicy
 from agent.replay import replay_policy
 from agent.text import visible
 from agent.trajectory import RunInfo, TrajectoryWriter
-from agent.weights import DEFAULT_MODEL
 from env.desktop import Desktop
 from tasks.cli_common import (
     ArgumentParser,
@@ -37,6 +37,7 @@ from tasks.cli_common import (
     ask_yes_no,
     check_limits,
     make_console,
+    model_profile_flag,
     parser,
     sleep_after_flag,
     version,
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
     from env.settle import Settle
 
 # Spelled out here so that `kimi-agent --help` does not import torch; tests check them against
-# agent.kimi_policy.VariantName and agent.history.PROFILES.
+# agent.models.kimi_vl.variants.VariantName and agent.history.PROFILES.
 VARIANTS = ["instruct", "thinking", "thinking-2506"]
 PROFILES = ["append", "osworld"]
 DRY_RUN_DONE = 3  # exit status of a dry run that reached the model's "done": not a finished task
@@ -195,6 +196,7 @@ def model_flags(p: argparse.ArgumentParser) -> None:
         help="prefill every prompt in full and re-encode every screenshot (transformers; default: reuse "
         "the last step's KV cache and image features)",
     )
+    model_profile_flag(m)
     m.add_argument(
         "--variant",
         choices=VARIANTS,
@@ -527,10 +529,10 @@ def _cmd_export(console: Console, argv: Sequence[str]) -> int:
         regex = re.compile(args.task_regex) if args.task_regex is not None else None
     except re.error as e:
         raise UsageError(f"--task-regex {args.task_regex!r}: {e}") from None
+    from agent.backends.weights import resolve_tokenizer
     from agent.export.dataset import NothingToExport, export, left_out
     from agent.export.records import Options
-    from agent.tokenizer import load_tokenizer
-    from agent.weights import resolve_tokenizer
+    from agent.models.kimi_vl.tokenizer import load_tokenizer
     from tasks.screenspot.export import GroundingRun
 
     opts = Options(

@@ -10,7 +10,7 @@ import os
 import re
 import sys
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Any, NoReturn, Protocol
 
 from rich.console import Console
 from rich.text import Text
@@ -152,4 +152,28 @@ def sleep_after_flag(p: argparse.ArgumentParser) -> None:
         metavar="S",
         help="sleep S seconds after every action, as OSWorld's runners do (--sleep_after_execution; 3 in "
         "Kimi's), instead of waiting until the screen settles (default: wait)",
+    )
+
+
+# Spelled out so that --help does not import the models: agent.models.registry.profile_names(),
+# checked by tests/test_model_profiles.py.
+MODEL_PROFILES = ["auto", "kimi-vl"]
+
+
+class AddsArguments(Protocol):
+    """A parser or one of its argument groups."""
+
+    def add_argument(self, *names: str, **options: Any) -> argparse.Action: ...
+
+
+def model_profile_flag(group: AddsArguments) -> None:
+    """``--model-profile``, for every command that asks a model (the main one, `bench osworld run`,
+    `rollout`, `bench screenspot run`)."""
+    group.add_argument(
+        "--model-profile",
+        choices=MODEL_PROFILES,
+        default="auto",
+        help="the model family (its prompts, reply grammar and defaults): "
+        f"{', '.join(MODEL_PROFILES[1:])}; default auto: recognised from the checkpoint the server "
+        "reports or the checkpoint's config.json, else kimi-vl",
     )

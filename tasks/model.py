@@ -1,8 +1,9 @@
-"""The CLI's model flags -> a ready Kimi-VL policy, checked before any desktop starts.
+"""The CLI's model flags -> a ready model policy, checked before any desktop starts.
 
-The variant (and so the prompt, the sampling defaults and MoonViT's patch limit) is taken from what
-is actually loaded: the checkpoint the server reports (GET /v1/models ``root``) or the checkpoint
-directory and its preprocessor_config.json; the served name is only a last hint.
+The model profile (``--model-profile``, else recognised: agent/models/registry.py) and its variant
+(and so the prompt, the sampling defaults and the image patch limit) are taken from what is actually
+loaded: the checkpoint the server reports (GET /v1/models ``root``) or the checkpoint directory, its
+config.json and preprocessor_config.json; the served name is only a last hint.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent.backend import Backend
-from agent.kimi_policy import KimiPolicy, ResolvedVariant, resolve_variant
+from agent.backends.base import Backend
+from agent.model_policy import ModelPolicy
+from agent.models.profile import ResolvedSettings
+from agent.models.registry import AUTO, ChosenProfile, choose_profile
 
 if TYPE_CHECKING:
-    from agent.transformers_backend import TransformersBackend
+    from agent.backends.transformers import TransformersBackend
 
 Notice = Callable[[str], None]
 Confirm = Callable[[str], bool]
@@ -30,7 +33,7 @@ class LoadedModel:
     needs it: the backend that reaches it, what it resolved, its tokenizer's text counter."""
 
     backend: Backend
-    resolved: ResolvedVariant
+    resolved: ResolvedSettings
     count_text_tokens: Callable[[str], int]
     label: str
     where: dict[str, Any]  # run.json's "model" entries: checkpoint, device, ...
@@ -38,7 +41,7 @@ class LoadedModel:
 
 @dataclass
 class ModelSetup:
-    policy: KimiPolicy
+    policy: ModelPolicy
     label: str  # for the run header and run.json's "policy"
     settings: dict[str, Any]  # run.json's "model": what the run used and where it came from
 
@@ -54,7 +57,7 @@ def build_policy(
     load_templates(args.prompt_profile, args.prompt_dir)
     max_context = args.max_context
     if args.backend == "openai":
-        from agent.openai_backend import OpenAIBackend
+        from agent.backends.openai import OpenAIBackend
 
         backend: Backend
         ob = OpenAIBackend(
@@ -68,7 +71,8 @@ def build_policy(
             return_token_ids=getattr(args, "return_token_ids", False),
         )
         info = ob.probe()  # one line naming the server and the cause when it is not usable
-        resolved = resolve_variant(
+        chosen = server_profile(args, info.root)
+        resolved = chosen.profile.resolve_variant(
             override=args.variant,
             names=[("the server's checkpoint", info.root or ""), ("the served model", args.model)],
             in_token_limit_override=args.in_token_limit,
@@ -89,14 +93,18 @@ def build_policy(
     elif loaded is not None:
         backend, counter, resolved = loaded.backend, loaded.count_text_tokens, loaded.resolved
         label, where = loaded.label, loaded.where
+        checkpoint = where.get("checkpoint")
+        chosen = checkpoint_profile(args, Path(checkpoint)) if checkpoint else server_profile(args, None)
     else:
         tb, resolved, path = load_local(args, notice, confirm)
+        chosen = checkpoint_profile(args, path)
         backend, counter = tb, tb.count_text_tokens
         label = f"{args.model} (transformers, {tb.device})"
         where = {"checkpoint": str(path), "device": tb.device, "kv_reuse": tb.kv_reuse}
-    policy = KimiPolicy(
+    policy = ModelPolicy(
         backend,
         resolved.variant,
+        profile=chosen.profile,
         count_text_tokens=counter,
         history_images=args.history_images,
         max_context=max_context,
@@ -106,20 +114,20 @@ def build_policy(
         prompt_dir=args.prompt_dir,
     )
     _check_budget(args, policy)
-    return ModelSetup(policy, label, _settings(args, resolved, policy, max_context, where))
+    return ModelSetup(policy, label, _settings(args, chosen, resolved, policy, max_context, where))
 
 
 def load_local(
     args: argparse.Namespace, notice: Notice, confirm: Confirm | None, device: str | None = None
-) -> tuple[TransformersBackend, ResolvedVariant, Path]:
+) -> tuple[TransformersBackend, ResolvedSettings, Path]:
     """The checkpoint ``--model`` names (fetched on first use unless ``--offline``), its variant
     (``--variant`` / ``--in-token-limit`` override) and the backend loaded with it (on ``device``;
     None: CUDA when there is one)."""
-    from agent.transformers_backend import TransformersBackend
-    from agent.weights import resolve_checkpoint
+    from agent.backends.transformers import TransformersBackend
+    from agent.backends.weights import resolve_checkpoint
 
     path = resolve_checkpoint(args.model, offline=args.offline, confirm=confirm, notice=notice)
-    resolved = resolve_variant(
+    resolved = checkpoint_profile(args, path).profile.resolve_variant(
         override=args.variant,
         names=[("the checkpoint", str(path)), ("--model", args.model)],
         in_token_limit=checkpoint_limit(path),
@@ -132,7 +140,7 @@ def load_local(
     return backend, resolved, path
 
 
-def _check_budget(args: argparse.Namespace, policy: KimiPolicy) -> None:
+def _check_budget(args: argparse.Namespace, policy: ModelPolicy) -> None:
     """The first prompt (system, task, one screenshot) must fit the context budget: found out now,
     not after the desktop started. Only the sandbox's size is known before it starts."""
     if args.desktop != "sandbox":
@@ -147,6 +155,36 @@ def _check_budget(args: argparse.Namespace, policy: KimiPolicy) -> None:
         raise ValueError(f"--max-context is too small for this task: {e}") from None
 
 
+def _profile_flag(args: argparse.Namespace) -> str:
+    # A Namespace made by hand (a test, a caller of load_local) may predate the flag: auto, as the CLI.
+    return getattr(args, "model_profile", AUTO)
+
+
+def server_profile(args: argparse.Namespace, root: str | None) -> ChosenProfile:
+    """The profile for a served model: ``--model-profile``, else recognised from the checkpoint the
+    server reports (its ``root``), else from the served name."""
+    return choose_profile(_profile_flag(args), served_root=root or args.model)
+
+
+def checkpoint_profile(args: argparse.Namespace, path: Path) -> ChosenProfile:
+    """The profile for a local checkpoint: ``--model-profile``, else recognised from its config.json
+    or its name."""
+    return choose_profile(
+        _profile_flag(args), served_root=str(path), checkpoint_config=checkpoint_config(path)
+    )
+
+
+def checkpoint_config(path: Path) -> dict[str, Any] | None:
+    """The checkpoint's config.json, or None where it has none that reads as a JSON object (loading
+    the weights says what is wrong with it)."""
+    f = path / "config.json"
+    try:
+        data = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def checkpoint_limit(path: Path) -> int | None:
     """``in_token_limit`` from the checkpoint's preprocessor_config.json (the key the official
     KimiVLImageProcessor takes), or None when it does not say."""
@@ -158,12 +196,18 @@ def checkpoint_limit(path: Path) -> int | None:
 
 
 def _settings(
-    args: argparse.Namespace, resolved: ResolvedVariant, policy: KimiPolicy, max_context: int, where: dict
+    args: argparse.Namespace,
+    chosen: ChosenProfile,
+    resolved: ResolvedSettings,
+    policy: ModelPolicy,
+    max_context: int,
+    where: dict,
 ) -> dict[str, Any]:
     return {
         "backend": args.backend,
         "model": args.model,
         **where,
+        **chosen.record(),
         **resolved.record(),
         "temperature": policy.params.temperature,
         "max_new_tokens": policy.params.max_new_tokens,

@@ -6,7 +6,7 @@ count of placeholders tagged with the screenshot they show."""
 from __future__ import annotations
 
 from agent.messages import ImagePart, Message
-from agent.vision import image_tokens
+from agent.models.kimi_vl.vision import image_tokens
 
 # <|im_assistant|> assistant <|im_middle|>: what the prompt ends with, as the byte counter counts it
 GENERATION = 2 + len(b"assistant")

@@ -11,7 +11,7 @@ import transformers
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
-from agent.backend import BackendError
+from agent.backends.base import BackendError
 from agent.deps import ANY_VERSION_VAR, check_transformers, declared_range
 
 ROOT = Path(__file__).resolve().parents[1]

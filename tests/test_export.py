@@ -1,4 +1,4 @@
-"""`kimi-agent export`: real runs made here (recorded Kimi-style replies through the real KimiPolicy
+"""`kimi-agent export`: real runs made here (recorded Kimi-style replies through the real ModelPolicy
 and context builder on a sandbox desktop, and the tiny random model through transformers), exported,
 then every sample rendered back through our chat template and compared, token for token, with the
 ids the backend was sent at that step."""
@@ -23,18 +23,19 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from agent.backend import Completion, GenerationParams
-from agent.chat import KimiChat
+from agent.backends.base import Completion, GenerationParams
+from agent.backends.transformers import TransformersBackend
 from agent.export import sharegpt
 from agent.export.dataset import Manifest, export
 from agent.export.records import Options
-from agent.kimi_policy import KimiPolicy, Variant
 from agent.loop import run
 from agent.messages import Message
+from agent.model_policy import ModelPolicy as KimiPolicy
+from agent.models.kimi_vl.chat import KimiChat
+from agent.models.kimi_vl.tokenizer import load_tokenizer
+from agent.models.kimi_vl.variants import Variant
 from agent.policy import ScriptedPolicy
-from agent.tokenizer import load_tokenizer
 from agent.trajectory import RunInfo, TrajectoryWriter, read_steps
-from agent.transformers_backend import TransformersBackend
 from env.actions import Done
 from tasks.cli import main
 
@@ -514,8 +515,8 @@ def test_a_model_server_run_gets_the_tokenizer_of_the_hub_id_it_names_and_never_
     from fake_openai_server import FakeOpenAI, Reply
     from test_screenspot_runner import REPLIES, answer_by_instruction, run_args, write_pro
 
+    from agent.backends.weights import TOKENIZER_FILES
     from agent.export.dataset import export as export_here
-    from agent.weights import TOKENIZER_FILES
     from tasks.screenspot.cli import main as bench
 
     data = write_pro(tmp_path / "pro", [{}, {}, {}, {}, {}, {}])
@@ -559,7 +560,7 @@ def test_a_model_server_run_gets_the_tokenizer_of_the_hub_id_it_names_and_never_
         assert again.returncode == 0, again.stdout + again.stderr
         assert len(hub.requests) == seen
         # A tokenizer alone is not a checkpoint: loading the model still wants its weights.
-        probe = f"from agent.weights import resolve_checkpoint as r; r({HUB_ID!r}, offline=True)"
+        probe = f"from agent.backends.weights import resolve_checkpoint as r; r({HUB_ID!r}, offline=True)"
         refused = _cli([sys.executable, "-c", probe], home, hub.url)
         assert "is not (fully) in the Hugging Face cache" in refused.stderr
 

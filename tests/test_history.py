@@ -11,7 +11,6 @@ import pytest
 from PIL import Image
 from prompt_tokens import GENERATION, common_prefix, layout
 
-from agent.chat import KimiChat
 from agent.history import (
     PROFILES,
     BuiltPrompt,
@@ -21,8 +20,9 @@ from agent.history import (
     utf8_upper_bound,
 )
 from agent.messages import ImagePart, Message, TextPart
+from agent.models.kimi_vl.chat import KimiChat
+from agent.models.kimi_vl.tokenizer import load_tokenizer
 from agent.policy import Decision, StepView
-from agent.tokenizer import load_tokenizer
 from env.actions import Click, Point
 
 SIZES = [(1920, 1080), (1280, 800), (2560, 1440), (800, 600)]

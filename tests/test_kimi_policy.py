@@ -15,13 +15,14 @@ from fake_openai_server import FakeOpenAI, Reply
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from agent.backend import BackendError, GenerationParams
-from agent.kimi_policy import KimiPolicy, Variant, resolve_variant
+from agent.backends.base import BackendError, GenerationParams
+from agent.backends.openai import OpenAIBackend
+from agent.backends.transformers import TransformersBackend
 from agent.loop import run
 from agent.messages import ImagePart, Message, TextPart
-from agent.openai_backend import OpenAIBackend
+from agent.model_policy import ModelPolicy as KimiPolicy
+from agent.models.kimi_vl.variants import Variant, resolve_variant
 from agent.trajectory import RunInfo, TrajectoryWriter, read_steps
-from agent.transformers_backend import TransformersBackend
 from tasks.cli import main
 
 
@@ -235,7 +236,7 @@ def test_the_cli_spells_the_variants_and_profiles_as_the_code_does() -> None:
     from typing import get_args
 
     from agent.history import PROFILES
-    from agent.kimi_policy import VariantName
+    from agent.models.kimi_vl.variants import VariantName
     from tasks import cli
 
     assert list(get_args(VariantName)) == cli.VARIANTS and list(PROFILES) == cli.PROFILES

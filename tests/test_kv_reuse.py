@@ -1,4 +1,4 @@
-"""KV-cache and image-feature reuse in the local backend (agent/reuse.py), on the tiny random Kimi-VL
+"""KV-cache and image-feature reuse in the local backend (agent/backends/reuse.py), on the tiny random Kimi-VL
 through the real transformers path in float32: a run with reuse must say exactly what a run
 without it says, step for step, while prefilling and encoding only what is new."""
 
@@ -10,12 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
-from agent.backend import GenerationParams
+from agent.backends.base import GenerationParams
+from agent.backends.reuse import common_prefix
+from agent.backends.transformers import Run, TransformersBackend
 from agent.history import ContextBuilder, HistoryConfig
 from agent.messages import ImagePart, Message, TextPart
 from agent.policy import Decision, StepView
-from agent.reuse import common_prefix
-from agent.transformers_backend import Run, TransformersBackend
 from env.actions import Click, Point
 
 GREEDY = GenerationParams(max_new_tokens=4, temperature=0.0)

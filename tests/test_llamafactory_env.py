@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from agent.tokenizer import load_tokenizer
+from agent.models.kimi_vl.tokenizer import load_tokenizer
 
 HERE = Path(__file__).resolve().parent
 READ_BACK = HERE / "llamafactory" / "read_back.py"

@@ -26,10 +26,10 @@ import pytest
 from fake_openai_server import FakeOpenAI, Reply
 from PIL import Image
 
-from agent.backend import BackendError, GenerationParams
+from agent.backends.base import BackendError, GenerationParams
+from agent.backends.openai import OpenAIBackend, ServerInfo
 from agent.messages import ImagePart, Message, TextPart
-from agent.openai_backend import OpenAIBackend, ServerInfo
-from agent.vision import default_in_token_limit, image_tokens, model_size
+from agent.models.kimi_vl.vision import default_in_token_limit, image_tokens, model_size
 
 HI = [Message.text("user", "hi")]
 
@@ -769,7 +769,7 @@ def test_a_lone_surrogate_comes_through_and_goes_back_as_a_replacement(server: F
     server.replies.append(Reply.json(_with("choices.0.message.content", "a\ud800b")))
     b = _backend(server.url)
     text = b.generate(HI, GenerationParams()).text
-    assert text == "a\\ud800b"  # a visible escape from the Completion on (agent/backend.py)
+    assert text == "a\\ud800b"  # a visible escape from the Completion on (agent/backends/base.py)
     server.replies.append(Reply("ok"))
     history = [Message.text("assistant", text), Message("user", (TextPart("x\udfffy"),))]
     assert b.generate(history, GenerationParams()).text == "ok"
@@ -788,8 +788,8 @@ def test_a_base_url_or_key_that_http_cannot_carry_is_refused_at_once() -> None:
 
 @pytest.fixture(scope="module")
 def tiny_chat(tiny_kimi: Path) -> Any:
-    from agent.chat import KimiChat
-    from agent.tokenizer import load_tokenizer
+    from agent.models.kimi_vl.chat import KimiChat
+    from agent.models.kimi_vl.tokenizer import load_tokenizer
 
     return KimiChat(load_tokenizer(tiny_kimi), 4096)
 
@@ -859,7 +859,7 @@ def test_serve_hint_is_the_documented_command() -> None:
     """The error's suggested command is the one docs/troubleshooting.md#vllm-flags explains."""
     from pathlib import Path
 
-    from agent.openai_backend import SERVE_HINT
+    from agent.backends.openai import SERVE_HINT
 
     doc = (Path(__file__).parent.parent / "docs" / "troubleshooting.md").read_text().replace("\\\n  ", "")
     assert SERVE_HINT.format(model="kimi-vl") in doc

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.parser import MAX_REPLY_CHARS, parse_code, parse_grounding, parse_reply
+from agent.models.kimi_vl.parser import MAX_REPLY_CHARS, parse_grounding, parse_reply
+from agent.models.pyautogui_code import parse_code
 from env.actions import (
     Click,
     Done,
@@ -245,7 +246,7 @@ def test_fuzz_never_raises_and_only_returns_valid_actions(calls: list[str], nois
 @settings(max_examples=200, deadline=None)
 @given(st.text(max_size=300))
 def test_fuzz_parse_code_raises_only_parse_errors(code: str) -> None:
-    from agent.parser import ParseError
+    from agent.models.pyautogui_code import ParseError
 
     try:
         actions = parse_code(code)

@@ -320,11 +320,11 @@ def test_the_transformers_backend_runs_in_a_gpu_model_actor_the_sandbox_actors_s
     """--backend transformers on Ray: one model actor, placed by Ray on the node that declares a GPU
     (the tiny model runs there on CPU), serves both sandbox actors of a group of two; the rollouts
     record the ids it sampled, and bad --ray-gpus are one line each, before any task runs."""
-    from agent.backend import GenerationParams
+    from agent.backends.base import GenerationParams
+    from agent.backends.transformers import TransformersBackend
     from agent.export.records import Options
     from agent.export.trajectories import AgentRun
-    from agent.tokenizer import load_tokenizer
-    from agent.transformers_backend import TransformersBackend
+    from agent.models.kimi_vl.tokenizer import load_tokenizer
 
     gpu_tmp = nodes.parent / "gpu"
     gpu_tmp.mkdir()

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from agent.backend import Completion
-from agent.tokenizer import load_tokenizer
+from agent.backends.base import Completion
+from agent.backends.transformers import TransformersBackend
+from agent.models.kimi_vl.tokenizer import load_tokenizer
 from agent.trajectory import read_steps
-from agent.transformers_backend import TransformersBackend
 from tasks.osworld import suite
 from tasks.osworld.results import model_dir, read_manifest
 
@@ -160,7 +160,7 @@ def test_a_server_gives_the_sampled_ids_where_it_returns_them_else_the_text_is_t
     and the line says the reply's ids are its text tokenized. The replies solve the task: reward 1."""
     from fake_openai_server import FakeOpenAI, Reply
 
-    from agent.chat import KimiChat
+    from agent.models.kimi_vl.chat import KimiChat
     from tasks.cli import main
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))

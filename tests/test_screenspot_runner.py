@@ -283,7 +283,7 @@ def test_filter_limit_language_and_a_resume_that_would_mix_runs(tmp_path: Path, 
 
 def test_an_rgba_image_is_sent_as_the_model_sees_it(tmp_path: Path, fake: FakeOpenAI) -> None:
     """The server would composite alpha on white where the official processor drops it: an image
-    that is not plain RGB goes out converted (agent.vision.wire_image), not as the file's bytes."""
+    that is not plain RGB goes out converted (agent.models.kimi_vl.vision.wire_image), not as the file's bytes."""
     data = write_pro(tmp_path / "pro", [{}], mode="RGBA")
     answer_by_instruction(fake, lambda i: Reply(text=code(0.3, 0.4)))
     assert main(run_args(data, tmp_path / "out", fake.url)) == 0
@@ -423,7 +423,7 @@ def test_a_resume_must_share_every_setting_and_skips_are_kept(
     ],
 )
 def test_a_call_after_text_on_its_line_gives_the_point(reply: str, point: tuple[float, float] | None) -> None:
-    from agent.parser import parse_reply
+    from agent.models.kimi_vl.parser import parse_reply
     from tasks.screenspot.prompt import read_point
 
     assert read_point(reply, SIZE) == point

@@ -13,10 +13,10 @@ from tiktoken.load import load_tiktoken_bpe
 from tokenizers import Regex, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from agent.chat import DEFAULT_SYSTEM, KimiChat
 from agent.messages import ImagePart, Message, TextPart
-from agent.tokenizer import KIMI_PATTERN, load_tokenizer
-from agent.vision import image_tokens
+from agent.models.kimi_vl.chat import DEFAULT_SYSTEM, KimiChat
+from agent.models.kimi_vl.tokenizer import KIMI_PATTERN, load_tokenizer
+from agent.models.kimi_vl.vision import image_tokens
 
 CL100K = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 TEXTS = [

@@ -15,10 +15,10 @@ from PIL import Image
 from safetensors.torch import load_file
 from tiny_kimi import write_weights
 
-from agent.backend import BackendError, GenerationParams
+from agent.backends.base import BackendError, GenerationParams
+from agent.backends.transformers import PROJECTOR_KEYS, TransformersBackend, k25_config
 from agent.messages import ImagePart, Message, TextPart
-from agent.transformers_backend import PROJECTOR_KEYS, TransformersBackend, k25_config
-from agent.vision import preprocess
+from agent.models.kimi_vl.vision import preprocess
 
 IM_END, IM_MIDDLE = 163586, 163601
 

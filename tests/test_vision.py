@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from agent.vision import (
+from agent.models.kimi_vl.vision import (
     default_in_token_limit,
     image_tokens,
     model_size,

@@ -21,8 +21,8 @@ import pytest
 from fake_hub import FakeHub, fake_hub
 from safetensors.numpy import save_file
 
-from agent.backend import BackendError
-from agent.weights import resolve_checkpoint
+from agent.backends.base import BackendError
+from agent.backends.weights import resolve_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 REPO = "moonshotai/Kimi-VL-A3B-Instruct"
@@ -36,8 +36,8 @@ NEEDED = [
 # One process: resolve, then print what happened as JSON on the last stdout line (progress bars go to stderr).
 RESOLVE = """
 import json, sys
-from agent.backend import BackendError
-from agent.weights import resolve_checkpoint
+from agent.backends.base import BackendError
+from agent.backends.weights import resolve_checkpoint
 a = json.loads(sys.argv[1])
 out = {"notices": [], "asked": []}
 def confirm(question):

@@ -21,12 +21,12 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from agent.chat import KimiChat
 from agent.export import sharegpt, tokenized
 from agent.export.records import LeftOut, Options, Run, Sample, Skip
 from agent.export.tokenized import TokenizedSample
 from agent.export.trajectories import AgentRun
 from agent.messages import ImagePart
+from agent.models.kimi_vl.chat import KimiChat
 
 DATA_FILE = "data.json"
 TOKENIZED_DIR = "tokenized"  # LLaMA-Factory's tokenized_path: the samples as ids and labels
@@ -244,7 +244,7 @@ def export(
 ) -> Manifest:
     """Export every run under ``inputs`` into ``out`` (which must not exist or be empty).
     ``tokenizer``: a checkpoint directory; else the runs' own, found by ``resolve_tokenizer``
-    (default: agent.weights.resolve_tokenizer offline, the cache only). ``image_root``: where ``out``
+    (default: agent.backends.weights.resolve_tokenizer offline, the cache only). ``image_root``: where ``out``
     will be when training reads it (its absolute path by default): the tokenized dataset names
     each image by its path there."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -278,7 +278,7 @@ def export(
         raise NothingToExport("nothing to export: " + "; ".join(_counted(whole)))
     if tokenizer is None:
         if resolve_tokenizer is None:
-            from agent.weights import resolve_tokenizer as resolve
+            from agent.backends.weights import resolve_tokenizer as resolve
 
             resolve_tokenizer = partial(resolve, offline=True)
         tokenizer = default_tokenizer(readable, resolve_tokenizer)
@@ -411,7 +411,7 @@ def default_tokenizer(runs: Sequence[Run], resolve: Callable[[str], Path]) -> Pa
     """The tokenizer of the first model a run names that ``resolve`` finds: the checkpoint the
     run (or its server) loaded, else the model name it asked for. A run against a model server
     names the server's path or hub id; a hub id gives its tokenizer files, never the weights."""
-    from agent.backend import BackendError
+    from agent.backends.base import BackendError
 
     tried: dict[str, str] = {}
     for run in runs:

@@ -8,7 +8,7 @@ column of paths, one per ``<image>`` placeholder, in order. Its ``kimi_vl`` temp
 ``<|im_user|>user<|im_middle|>{content}<|im_end|><|im_assistant|>assistant<|im_middle|>``,
 ``{content}<|im_end|>`` and ``<|im_system|>system<|im_middle|>{content}<|im_end|>``, and its
 kimi_vl plugin turns each ``<image>`` into ``<|media_start|>image<|media_content|>`` + pads +
-``<|media_end|>``: our chat template (agent/chat.py), turn for turn.
+``<|media_end|>``: our chat template (agent/models/kimi_vl/chat.py), turn for turn.
 
 Our prompts do not always alternate (the ``append`` layout opens with two user turns, ``osworld``
 puts an assistant turn right after the system prompt). Such a turn is joined to the one before it

@@ -30,7 +30,8 @@ import numpy as np
 from gymnasium import spaces
 from pydantic import ValidationError
 
-from agent.parser import ParseError, parse_reply, read_code
+from agent.models.kimi_vl.parser import parse_reply
+from agent.models.pyautogui_code import ParseError, read_code
 from agent.trajectory import ActionRecord, action_record
 from env.actions import Action, Done, Wait, action_from_dict, brief_error
 from env.isolation import Isolation

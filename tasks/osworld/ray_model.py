@@ -27,9 +27,9 @@ from typing import Any
 import ray
 import ray.exceptions as rex
 
-from agent.backend import BackendError, Completion, GenerationParams
-from agent.kimi_policy import ResolvedVariant
+from agent.backends.base import BackendError, Completion, GenerationParams
 from agent.messages import Message
+from agent.models.kimi_vl.variants import ResolvedVariant
 from tasks.model import LoadedModel
 from tasks.osworld.ray_errors import LOST, one_line
 
@@ -57,8 +57,8 @@ class ModelServer:
     """The actor's class (``ModelActor`` is its Ray form): the run's model, loaded once."""
 
     def __init__(self, args: dict[str, Any], index: int, gpus: float) -> None:
-        from agent.chat import KimiChat
-        from agent.tokenizer import load_tokenizer
+        from agent.models.kimi_vl.chat import KimiChat
+        from agent.models.kimi_vl.tokenizer import load_tokenizer
         from tasks.model import load_local
 
         ctx = ray.get_runtime_context()

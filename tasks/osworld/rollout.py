@@ -28,10 +28,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from agent.chat import KimiChat
 from agent.export.dataset import prompt_ids, prompt_images, reply_ids
 from agent.export.records import Options, Sample, Skip
 from agent.export.trajectories import AgentRun
+from agent.models.kimi_vl.chat import KimiChat
 from agent.trajectory import StepRecord, read_steps_lenient
 from tasks.osworld.results import TaskRef, read_outcome, read_score, ref_dir, write_atomic
 
@@ -74,7 +74,7 @@ class RolloutLine(BaseModel):
     error: str | None = None
     policy: Literal["model", "script"]
     # MoonViT's patch budget the prompts were built with: an image's pad count follows from it
-    # (agent/vision.image_tokens); None for a script.
+    # (agent/models/kimi_vl/vision.image_tokens); None for a script.
     in_token_limit: int | None = None
     steps: list[StepLine] = Field(default_factory=list)
     skipped: list[SkippedStep] = Field(default_factory=list)  # model steps without usable ids, and why

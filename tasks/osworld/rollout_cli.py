@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.text import Text
 
-from agent.chat import KimiChat
+from agent.models.kimi_vl.chat import KimiChat
 from tasks.cli_common import HelpFormatter, UsageError, sleep_after_flag
 from tasks.osworld import rollout
 from tasks.osworld.results import TaskRef, model_dir, pending
@@ -170,10 +170,10 @@ def main(console: Console, argv: list[str]) -> int:
 
 def _chats(args: argparse.Namespace, console: Console, root: Path, runs: list[TaskRef]) -> rollout.ChatFor:
     """The chat template through the tokenizer the runs name (or --tokenizer), one per image budget."""
+    from agent.backends.weights import resolve_tokenizer
     from agent.export.dataset import CountingChat, default_tokenizer
     from agent.export.trajectories import AgentRun
-    from agent.tokenizer import load_tokenizer
-    from agent.weights import resolve_tokenizer
+    from agent.models.kimi_vl.tokenizer import load_tokenizer
     from tasks.osworld.results import ref_dir
 
     def notice(line: str) -> None:

@@ -360,7 +360,7 @@ def make_agents(
 
         return scripted, f"script-{scripts.resolve().name}", f"scripts in {scripts}"
 
-    from agent.kimi_policy import KimiPolicy
+    from agent.model_policy import ModelPolicy
     from tasks.cli_common import ask_yes_no, check_limits
     from tasks.live import LiveView
     from tasks.model import build_policy
@@ -379,9 +379,10 @@ def make_agents(
     cfg = first.context.cfg
 
     def model(task: Task) -> Agent:
-        policy = KimiPolicy(
+        policy = ModelPolicy(
             backend,
             first.variant,
+            profile=first.profile,
             count_text_tokens=cfg.count_text_tokens,
             history_images=cfg.max_images,
             max_context=cfg.max_context,

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from agent.backend import BackendError
+from agent.backends.base import BackendError
 from agent.loop import Phase, StopFlag, run
 from agent.policy import Policy
 from agent.trajectory import ActionRecord, RunInfo, StepRecord, TrajectoryWriter

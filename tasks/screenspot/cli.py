@@ -17,10 +17,10 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from agent.backend import GenerationParams
-from agent.kimi_policy import ResolvedVariant, Variant, resolve_variant
-from agent.weights import DEFAULT_MODEL
-from tasks.cli_common import ArgumentParser, HelpFormatter, make_console
+from agent.backends.base import GenerationParams
+from agent.backends.weights import DEFAULT_MODEL
+from agent.models.kimi_vl.variants import ResolvedVariant, Variant
+from tasks.cli_common import ArgumentParser, HelpFormatter, make_console, model_profile_flag
 from tasks.screenspot import report
 from tasks.screenspot.runner import (
     FILTER_KEYS,
@@ -109,6 +109,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--system-prompt", type=Path, help="a file replacing prompts/grounding_system.md (a published setup)"
     )
+    model_profile_flag(r)
     r.add_argument("--variant", choices=VARIANTS, help="default: from the checkpoint the backend reports")
     r.add_argument(
         "--in-token-limit", type=int, help="MoonViT's patch limit per image; default: the variant's"
@@ -313,7 +314,7 @@ def _setup(args: argparse.Namespace, system: str, notice: Callable[[str], None])
 
 
 def _openai(args: argparse.Namespace, system: str, notice: Callable[[str], None]) -> Setup:
-    from agent.openai_backend import OpenAIBackend
+    from agent.backends.openai import OpenAIBackend
 
     urls = list(dict.fromkeys(args.base_url or ["http://127.0.0.1:8000/v1"]))
     backends = [
@@ -331,7 +332,10 @@ def _openai(args: argparse.Namespace, system: str, notice: Callable[[str], None]
     if len(set(roots)) > 1:
         listed = ", ".join(f"{u} serves {r!r}" for u, r in zip(urls, roots, strict=True))
         raise ValueError(f"the servers serve different checkpoints ({listed}): one run, one model")
-    resolved = resolve_variant(
+    from tasks.model import server_profile
+
+    chosen = server_profile(args, roots[0])
+    resolved = chosen.profile.resolve_variant(
         override=args.variant,
         names=[("the server's checkpoint", roots[0]), ("the served model", args.model)],
         in_token_limit_override=args.in_token_limit,
@@ -344,6 +348,7 @@ def _openai(args: argparse.Namespace, system: str, notice: Callable[[str], None]
         "model": args.model,
         "base_urls": urls,
         "checkpoint": roots[0] or None,
+        **chosen.record(),
         **resolved.record(),
         "params": s.params.model_dump(),
         "send": args.send,
@@ -352,7 +357,7 @@ def _openai(args: argparse.Namespace, system: str, notice: Callable[[str], None]
 
 
 def _transformers(args: argparse.Namespace, system: str, notice: Callable[[str], None]) -> Setup:
-    from tasks.model import load_local
+    from tasks.model import checkpoint_profile, load_local
 
     backend, resolved, path = load_local(args, notice, None)
     s = _settings_for(args, resolved.variant, system)
@@ -364,6 +369,7 @@ def _transformers(args: argparse.Namespace, system: str, notice: Callable[[str],
         "checkpoint": str(path),
         "device": backend.device,
         "kv_reuse": backend.kv_reuse,
+        **checkpoint_profile(args, path).record(),
         **resolved.record(),
         "params": s.params.model_dump(),
     }

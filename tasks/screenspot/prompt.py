@@ -14,7 +14,7 @@ from pathlib import Path
 from PIL import Image
 
 from agent.messages import ImagePart, Message, TextPart
-from agent.parser import parse_grounding, parse_reply
+from agent.models.kimi_vl.parser import parse_grounding, parse_reply
 from env.actions import Done
 from prompts import load_prompt, placeholders
 

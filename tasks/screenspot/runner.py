@@ -26,10 +26,10 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from agent.backend import Backend, BackendError, Completion, GenerationParams
+from agent.backends.base import Backend, BackendError, Completion, GenerationParams
+from agent.backends.openai import OpenAIBackend, data_url
 from agent.jsonfile import read_json
-from agent.openai_backend import OpenAIBackend, data_url
-from agent.vision import check_sides, model_size
+from agent.models.kimi_vl.vision import check_sides, model_size
 from tasks.screenspot import prompt
 from tasks.screenspot.sample import Prediction, Sample
 
@@ -140,7 +140,7 @@ def image_url(path: Path, in_token_limit: int, send: str) -> tuple[str, tuple[in
     """The data URL to send and the image's size. ``original``: the file's own bytes when the server
     decodes them to the very pixels the official processor would get (an RGB PNG/JPEG/WebP), so
     it resizes once, by MoonViT's rule, as the official processor does, and the client spares a
-    decode/resize/encode of a 4K image. Otherwise (or ``resized``): agent.vision.wire_image as PNG."""
+    decode/resize/encode of a 4K image. Otherwise (or ``resized``): agent.models.kimi_vl.vision.wire_image as PNG."""
     with Image.open(path) as im:
         size = im.size
         check_sides(*model_size(*size, in_token_limit))  # MoonViT refuses it: say so before sending

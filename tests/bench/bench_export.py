@@ -1,6 +1,6 @@
 """`kimi-agent export` throughput (steps/s) and output size per step, on a real 200-step run.
 
-The run is made first: the real loop, KimiPolicy and context builder on a sandbox desktop
+The run is made first: the real loop, ModelPolicy and context builder on a sandbox desktop
 (1920x1080, 3 screenshots in context, the 32K budget), a backend that answers every step with a
 Kimi-style click, the tiny test checkpoint's tokenizer as the counter. Then it is exported (linked
 images, then copied) and timed; the figures are the median of 3 exports each.
@@ -21,14 +21,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tiny_kimi import write_tiny_kimi
 
-from agent.backend import Completion, GenerationParams
-from agent.chat import KimiChat
+from agent.backends.base import Completion, GenerationParams
 from agent.export.dataset import export
 from agent.export.records import Options
-from agent.kimi_policy import KimiPolicy, Variant
 from agent.loop import run
 from agent.messages import Message
-from agent.tokenizer import load_tokenizer
+from agent.model_policy import ModelPolicy
+from agent.models.kimi_vl.chat import KimiChat
+from agent.models.kimi_vl.tokenizer import load_tokenizer
+from agent.models.kimi_vl.variants import Variant
 from agent.trajectory import RunInfo, TrajectoryWriter
 from env.sandbox import Sandbox
 
@@ -51,7 +52,7 @@ class Clicks:
 
 def make_run(path: Path, checkpoint: Path, steps: int) -> None:
     chat = KimiChat(load_tokenizer(checkpoint), 4096)
-    policy = KimiPolicy(Clicks(), Variant.named("instruct"), count_text_tokens=chat.count_text_tokens)
+    policy = ModelPolicy(Clicks(), Variant.named("instruct"), count_text_tokens=chat.count_text_tokens)
     with Sandbox(1920, 1080) as box:
         g = box.geometry
         info = RunInfo(

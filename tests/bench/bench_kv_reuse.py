@@ -28,11 +28,11 @@ import torch
 from PIL import Image
 from tiny_kimi import write_tiny_kimi
 
-from agent.backend import GenerationParams
+from agent.backends.base import GenerationParams
+from agent.backends.transformers import TransformersBackend
 from agent.history import ContextBuilder, HistoryConfig
 from agent.messages import Message
 from agent.policy import Decision, StepView
-from agent.transformers_backend import TransformersBackend
 from env.actions import Click, Point
 
 SETTINGS = {

@@ -20,11 +20,11 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from agent.chat import KimiChat  # noqa: E402
+from agent.backends.transformers import k25_config  # noqa: E402
 from agent.messages import ImagePart, Message, TextPart  # noqa: E402
-from agent.tokenizer import load_tokenizer  # noqa: E402
-from agent.transformers_backend import k25_config  # noqa: E402
-from agent.vision import preprocess  # noqa: E402
+from agent.models.kimi_vl.chat import KimiChat  # noqa: E402
+from agent.models.kimi_vl.tokenizer import load_tokenizer  # noqa: E402
+from agent.models.kimi_vl.vision import preprocess  # noqa: E402
 
 # The released config's sizes (shared/docs/kimi-vl.md, "Checkpoint"), with Moonlight's extra keys.
 RELEASED = {
@@ -98,7 +98,7 @@ def main() -> None:
             print(
                 "no CUDA device: latency needs a GPU; smoke-running the same code on the tiny checkpoint (CPU)"
             )
-            from agent.transformers_backend import TransformersBackend
+            from agent.backends.transformers import TransformersBackend
 
             step_latency(TransformersBackend.load(str(tiny)).model, chat, "cpu")
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from agent.parser import MAX_REPLY_CHARS, parse_reply
+from agent.models.kimi_vl.parser import MAX_REPLY_CHARS, parse_reply
 
 HANG_S = 0.100
 

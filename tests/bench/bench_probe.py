@@ -14,8 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from agent.backend import BackendError
-from agent.openai_backend import OpenAIBackend
+from agent.backends.base import BackendError
+from agent.backends.openai import OpenAIBackend
 
 
 def probe(url: str) -> tuple[float, str]:

@@ -23,11 +23,11 @@ from PIL import Image
 from prompt_tokens import common_prefix
 from tiny_kimi import write_tiny_kimi
 
-from agent.chat import KimiChat
 from agent.history import PROFILES, ContextBuilder, HistoryConfig
-from agent.parser import parse_reply
+from agent.models.kimi_vl.chat import KimiChat
+from agent.models.kimi_vl.parser import parse_reply
+from agent.models.kimi_vl.tokenizer import load_tokenizer
 from agent.policy import Decision, StepView
-from agent.tokenizer import load_tokenizer
 from env.actions import Click, Point
 
 REPLY = "## Thought\nThe file menu is open.\n## Action:\nClick Save\n## Code:\n```python\npyautogui.click(x=0.231, y=0.118)\n```"

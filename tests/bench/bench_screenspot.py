@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from fake_openai_server import FakeOpenAI, Reply
 from PIL import Image, ImageDraw
 
-from agent.backend import GenerationParams
-from agent.openai_backend import OpenAIBackend
+from agent.backends.base import GenerationParams
+from agent.backends.openai import OpenAIBackend
 from prompts import load_prompt
 from tasks.screenspot import prompt
 from tasks.screenspot.runner import AskSettings, image_url, openai_ask, run_samples

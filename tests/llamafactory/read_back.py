@@ -47,7 +47,7 @@ What stands in, and only where the checkpoint lacks it:
 - the tokenizer: without ``tokenization_moonshot.py`` (no ``auto_map`` in tokenizer_config.json),
   transformers' generic tiktoken loading gives the special tokens wrong ids (``<|im_end|>`` lands on
   163584, the id of ``[BOS]``) and the wrong pre-tokenizer. kimi-agent's own rebuild of Kimi's
-  tokenizer (agent/tokenizer.py, which reproduces the official ids) takes its place, passed through
+  tokenizer (agent/models/kimi_vl/tokenizer.py, which reproduces the official ids) takes its place, passed through
   LLaMA-Factory's ``patch_tokenizer`` as load_tokenizer does.
 - the model: no weights are loaded. The workflow hands the loaded model to the collator only for
   Qwen-style M-RoPE position ids and model-type checks, none of which apply to Kimi-VL; the

@@ -1,6 +1,6 @@
 """Backend B: an OpenAI-compatible chat server (vLLM `serve`), spoken to over plain HTTP/1.1.
 
-Images go out as PNG data URLs of agent.vision.wire_image: the server runs MoonViT's rule itself,
+Images go out as PNG data URLs of agent.models.kimi_vl.vision.wire_image: the server runs MoonViT's rule itself,
 so we send the shrunk screenshot only where the rule would leave it as it is, else the original; what
 the server ends up with is then exactly what the official processor makes of the screenshot, and its
 token count is vision.image_tokens of the screenshot.
@@ -47,10 +47,10 @@ import httpcore2
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from agent.backend import BackendError, Completion, GenerationParams
+from agent.backends.base import BackendError, Completion, GenerationParams
 from agent.history import utf8_upper_bound
 from agent.messages import ImagePart, Message, TextPart
-from agent.vision import wire_image
+from agent.models.kimi_vl.vision import wire_image
 
 SERVE_HINT = (
     "vllm serve moonshotai/Kimi-VL-A3B-Instruct --served-model-name {model} --trust-remote-code "
@@ -63,7 +63,7 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def data_url(image: Image.Image, in_token_limit: int) -> str:
-    """The image the server should get (agent.vision.wire_image) as a PNG data URL."""
+    """The image the server should get (agent.models.kimi_vl.vision.wire_image) as a PNG data URL."""
     buf = io.BytesIO()
     wire_image(image, in_token_limit).save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")

@@ -26,14 +26,14 @@ import torch
 from PIL import Image
 from transformers import DynamicCache
 
-from agent.backend import BackendError, Completion, GenerationParams
-from agent.chat import KimiChat
+from agent.backends.base import BackendError, Completion, GenerationParams
+from agent.backends.reuse import Digests, FeatureCache, ImageKey, PrefixCache, Prompt
+from agent.backends.weights import reason
 from agent.deps import check_transformers
 from agent.messages import Message
-from agent.reuse import Digests, FeatureCache, ImageKey, PrefixCache, Prompt
-from agent.tokenizer import load_tokenizer
-from agent.vision import image_tokens, model_size, preprocess, read_in_token_limit
-from agent.weights import reason
+from agent.models.kimi_vl.chat import KimiChat
+from agent.models.kimi_vl.tokenizer import load_tokenizer
+from agent.models.kimi_vl.vision import image_tokens, model_size, preprocess, read_in_token_limit
 
 # Kimi-VL's projector (vLLM kimi_vl.py: KimiVLMultiModalProjector.{pre_norm,linear_1,linear_2})
 # -> Kimi_K25MultimodalProjection.{pre_norm,in_proj,out_proj}.
@@ -142,7 +142,7 @@ class TransformersBackend:
 
     With ``kv_reuse`` (the default) the KV cache of the last prompt + reply and MoonViT's features of
     the last prompt's images are kept, so a call prefills only what the new prompt does not share
-    with the last one (agent.reuse). One caller at a time: the kept cache is the instance's state."""
+    with the last one (agent.backends.reuse). One caller at a time: the kept cache is the instance's state."""
 
     def __init__(
         self,
@@ -178,7 +178,7 @@ class TransformersBackend:
         in_token_limit: int | None = None,
         kv_reuse: bool = True,
     ) -> TransformersBackend:
-        """Load a checkpoint directory (agent.weights.resolve_checkpoint finds or fetches one).
+        """Load a checkpoint directory (agent.backends.weights.resolve_checkpoint finds or fetches one).
         ``in_token_limit``: MoonViT's patch limit; default the checkpoint's preprocessor_config.json."""
         check_transformers()
         path = Path(model)

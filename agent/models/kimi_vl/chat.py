@@ -15,7 +15,7 @@ from PIL import Image
 from transformers import PreTrainedTokenizerFast
 
 from agent.messages import ImagePart, Message, TextPart
-from agent.vision import image_tokens
+from agent.models.kimi_vl.vision import image_tokens
 
 DEFAULT_SYSTEM = "You are a helpful assistant"
 

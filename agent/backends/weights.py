@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from agent.backend import BackendError
+from agent.backends.base import BackendError
 
 DEFAULT_MODEL = "moonshotai/Kimi-VL-A3B-Instruct"
 # What the native path reads: config, generation, tokenizer and processor json, the chat template,
@@ -18,7 +18,7 @@ DEFAULT_MODEL = "moonshotai/Kimi-VL-A3B-Instruct"
 # The checkpoint's *.py (remote code) is not needed by the native path.
 NEEDED_FILES = ("*.json", "*.jinja", "tiktoken.model", "*.safetensors")
 OTHER_WAYS = "pass --model DIR for a local copy, or serve the model with vLLM and pass --backend openai"
-# What agent/tokenizer.py reads (a few MB): enough for `kimi-agent export` to count and render
+# What agent/models/kimi_vl/tokenizer.py reads (a few MB): enough for `kimi-agent export` to count and render
 # tokens for runs made against a model server, with no weights here.
 TOKENIZER_FILES = ("tiktoken.model", "tokenizer_config.json", "chat_template.jinja")
 

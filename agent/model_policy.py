@@ -1,0 +1,114 @@
+"""A model policy: one model profile and one backend. History -> prompt -> backend -> parsed typed actions.
+
+The profile (agent/models/) says what differs between model families (prompt layouts, reply parser,
+defaults); the backend (agent/backends/) says how the model is reached. Neither knows the other.
+
+A reply that does not parse goes back to the model with the error, a bounded number of times
+within the step; every try is kept in the step's record. If the last try still fails, the step
+records the error and the next step's prompt says so.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from agent.backends.base import Backend, GenerationParams
+from agent.history import ContextBuilder, HistoryConfig
+from agent.models.profile import ModelProfile, VariantSettings
+from agent.models.registry import DEFAULT_PROFILE
+from agent.policy import Attempt, Decision, Observation, PromptState, StepView
+from agent.prompt_record import PromptRecord
+
+
+class ModelPolicy:
+    """``profile``: the model family (default: the first profile, Kimi-VL); ``variant``: which of its
+    checkpoints (sampling and image defaults). ``history_images`` and ``parse_retries`` default to
+    the profile's."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        variant: VariantSettings,
+        *,
+        profile: ModelProfile | None = None,
+        count_text_tokens: Callable[[str], int] | None = None,
+        history_images: int | None = None,
+        max_context: int = 32768,
+        temperature: float | None = None,
+        max_new_tokens: int | None = None,
+        parse_retries: int | None = None,
+        prompt_profile: str = "append",
+        prompt_dir: Path | None = None,
+    ) -> None:
+        self.profile = profile = profile or DEFAULT_PROFILE
+        self.backend = backend
+        self.variant = variant
+        self.params = GenerationParams(
+            max_new_tokens=max_new_tokens or variant.max_new_tokens,
+            temperature=variant.temperature if temperature is None else temperature,
+        )
+        self.context = ContextBuilder(
+            HistoryConfig(
+                thinking=variant.thinking,
+                in_token_limit=variant.in_token_limit,
+                max_context=max_context,
+                max_new_tokens=self.params.max_new_tokens,
+                max_images=profile.history_images if history_images is None else history_images,
+                count_text_tokens=count_text_tokens,
+                profile=prompt_profile,
+                prompt_dir=prompt_dir,
+            )
+        )
+        self.parse_retries = profile.parse_retries if parse_retries is None else parse_retries
+        # After the builder, which names an unknown layout itself (the message runs have always given).
+        if prompt_profile not in profile.layouts:
+            raise ValueError(
+                f"the {profile.title} profile has no prompt layout {prompt_profile!r} "
+                f"(choose from {', '.join(profile.layouts)})"
+            )
+
+    def prompt_record(self) -> PromptRecord:
+        """For run.json: what rebuilds this policy's prompts (``kimi-agent export``)."""
+        return self.context.record()
+
+    def decide(self, obs: Observation, history: Sequence[StepView]) -> Decision:
+        t0 = time.perf_counter()
+        built = self.context.build(obs.task, history, obs.frame.to_image(), obs.step)
+        messages = built.messages
+        state = PromptState(
+            image_cutoff=self.context.image_cutoff, text_cutoff=self.context.text_cutoff, tokens=built.tokens
+        )
+        attempts: list[Attempt] = []
+        for attempt in range(self.parse_retries + 1):
+            t1 = time.perf_counter()
+            completion = self.backend.generate(messages, self.params)
+            parsed = self.profile.parse_reply(completion.text, completion.finish_reason)
+            attempts.append(
+                Attempt(
+                    raw=completion.text,
+                    error=parsed.error,
+                    tokens_in=completion.tokens_in,
+                    tokens_out=completion.tokens_out,
+                    model_s=time.perf_counter() - t1,
+                    token_ids=completion.token_ids,
+                )
+            )
+            if parsed.error is None or attempt == self.parse_retries:
+                break
+            messages = self.context.retry(messages, completion.text, parsed.error)
+        return Decision(
+            thought=parsed.thought,
+            action_text=parsed.action_text,
+            actions=parsed.actions,
+            raw=completion.text,
+            thinking=parsed.thinking,
+            error=parsed.error,
+            notes=list(parsed.notes),
+            attempts=attempts,
+            tokens_in=sum(a.tokens_in for a in attempts),
+            tokens_out=sum(a.tokens_out for a in attempts),
+            model_s=time.perf_counter() - t0,
+            prompt=state,
+        )

@@ -1,0 +1,120 @@
+"""What differs between model families, as one typed unit: a ``ModelProfile``.
+
+A profile says how to talk to a family (its prompt layouts and their templates in prompts/, its
+variants' sampling and step defaults), how to read it (the reply parser, where thinking goes, the
+coordinate space of its points, its image size rule) and how to recognise it (``matches``, from a
+served model's root or a checkpoint's name and config.json). The policy (agent/model_policy.py)
+combines one profile with one backend; a profile imports nothing from agent/backends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from agent.models.reply import ParsedReply
+from env.actions import Point
+from env.geometry import ScreenGeometry
+
+# How a family's point coordinates are meant:
+# "relative": fractions of the screenshot's width and height, in [0, 1] (Kimi-VL);
+# "pixels_resized": pixels of the image as the model saw it, after its own resize (model_size);
+# "thousandths": 0..1000 across the screenshot, whatever its size.
+CoordinateSpace = Literal["relative", "pixels_resized", "thousandths"]
+COORDINATE_SPACES: tuple[CoordinateSpace, ...] = ("relative", "pixels_resized", "thousandths")
+
+# Where a reply's thinking is: between markers in the text (``inline``), or in the server's separate
+# ``reasoning_content`` field.
+ThinkingStyle = Literal["inline", "reasoning_content"]
+
+ReplyParser = Callable[[str, str], ParsedReply]  # (text, finish_reason) -> the parsed reply
+ModelSize = Callable[[int, int, int], tuple[int, int]]  # (width, height, in_token_limit) -> model's size
+
+
+class VariantSettings(Protocol):
+    """One checkpoint of a family, as the policy uses it (Kimi-VL's Variant is one)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def thinking(self) -> bool: ...
+    @property
+    def temperature(self) -> float: ...
+    @property
+    def in_token_limit(self) -> int: ...
+    @property
+    def max_new_tokens(self) -> int: ...
+
+
+class ResolvedSettings(Protocol):
+    """The variant a run uses and where it came from, with its run.json entries."""
+
+    @property
+    def variant(self) -> VariantSettings: ...
+    def record(self) -> dict[str, Any]: ...
+
+
+class VariantResolver(Protocol):
+    def __call__(
+        self,
+        *,
+        override: Any,
+        names: Sequence[tuple[str, str]],
+        in_token_limit: int | None = None,
+        in_token_limit_source: str = "",
+        in_token_limit_override: int | None = None,
+    ) -> ResolvedSettings: ...
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    name: str  # what --model-profile takes
+    title: str  # for people: "Kimi-VL"
+    variants: tuple[str, ...]  # what --variant takes
+    resolve_variant: VariantResolver  # --variant, else the checkpoint's names, else the family's default
+    layouts: tuple[str, ...]  # the prompt layouts (--prompt-profile; templates in prompts/) it can use
+    parse_reply: ReplyParser
+    coordinates: CoordinateSpace
+    thinking: ThinkingStyle
+    think_markers: tuple[str, str] | None  # (open, close) where thinking is inline
+    history_images: int  # screenshots kept in context by default
+    parse_retries: int  # further tries within a step after a reply that does not parse
+    model_size: ModelSize  # the size an image is resized to before the model sees it
+    matches: Callable[[str, Mapping[str, Any] | None], bool]  # (served root or checkpoint name, config.json)
+
+    def __post_init__(self) -> None:
+        if self.coordinates not in COORDINATE_SPACES:
+            raise ValueError(f"profile {self.name}: unknown coordinate space {self.coordinates!r}")
+        if (self.thinking == "inline") != (self.think_markers is not None):
+            raise ValueError(f"profile {self.name}: inline thinking needs its markers, and only it")
+
+
+def to_relative(
+    space: CoordinateSpace, x: float, y: float, model_size: tuple[int, int] | None = None
+) -> tuple[float, float]:
+    """A point in ``space`` as fractions of the screenshot. ``model_size``: the (width, height) the
+    model saw the screenshot at, needed for ``pixels_resized``. Exact: no rounding here; the
+    screen's pixel is chosen once, by ScreenGeometry.to_screen."""
+    if space == "relative":
+        return x, y
+    if space == "thousandths":
+        return x / 1000, y / 1000
+    if space == "pixels_resized":
+        if model_size is None:
+            raise ValueError("pixels_resized coordinates need the size the model saw the screenshot at")
+        width, height = model_size
+        return x / width, y / height
+    raise ValueError(f"unknown coordinate space {space!r}")
+
+
+def to_screen(
+    space: CoordinateSpace,
+    x: float,
+    y: float,
+    geometry: ScreenGeometry,
+    model_size: tuple[int, int] | None = None,
+) -> tuple[int, int]:
+    """The input-system pixel a point in ``space`` lands on (OutOfScreen / ValueError off it)."""
+    fx, fy = to_relative(space, x, y, model_size)
+    return geometry.to_screen(Point.norm(fx, fy))
