@@ -1,5 +1,5 @@
 """`kimi-agent "task"`, `kimi-agent replay RUN_DIR`, `kimi-agent sandbox`, `kimi-agent serve`,
-`kimi-agent export`."""
+`kimi-agent export`, `kimi-agent doctor`."""
 
 from __future__ import annotations
 
@@ -590,6 +590,7 @@ def _cmd_export(console: Console, argv: Sequence[str]) -> int:
 
 def parsers() -> dict[str, argparse.ArgumentParser]:
     """Every command's parser, by the command line that reaches it."""
+    from tasks.doctor import build_parser as doctor
     from tasks.osworld.cli import parser as osworld
     from tasks.osworld.rollout_cli import parser as rollout
     from tasks.screenspot.cli import parser as screenspot
@@ -602,6 +603,7 @@ def parsers() -> dict[str, argparse.ArgumentParser]:
         "kimi-agent sandbox": _sandbox_parser(),
         "kimi-agent serve": serve(),
         "kimi-agent export": _export_parser(),
+        "kimi-agent doctor": doctor(),
         "kimi-agent rollout": rollout(),
         "kimi-agent bench osworld": osworld(),
         "kimi-agent bench screenspot": screenspot(),
@@ -612,6 +614,12 @@ def _cmd_rollout(console: Console, argv: Sequence[str]) -> int:
     from tasks.osworld.rollout_cli import main as rollout
 
     return rollout(console, list(argv))
+
+
+def _cmd_doctor(console: Console, argv: Sequence[str]) -> int:
+    from tasks.doctor import cmd_doctor
+
+    return cmd_doctor(console, argv)
 
 
 def _cmd_serve(console: Console, argv: Sequence[str]) -> int:
@@ -659,6 +667,7 @@ COMMANDS: dict[str, Command] = {
     "export": _cmd_export,
     "rollout": _cmd_rollout,
     "serve": _cmd_serve,
+    "doctor": _cmd_doctor,
 }
 
 
