@@ -112,33 +112,33 @@ def table(results: list[CheckResult]) -> Table:
     return t
 
 
-def cmd_doctor(console: Console, argv: Sequence[str]) -> int:
-    args = build_parser().parse_args(argv)
-    if args.api_key is None:
-        args.api_key = os.environ.get("OPENAI_API_KEY")
+def collect(args: argparse.Namespace) -> tuple[list[CheckResult], ServedModel | None]:
+    """Every check's result, the server's first (when --base-url is given)."""
     results: list[CheckResult] = []
     served: ServedModel | None = None
     if args.base_url:
         results, served = check_server(args, find_tokenizer)
-    results += local_checks(args, served)
+    return results + local_checks(args, served), served
+
+
+def cmd_doctor(console: Console, argv: Sequence[str]) -> int:
+    args = build_parser().parse_args(argv)
+    if args.api_key is None:
+        args.api_key = os.environ.get("OPENAI_API_KEY")
+    results, served = collect(args)
     console.print(table(results))
     facts = served.facts if served else facts_for(_profile(args).name)
     if facts is not None:
         profile = served.profile if served else _profile(args)
         images = args.history_images if args.history_images is not None else profile.history_images
-        advice = recommend(
-            facts, served.served_name if served else "kimi-vl", args.max_context, images, gpus()[0]
-        )
+        name = served.served_name if served else profile.name
+        advice = recommend(facts, name, args.max_context, images, gpus()[0])
         console.print(Text("recommended server command:", style="bold"))
         console.print(Text(advice.command), soft_wrap=True)
         for note in advice.notes:
             source = f" ({note.source})" if note.source else ""
             console.print(Text(f"  - {note.value}{source}"), soft_wrap=True)
     failed = any_failed(results)
-    console.print(
-        Text(
-            "FAIL: fix the lines marked FAIL before a run" if failed else "no FAIL",
-            style=STYLE[Status.FAIL if failed else Status.OK],
-        )
-    )
+    verdict = "FAIL: fix the lines marked FAIL before a run" if failed else "no FAIL"
+    console.print(Text(verdict, style=STYLE[Status.FAIL if failed else Status.OK]))
     return 1 if failed else 0

@@ -62,7 +62,7 @@ def recommend(
         notes.append(
             Cited(
                 "no --reasoning-parser: vLLM has none for this model's thinking markers",
-                "vllm/reasoning/__init__.py",
+                "vllm-project/vllm vllm/reasoning/__init__.py @ 0064cc9cb1ae",
             )
         )
     if per_gpu is None:

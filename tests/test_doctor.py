@@ -1,0 +1,143 @@
+"""`kimi-agent doctor` against a loopback server imitating vLLM (tests/fake_vllm.py), with the tiny
+Kimi-VL checkpoint as the local tokenizer and checkpoint: all OK once, then each misconfiguration
+the doctor exists for, caught with the right status and fix."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_vllm import FakeVllm, VllmSetup
+from rich.console import Console
+from tiny_kimi import CHAT_TEMPLATE
+
+from tasks.doctor import build_parser, cmd_doctor, collect
+from tasks.doctor_checks.result import CheckResult, Status
+
+# A reply in Kimi-VL's grammar (## Thought / ## Action / ## Code, relative coordinates).
+KIMI_REPLY = (
+    "## Thought:\nThe blue button is in the middle.\n## Action:\nClick the blue button.\n"
+    "## Code:\n```python\npyautogui.click(x=0.5, y=0.5)\n```"
+)
+# UI-TARS-1.5's grammar (its start_box form), which the Kimi-VL parser must refuse.
+UI_TARS_REPLY = "Thought: I click the button.\nAction: click(start_box='(683,384)')"
+SERVER_CHECKS = [
+    "server reachable",
+    "server version",
+    "served model",
+    "context length",
+    "/tokenize",
+    "chat template",
+    "image tokens",
+    "images per prompt",
+    "reply length",
+    "reply grammar",
+]
+
+
+@pytest.fixture
+def serve(tiny_kimi: Path) -> Iterator[Any]:
+    servers: list[FakeVllm] = []
+
+    def start(**changes: Any) -> FakeVllm:
+        servers.append(FakeVllm(VllmSetup(tiny_kimi, **{"reply": KIMI_REPLY, **changes})))
+        return servers[-1]
+
+    yield start
+    for s in servers:
+        s.close()
+
+
+def argv(server: FakeVllm, tiny_kimi: Path, *more: str) -> list[str]:
+    return ["--base-url", server.url, "--model", "kimi-vl", "--tokenizer", str(tiny_kimi), *more]
+
+
+def by_name(server: FakeVllm, tiny_kimi: Path, *more: str) -> dict[str, CheckResult]:
+    results, _ = collect(build_parser().parse_args(argv(server, tiny_kimi, *more)))
+    return {r.name: r for r in results}
+
+
+def test_a_correct_server_passes_every_check_and_exits_0(serve: Any, tiny_kimi: Path) -> None:
+    server = serve()
+    console = Console(record=True, width=200)
+    rc = cmd_doctor(console, argv(server, tiny_kimi, "--checkpoint", str(tiny_kimi)))
+    out = console.export_text()
+    results = by_name(server, tiny_kimi, "--checkpoint", str(tiny_kimi))
+    assert {n: results[n].status for n in SERVER_CHECKS} == dict.fromkeys(SERVER_CHECKS, Status.OK)
+    assert results["checkpoint"].status is Status.OK
+    assert rc == 0, out
+    assert "1366x768 screenshot costs 1108 prompt tokens" in results["image tokens"].found
+    # The recommended command, with its sources
+    assert "vllm serve moonshotai/Kimi-VL-A3B-Instruct --served-model-name kimi-vl" in out
+    assert "--limit-mm-per-prompt '{\"image\": 64}'" in out
+    assert "https://github.com/MoonshotAI/Kimi-VL/issues/15" in out
+    # The probes went to vLLM's endpoints: /tokenize in both forms, chat completions
+    paths = [(p, "messages" in b) for p, b in server.requests]
+    assert ("/tokenize", True) in paths and ("/tokenize", False) in paths
+    assert ("/v1/chat/completions", True) in paths
+
+
+@pytest.mark.parametrize(
+    ("changes", "check", "status", "fix"),
+    [
+        ({"version": "0.8.4"}, "server version", Status.FAIL, "pip install 'vllm>=0.8.5'"),
+        ({"root": "Qwen/Qwen2.5-VL-7B-Instruct"}, "served model", Status.FAIL, "--model-profile"),
+        ({"max_model_len": 4096}, "context length", Status.FAIL, "--max-model-len 32768"),
+        ({"tokenize": False}, "/tokenize", Status.WARN, "serve with vLLM"),
+        (
+            {"chat_template": CHAT_TEMPLATE.replace("<|im_end|>", "<|im_end|>{{ '\\n' }}")},
+            "chat template",
+            Status.FAIL,
+            "chat_template.jinja",
+        ),
+        ({"double_resize": True}, "image tokens", Status.FAIL, "don't resize images before the server"),
+        ({"image_limit": 1}, "images per prompt", Status.FAIL, "--limit-mm-per-prompt '{\"image\": 64}'"),
+        ({"default_max_tokens": 16}, "reply length", Status.WARN, "--generation-config vllm"),
+        ({"reply": UI_TARS_REPLY}, "reply grammar", Status.FAIL, "--model-profile"),
+    ],
+    ids=["old-vllm", "wrong-root", "small-context", "no-tokenize", "template-drift", "double-resize",
+         "image-limit", "cut-at-16", "other-grammar"],
+)  # fmt: skip
+def test_each_misconfiguration_is_caught_with_its_fix(
+    serve: Any, tiny_kimi: Path, changes: dict[str, Any], check: str, status: Status, fix: str
+) -> None:
+    results = by_name(serve(**changes), tiny_kimi)
+    assert results[check].status is status, results[check]
+    assert fix in results[check].fix
+    others = [
+        r for n, r in results.items() if n in SERVER_CHECKS and n != check and r.status is not Status.OK
+    ]
+    if check == "/tokenize":  # without /tokenize the template cannot be compared either
+        assert [(r.name, r.status) for r in others] == [("chat template", Status.WARN)]
+    else:
+        assert others == []
+
+
+def test_details_of_the_failures(serve: Any, tiny_kimi: Path) -> None:
+    cut = by_name(serve(default_max_tokens=16), tiny_kimi)["reply length"]
+    assert "cut (length) at 16 tokens" in cut.found
+    drift = by_name(serve(double_resize=True), tiny_kimi)["image tokens"]
+    # 1100 pads (1207x679) here, 1075 (1202x676) after a second resize, plus the same wrapper
+    assert "costs 1083 prompt tokens on the server, 1108 here" in drift.found
+    limit = by_name(serve(image_limit=1), tiny_kimi)["images per prompt"]
+    assert "At most 1 image(s) may be provided in one request." in limit.found
+
+
+def test_a_failure_exits_1_and_an_unreachable_server_is_one_fail(serve: Any, tiny_kimi: Path) -> None:
+    console = Console(record=True, width=200)
+    assert cmd_doctor(console, argv(serve(version="0.8.4"), tiny_kimi)) == 1
+    assert "FAIL: fix the lines marked FAIL" in console.export_text()
+    results, served = collect(build_parser().parse_args(["--base-url", "http://127.0.0.1:9/v1"]))
+    assert served is None
+    assert (results[0].name, results[0].status) == ("server reachable", Status.FAIL)
+    assert "--base-url" in results[0].fix
+
+
+def test_without_a_local_tokenizer_the_template_check_is_a_warning(serve: Any) -> None:
+    server = serve(root="/nowhere/Kimi-VL-A3B-Instruct")
+    results, _ = collect(build_parser().parse_args(["--base-url", server.url]))
+    template = {r.name: r for r in results}["chat template"]
+    assert template.status is Status.WARN
+    assert "no local tokenizer" in template.found and "--tokenizer" in template.fix
