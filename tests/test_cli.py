@@ -109,6 +109,7 @@ HELPS = [
     ["sandbox", "--help"],
     ["serve", "--help"],
     ["export", "--help"],
+    ["doctor", "--help"],
     ["bench", "--help"],
     *(["bench", "osworld", c, "--help"] for c in ("check", "list", "run", "setup", "report")),
     ["bench", "osworld", "--help"],
