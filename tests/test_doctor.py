@@ -4,6 +4,7 @@ the doctor exists for, caught with the right status and fix."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,13 @@ from fake_vllm import FakeVllm, VllmSetup
 from rich.console import Console
 from tiny_kimi import CHAT_TEMPLATE
 
+from agent.models.kimi_vl.profile import KIMI_VL
 from tasks.doctor import build_parser, cmd_doctor, collect
+from tasks.doctor_checks.facts import KIMI_VL_FACTS
+from tasks.doctor_checks.local import Gpu, check_checkpoint, check_gpu, check_package
+from tasks.doctor_checks.probe import read_checkpoint
 from tasks.doctor_checks.result import CheckResult, Status
+from tasks.doctor_checks.serve_cmd import recommend
 
 # A reply in Kimi-VL's grammar (## Thought / ## Action / ## Code, relative coordinates).
 KIMI_REPLY = (
@@ -141,3 +147,44 @@ def test_without_a_local_tokenizer_the_template_check_is_a_warning(serve: Any) -
     template = {r.name: r for r in results}["chat template"]
     assert template.status is Status.WARN
     assert "no local tokenizer" in template.found and "--tokenizer" in template.fix
+
+
+def test_package_versions_against_the_declared_range_and_the_tested_pin() -> None:
+    assert check_package("transformers", "5.25.0", ">=5.20,<5.26", "5.25.0").status is Status.OK
+    assert check_package("torch", "2.13.0+cpu", ">=2.5", "2.13.0").status is Status.OK  # a local build tag
+    newer = check_package("transformers", "5.21.0", ">=5.20,<5.26", "5.25.0")
+    assert newer.status is Status.WARN and "pip install 'transformers==5.25.0'" in newer.fix
+    outside = check_package("transformers", "5.26.1", ">=5.20,<5.26", "5.25.0")
+    assert outside.status is Status.FAIL and outside.fix == "pip install 'transformers>=5.20,<5.26'"
+    assert check_package("torch", None, ">=2.5", "2.13.0").status is Status.FAIL
+
+
+def test_the_checkpoint_check_reads_the_tiny_checkpoint(tiny_kimi: Path, tmp_path: Path) -> None:
+    assert check_checkpoint(read_checkpoint(tiny_kimi), KIMI_VL).status is Status.OK
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    config = json.loads((tiny_kimi / "config.json").read_text())
+    (broken / "config.json").write_text(json.dumps({**config, "model_type": "qwen2_5_vl"}))
+    (broken / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {"a": "model-00001-of-00002.safetensors"}})
+    )
+    result = check_checkpoint(read_checkpoint(broken), KIMI_VL)
+    assert result.status is Status.FAIL
+    for problem in ("'qwen2_5_vl' is not Kimi-VL's", "no tiktoken.model", "model-00001-of-00002.safetensors"):
+        assert problem in result.found
+    assert check_checkpoint(read_checkpoint(tmp_path / "nowhere"), KIMI_VL).status is Status.FAIL
+
+
+def test_gpu_memory_and_the_serve_command_for_it() -> None:
+    small = [Gpu("RTX 4090", 24.0, 23.5)] * 2
+    assert check_gpu([], KIMI_VL_FACTS, "no CUDA").status is Status.WARN
+    assert check_gpu(small[:1], KIMI_VL_FACTS).status is Status.WARN  # 32.8 GB of weights
+    assert check_gpu([Gpu("H100", 80.0, 79.0)], KIMI_VL_FACTS).status is Status.OK
+    advice = recommend(KIMI_VL_FACTS, "kimi-vl", 32768, 3, small)
+    assert "--tensor-parallel-size 2" in advice.command and "--max-num-seqs 8" in advice.command
+    assert "--limit-mm-per-prompt '{\"image\": 64}'" in advice.command
+    assert "--reasoning-parser" not in advice.command
+    big = recommend(KIMI_VL_FACTS, "kimi-vl", 65536, 100, [Gpu("H100", 80.0, 79.0)])
+    assert "--tensor-parallel-size 1" in big.command and "--max-num-seqs 512" in big.command
+    assert "--max-model-len 65536" in big.command and '{"image": 100}' in big.command
+    assert all(n.source for n in advice.notes[:3])
