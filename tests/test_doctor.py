@@ -21,6 +21,7 @@ from tasks.doctor_checks.local import Gpu, check_checkpoint, check_gpu, check_pa
 from tasks.doctor_checks.probe import read_checkpoint
 from tasks.doctor_checks.result import CheckResult, Status
 from tasks.doctor_checks.serve_cmd import recommend
+from tasks.doctor_checks.server import check_context, check_version
 
 # A reply in Kimi-VL's grammar (## Thought / ## Action / ## Code, relative coordinates).
 KIMI_REPLY = (
@@ -188,3 +189,15 @@ def test_gpu_memory_and_the_serve_command_for_it() -> None:
     assert "--tensor-parallel-size 1" in big.command and "--max-num-seqs 512" in big.command
     assert "--max-model-len 65536" in big.command and '{"image": 100}' in big.command
     assert all(n.source for n in advice.notes[:3])
+
+
+def test_the_checks_that_cannot_judge_say_so() -> None:
+    # A server that is not vLLM (no /version), a profile without serving facts, an unreadable version
+    assert check_version(None, KIMI_VL_FACTS).status is Status.WARN
+    assert check_version("0.11.0", None).status is Status.WARN
+    assert check_version("nightly", KIMI_VL_FACTS).status is Status.WARN
+    assert check_version("0.8.5", KIMI_VL_FACTS).status is Status.OK
+    # Room for the history but less than the budget asked for: the run lowers it (a warning)
+    between = check_context(8192, 32768, 5412)
+    assert between.status is Status.WARN and "lowers its budget" in between.found
+    assert check_context(None, 32768, 5412).status is Status.WARN
