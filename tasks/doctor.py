@@ -73,11 +73,12 @@ def _size(text: str) -> tuple[int, int]:
 def find_tokenizer(name: str) -> Path | None:
     """A local tokenizer for a checkpoint name: the directory itself, or the Hugging Face cache
     (never a download: the doctor only looks)."""
+    from agent.backends.base import BackendError
     from agent.backends.weights import resolve_tokenizer
 
     try:
         return resolve_tokenizer(name, offline=True, notice=lambda _: None)
-    except Exception:  # not here, or not a name at all: the check says so
+    except (BackendError, OSError):  # not here, or not a name at all: the check says so
         return None
 
 
