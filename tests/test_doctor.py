@@ -158,6 +158,8 @@ def test_package_versions_against_the_declared_range_and_the_tested_pin() -> Non
     outside = check_package("transformers", "5.26.1", ">=5.20,<5.26", "5.25.0")
     assert outside.status is Status.FAIL and outside.fix == "pip install 'transformers>=5.20,<5.26'"
     assert check_package("torch", None, ">=2.5", "2.13.0").status is Status.FAIL
+    untested = check_package("torch", "2.11.0", ">=2.5", None)  # installed: no constraints.txt
+    assert untested.status is Status.OK and untested.found == "torch 2.11.0 (within >=2.5)"
 
 
 def test_the_checkpoint_check_reads_the_tiny_checkpoint(tiny_kimi: Path, tmp_path: Path) -> None:
