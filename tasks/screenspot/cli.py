@@ -36,7 +36,7 @@ from tasks.screenspot.runner import (
 )
 
 CONCURRENCY = 16
-VARIANTS = ["instruct", "thinking", "thinking-2506"]
+VARIANTS = ["instruct", "thinking", "thinking-2506", "k2.5", "k2.6"]  # Kimi-VL's, then Kimi K2's
 # run.json settings a resumed run must share with the run it continues.
 # What a resume must share with the run it continues: otherwise one log would mix two experiments.
 RESUME_KEYS = (
