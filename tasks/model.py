@@ -104,6 +104,12 @@ def build_policy(
         label = f"{args.model} (transformers, {tb.device})"
         where = {"checkpoint": str(path), "device": tb.device, "kv_reuse": tb.kv_reuse}
     max_context = max_context or chosen.profile.max_context
+    max_new_tokens = args.max_new_tokens
+    if max_new_tokens is None and resolved.variant.max_new_tokens > max_context // 2:
+        # A variant's output budget made for a long context (K2.6: 32768 of 262144) would leave a
+        # smaller server's context no room for the prompt: a quarter of it instead, said aloud.
+        max_new_tokens = max_context // 4
+        notice(f"--max-new-tokens lowered to {max_new_tokens}, a quarter of the {max_context}-token context")
     policy = ModelPolicy(
         backend,
         resolved.variant,
@@ -112,7 +118,7 @@ def build_policy(
         history_images=args.history_images,
         max_context=max_context,
         temperature=args.temperature,
-        max_new_tokens=args.max_new_tokens,
+        max_new_tokens=max_new_tokens,
         prompt_profile=args.prompt_profile,
         prompt_dir=args.prompt_dir,
     )
