@@ -225,3 +225,84 @@ def test_the_cli_runs_k2_end_to_end_and_its_clicks_land_on_the_pixel(
         )
     finally:
         server.close()
+
+
+def test_a_screenspot_run_against_a_k2_server(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """`bench screenspot run` with the server reporting Kimi-K2.5: the profile and variant come from its
+    root, each answer in K2's format (thinking in reasoning_content) is scored, and no published figure
+    is printed, since none of K2's is known: Kimi-VL's must not stand beside it."""
+    from screenspot_data import write_screenspot_pro
+
+    from tasks.screenspot.cli import main as screenspot
+
+    written = write_screenspot_pro(tmp_path / "pro")
+    centres = {}
+    for s in written.samples:
+        if s.target.box is not None and s.instruction not in centres:
+            x1, y1, x2, y2 = s.target.box
+            w, h = Image.open(s.image).size
+            centres[s.instruction] = ((x1 + x2) / 2 / w, (y1 + y2) / 2 / h)
+    server = FakeOpenAI(models=("kimi-k2.5",), roots={"kimi-k2.5": "moonshotai/Kimi-K2.5"})
+    base: type = server.httpd.RequestHandlerClass
+
+    class ByInstruction(base):  # type: ignore[misc, valid-type]
+        def _answer(self, body: dict, reply: Reply | None) -> None:  # type: ignore[type-arg]
+            instruction = body["messages"][-1]["content"][-1]["text"].split("## Task Instruction:\n", 1)[1]
+            x, y = centres.get(instruction, (0.999, 0.999))
+            code = f"## Action:\nClick it.\n## Code:\n```python\npyautogui.click(x={x:.4f}, y={y:.4f})\n```"
+            super()._answer(body, Reply(code, reasoning="It is the coloured box."))
+
+    server.httpd.RequestHandlerClass = ByInstruction
+    out = tmp_path / "out"
+    try:
+        args = ["run", str(written.root), "--out", str(out), "--model", "kimi-k2.5", "--base-url", server.url]
+        assert screenspot([*args, "--no-progress"]) in (0, 1)
+    finally:
+        server.close()
+    printed = capsys.readouterr().out
+    run = json.loads((out / "run.json").read_text())
+    assert (run["model_profile"], run["variant"]) == ("kimi-k2", "k2.5")
+    details = json.loads((out / "results.json").read_text())["details"]
+    boxed = [d for d in details if d["id"] in {s.id for s in written.samples if s.target.box is not None}]
+    assert boxed and [d["correctness"] for d in boxed] == ["correct"] * len(boxed), boxed
+    assert "published" not in printed and "Kimi-VL" not in printed
+
+
+@pytest.mark.slow
+def test_an_osworld_suite_task_with_k2_scores_and_prints_k2s_published_number(tmp_path: Path) -> None:
+    """`bench osworld run os-hello-file --backend openai` against the loopback server answering as K2.6:
+    OSWorld's own evaluator scores the file the typed command wrote, and the figure printed beside the
+    run is K2.6's published one (not Kimi-VL's)."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    server = FakeOpenAI(models=("kimi-k2.6",), roots={"kimi-k2.6": "moonshotai/Kimi-K2.6"})
+    write = (
+        "## Action:\nWrite the greeting into ~/hello.txt from the terminal.\n## Code:\n```python\n"
+        "pyautogui.write(\"echo 'Hello, OSWorld!' > ~/hello.txt\")\npyautogui.press('enter')\n```"
+    )
+    server.replies.extend(
+        [
+            Reply(write, reasoning="A terminal is open; one echo writes the file."),
+            Reply("## Action:\nDone.\n## Code:\n```code\ncomputer.terminate(status='success')\n```"),
+        ]
+    )
+    out = tmp_path / "results"
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "COLUMNS": "200"}
+    env.setdefault("KIMI_OSWORLD_EVAL_VENV", str(repo / ".cache" / "osworld-eval"))
+    try:
+        r = subprocess.run(
+            [sys.executable, "-m", "tasks.cli", "bench", "osworld", "run", "os-hello-file", "--backend", "openai",
+             "--base-url", server.url, "--model", "kimi-k2.6", "--out", str(out), "--desktop-env", "minimal",
+             "--max-steps", "5"],
+            cwd=repo, env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    finally:
+        server.close()
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    scores = [float(p.read_text()) for p in out.rglob("result.txt")]
+    assert scores == [1.0], r.stdout[-3000:]
+    assert "published: Kimi-K2.6 model card, OSWorld-Verified, thinking: 73.10%" in r.stdout
+    assert "Kimi-VL technical report" not in r.stdout
