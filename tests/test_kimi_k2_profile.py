@@ -191,7 +191,7 @@ def test_the_cli_runs_k2_end_to_end_and_its_clicks_land_on_the_pixel(
                 "click the two targets",
                 *("--backend", "openai", "--base-url", server.url, "--model", "kimi-k2.6"),
                 *("--size", f"{width}x{height}", "--out", str(out), "--keep", "--max-steps", "5"),
-                *("--app", f"python3 {pad} clicks.jsonl"),
+                *("--app", f"python3 {pad} clicks.jsonl", "--desktop-env", "minimal"),
             ]
         )
         printed = capsys.readouterr().out
