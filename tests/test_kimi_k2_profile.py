@@ -306,3 +306,23 @@ def test_an_osworld_suite_task_with_k2_scores_and_prints_k2s_published_number(tm
     assert scores == [1.0], r.stdout[-3000:]
     assert "published: Kimi-K2.6 model card, OSWorld-Verified, thinking: 73.10%" in r.stdout
     assert "Kimi-VL technical report" not in r.stdout
+
+
+def test_kimi_vl_requests_and_records_stay_without_top_p() -> None:
+    """The shared additions are invisible to Kimi-VL: no top_p in its requests or its params' record,
+    and a server's reasoning field is the step's thinking only (its thought stays the reply's own)."""
+    from agent.models.kimi_vl.variants import Variant as KimiVariant
+
+    server = FakeOpenAI(models=("kimi-vl",), roots={"kimi-vl": "moonshotai/Kimi-VL-A3B-Instruct"})
+    try:
+        server.replies.append(Reply("## Thought\nsave it\n" + SAVE, reasoning="aside"))
+        policy = ModelPolicy(
+            OpenAIBackend(server.url, "kimi-vl", max_retries=0), KimiVariant.named("instruct")
+        )
+        assert policy.params.model_dump() == {"max_new_tokens": 1024, "temperature": 0.2}
+        frame = Frame.from_image(Image.new("RGB", (640, 480)))
+        d = policy.decide(Observation("t", 1, frame, ScreenGeometry.plain(640, 480)), [])
+        assert "top_p" not in server.requests[0] and d.error is None
+        assert (d.thought, d.thinking) == ("save it", "aside")
+    finally:
+        server.close()
