@@ -87,7 +87,7 @@ def utf8_upper_bound(text: str) -> int:
     return len(text.encode("utf-8"))
 
 
-def load_templates(profile: str, prompt_dir: Path | None = None) -> dict[str, str]:
+def load_templates(profile: str, prompt_dir: Path | None = None, family: str | None = None) -> dict[str, str]:
     """The profile's templates, checked: ValueError (one line) for an unknown profile, a missing
     template, or a placeholder that is unknown or missing. Call it at start-up."""
     if profile not in SCHEMAS:
@@ -95,7 +95,7 @@ def load_templates(profile: str, prompt_dir: Path | None = None) -> dict[str, st
     schema = SCHEMAS[profile]
     out = {}
     user_dir = Path(prompt_dir) if prompt_dir is not None else None
-    for name, (text, where) in load_profile(profile, schema, user_dir).items():
+    for name, (text, where) in load_profile(profile, schema, user_dir, family).items():
         required, optional = schema[name]
         used = placeholders(text, where)
         if used - required - optional:
@@ -121,6 +121,7 @@ class HistoryConfig:
     count_text_tokens: Callable[[str], int] | None = None
     profile: str = "append"
     prompt_dir: Path | None = None  # templates here replace the packaged ones of the same name
+    family: str | None = None  # the model profile's own templates (prompts/models/FAMILY/), if any
 
     @property
     def budget(self) -> int:
@@ -156,7 +157,7 @@ class ContextBuilder:
     _t: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self._t = self._t or load_templates(self.cfg.profile, self.cfg.prompt_dir)
+        self._t = self._t or load_templates(self.cfg.profile, self.cfg.prompt_dir, self.cfg.family)
 
     @classmethod
     def replaying(

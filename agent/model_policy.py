@@ -18,6 +18,7 @@ from agent.backends.base import Backend, GenerationParams
 from agent.history import ContextBuilder, HistoryConfig
 from agent.models.profile import ModelProfile, VariantSettings
 from agent.models.registry import DEFAULT_PROFILE
+from agent.models.reply import ParsedReply
 from agent.policy import Attempt, Decision, Observation, PromptState, StepView
 from agent.prompt_record import PromptRecord
 
@@ -39,15 +40,19 @@ class ModelPolicy:
         temperature: float | None = None,
         max_new_tokens: int | None = None,
         parse_retries: int | None = None,
-        prompt_profile: str = "append",
+        prompt_profile: str | None = None,
         prompt_dir: Path | None = None,
     ) -> None:
         self.profile = profile = profile or DEFAULT_PROFILE
+        prompt_profile = prompt_profile or profile.layouts[0]  # the family's own default layout
         self.backend = backend
         self.variant = variant
         self.params = GenerationParams(
             max_new_tokens=max_new_tokens or variant.max_new_tokens,
             temperature=variant.temperature if temperature is None else temperature,
+            # A family that samples with nucleus sampling says so on its variant (Kimi K2.x: 0.95);
+            # Kimi-VL's variants have no top_p, and its requests carry none.
+            top_p=getattr(variant, "top_p", None),
         )
         self.context = ContextBuilder(
             HistoryConfig(
@@ -59,6 +64,7 @@ class ModelPolicy:
                 count_text_tokens=count_text_tokens,
                 profile=prompt_profile,
                 prompt_dir=prompt_dir,
+                family=profile.prompt_family,
             )
         )
         self.parse_retries = profile.parse_retries if parse_retries is None else parse_retries
@@ -85,6 +91,8 @@ class ModelPolicy:
             t1 = time.perf_counter()
             completion = self.backend.generate(messages, self.params)
             parsed = self.profile.parse_reply(completion.text, completion.finish_reason)
+            if completion.reasoning is not None:
+                self._take_reasoning(parsed, completion.reasoning)
             attempts.append(
                 Attempt(
                     raw=completion.text,
@@ -112,3 +120,14 @@ class ModelPolicy:
             model_s=time.perf_counter() - t0,
             prompt=state,
         )
+
+    def _take_reasoning(self, parsed: ParsedReply, reasoning: str) -> None:
+        """The thinking the server returned apart from the text goes into the step's record
+        (``thinking``); for a family that thinks that way it is also the step's thought, which the
+        history replays, as OSWorld's Kimi agent replays ``reasoning_content``."""
+        reasoning = reasoning.strip()
+        if not reasoning:
+            return
+        parsed.thinking = reasoning if parsed.thinking is None else f"{reasoning}\n\n{parsed.thinking}"
+        if self.profile.thinking == "reasoning_content" and not parsed.thought:
+            parsed.thought = reasoning

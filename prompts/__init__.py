@@ -62,9 +62,10 @@ def placeholders(text: str, where: str) -> set[str]:
 
 
 def load_profile(
-    profile: str, names: Iterable[str], user_dir: Path | None = None
+    profile: str, names: Iterable[str], user_dir: Path | None = None, family: str | None = None
 ) -> dict[str, tuple[str, str]]:
-    """name -> (text, where it came from) for ``names``: the user's directory first, then the
+    """name -> (text, where it came from) for ``names``: the user's directory first, then a model
+    family's own templates (``prompts/models/FAMILY/``, where the model profile names one), then the
     profile's packaged templates, then the shared ones. ValueError (one line) when a template is
     missing or the user's directory holds a file that is no template."""
     root = files(__name__)
@@ -86,6 +87,11 @@ def load_profile(
                     f"(known: {', '.join(sorted(packaged_names()))})"
                 )
             layers.append((str(folder), mine))
+    if family is not None:
+        folder = root / "models" / family
+        if not folder.is_dir():
+            raise ValueError(f"no packaged prompts for the model family {family!r}")
+        layers.append((f"prompts/models/{family}", _templates(folder)))
     layers.append((f"prompts/{profile}", _templates(root / profile)))
     layers.append(("prompts", _templates(root)))
     out: dict[str, tuple[str, str]] = {}

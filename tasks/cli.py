@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
 # Spelled out here so that `kimi-agent --help` does not import torch; tests check them against
 # agent.models.kimi_vl.variants.VariantName and agent.history.PROFILES.
-VARIANTS = ["instruct", "thinking", "thinking-2506"]
+VARIANTS = ["instruct", "thinking", "thinking-2506", "k2.5", "k2.6"]  # Kimi-VL's, then Kimi K2's
 PROFILES = ["append", "osworld"]
 DRY_RUN_DONE = 3  # exit status of a dry run that reached the model's "done": not a finished task
 
@@ -200,20 +200,30 @@ def model_flags(p: argparse.ArgumentParser) -> None:
     m.add_argument(
         "--variant",
         choices=VARIANTS,
-        help="which Kimi-VL checkpoint this is; default: from the checkpoint the backend reports",
+        help="which checkpoint of the model family this is (Kimi-VL: instruct, thinking, thinking-2506; "
+        "Kimi K2: k2.5, k2.6); default: from the checkpoint the backend reports",
     )
     m.add_argument(
         "--in-token-limit", type=int, help="MoonViT's patch limit per image; default: the checkpoint's"
     )
-    m.add_argument("--temperature", type=float, help="default: the variant's (0.2 Instruct, 0.8 Thinking)")
-    m.add_argument("--max-new-tokens", type=int, help="default: 1024 Instruct, 8192 Thinking")
+    m.add_argument(
+        "--temperature", type=float, help="default: the variant's (0.2 Instruct, 0.8 Thinking; 1.0 Kimi K2)"
+    )
+    m.add_argument(
+        "--max-new-tokens", type=int, help="default: 1024 Instruct, 8192 Thinking; 4096 K2.5, 32768 K2.6"
+    )
     m.add_argument("--history-images", type=int, default=3, help="screenshots kept in context (default 3)")
-    m.add_argument("--max-context", type=int, default=32768, help="context budget in tokens (default 32768)")
+    m.add_argument(
+        "--max-context",
+        type=int,
+        help="context budget in tokens (default: the model profile's, 32768 for kimi-vl, 262144 for kimi-k2; "
+        "never above what the server takes)",
+    )
     m.add_argument(
         "--prompt-profile",
         choices=list(PROFILES),
-        default=PROFILES[0],
-        help=f"history layout and wording (default {PROFILES[0]}; docs/prompts.md)",
+        help="history layout and wording (default: the model profile's own, append for kimi-vl, osworld "
+        "for kimi-k2; docs/prompts.md)",
     )
     m.add_argument(
         "--prompt-dir",

@@ -113,7 +113,9 @@ def check_limits(args: argparse.Namespace) -> None:
         (args.temperature is not None and args.temperature < 0, "--temperature must not be negative"),
         (args.max_new_tokens is not None and args.max_new_tokens < 1, "--max-new-tokens must be at least 1"),
         (
-            args.max_new_tokens is not None and args.max_new_tokens >= args.max_context,
+            args.max_new_tokens is not None
+            and args.max_context is not None
+            and args.max_new_tokens >= args.max_context,
             "--max-new-tokens must be below --max-context",
         ),
     ]
@@ -157,7 +159,7 @@ def sleep_after_flag(p: argparse.ArgumentParser) -> None:
 
 # Spelled out so that --help does not import the models: agent.models.registry.profile_names(),
 # checked by tests/test_model_profiles.py.
-MODEL_PROFILES = ["auto", "kimi-vl"]
+MODEL_PROFILES = ["auto", "kimi-vl", "kimi-k2"]
 
 
 class AddsArguments(Protocol):

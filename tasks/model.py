@@ -51,11 +51,12 @@ def build_policy(
 ) -> ModelSetup:
     """``loaded``: for ``--backend transformers``, a model already loaded elsewhere, used instead of
     loading one here."""
+    from agent.history import PROFILES as PROMPT_LAYOUTS
     from agent.history import load_templates
 
     # A bad --prompt-dir is reported before minutes of loading weights, not after.
-    load_templates(args.prompt_profile, args.prompt_dir)
-    max_context = args.max_context
+    load_templates(args.prompt_profile or PROMPT_LAYOUTS[0], args.prompt_dir)
+    max_context = args.max_context  # None: the chosen profile's (known once the model is)
     if args.backend == "openai":
         from agent.backends.openai import OpenAIBackend
 
@@ -78,6 +79,7 @@ def build_policy(
             in_token_limit_override=args.in_token_limit,
         )
         ob.in_token_limit = resolved.variant.in_token_limit
+        max_context = max_context or chosen.profile.max_context
         if info.max_model_len and max_context > info.max_model_len:
             notice(f"the server takes at most {info.max_model_len} tokens: --max-context lowered to that")
             max_context = info.max_model_len
@@ -101,6 +103,13 @@ def build_policy(
         backend, counter = tb, tb.count_text_tokens
         label = f"{args.model} (transformers, {tb.device})"
         where = {"checkpoint": str(path), "device": tb.device, "kv_reuse": tb.kv_reuse}
+    max_context = max_context or chosen.profile.max_context
+    max_new_tokens = args.max_new_tokens
+    if max_new_tokens is None and resolved.variant.max_new_tokens > max_context // 2:
+        # A variant's output budget made for a long context (K2.6: 32768 of 262144) would leave a
+        # smaller server's context no room for the prompt: a quarter of it instead, said aloud.
+        max_new_tokens = max_context // 4
+        notice(f"--max-new-tokens lowered to {max_new_tokens}, a quarter of the {max_context}-token context")
     policy = ModelPolicy(
         backend,
         resolved.variant,
@@ -109,7 +118,7 @@ def build_policy(
         history_images=args.history_images,
         max_context=max_context,
         temperature=args.temperature,
-        max_new_tokens=args.max_new_tokens,
+        max_new_tokens=max_new_tokens,
         prompt_profile=args.prompt_profile,
         prompt_dir=args.prompt_dir,
     )
@@ -213,7 +222,7 @@ def _settings(
         "max_new_tokens": policy.params.max_new_tokens,
         "max_context": max_context,
         "history_images": args.history_images,
-        "prompt_profile": args.prompt_profile,
+        "prompt_profile": policy.context.cfg.profile,
         "prompt_dir": str(args.prompt_dir) if args.prompt_dir else None,
         "parse_retries": policy.parse_retries,
         **({"timeout_s": args.timeout, "retries": args.retries} if args.backend == "openai" else {}),

@@ -41,6 +41,10 @@ class Reply:
     cut_after: int | None = None  # announce the whole body, send this many bytes of it, hang up
     # Sent as the choice's ``token_ids`` when the request asks with ``return_token_ids`` (as vLLM does)
     token_ids: list[int] | None = None
+    # Thinking apart from the content, as Moonshot's API, SGLang and vLLM with a reasoning parser send
+    # it: under ``reasoning_field`` (``reasoning_content``; newer vLLM says ``reasoning``)
+    reasoning: str | None = None
+    reasoning_field: str = "reasoning_content"
 
     @classmethod
     def json(cls, value: Any, **kw: Any) -> Reply:
@@ -277,6 +281,8 @@ def _completion_body(reply: Reply, model: str, echo: str, token_ids: bool = Fals
         "message": {"role": "assistant", "content": reply.text.replace("{echo}", echo)},
         "finish_reason": reply.finish_reason,
     }
+    if reply.reasoning is not None:
+        choice["message"][reply.reasoning_field] = reply.reasoning
     if token_ids and reply.token_ids is not None:
         choice["token_ids"] = reply.token_ids  # vLLM's reply to return_token_ids
     usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}

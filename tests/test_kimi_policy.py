@@ -236,10 +236,11 @@ def test_the_cli_spells_the_variants_and_profiles_as_the_code_does() -> None:
     from typing import get_args
 
     from agent.history import PROFILES
+    from agent.models.kimi_k2.variants import VARIANTS as K2_VARIANTS
     from agent.models.kimi_vl.variants import VariantName
     from tasks import cli
 
-    assert list(get_args(VariantName)) == cli.VARIANTS and list(PROFILES) == cli.PROFILES
+    assert [*get_args(VariantName), *K2_VARIANTS] == cli.VARIANTS and list(PROFILES) == cli.PROFILES
 
 
 def test_cli_takes_the_variant_from_the_servers_checkpoint(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]

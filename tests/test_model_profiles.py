@@ -27,8 +27,8 @@ def test_a_named_profile_is_taken_and_an_unknown_name_is_one_line_listing_them()
     assert chosen.record() == {"model_profile": "kimi-vl", "model_profile_from": "--model-profile"}
     with pytest.raises(ValueError) as e:
         choose_profile("kimi_vl")
-    assert str(e.value) == "unknown model profile 'kimi_vl' (choose from auto, kimi-vl)"
-    assert profile_names() == ["auto", "kimi-vl"]
+    assert str(e.value) == f"unknown model profile 'kimi_vl' (choose from {', '.join(profile_names())})"
+    assert profile_names()[:2] == ["auto", "kimi-vl"] and "kimi-k2" in profile_names()
 
 
 @pytest.mark.parametrize(
@@ -116,10 +116,12 @@ def test_a_policy_takes_its_defaults_and_parser_from_the_profile() -> None:
         ).context.cfg.max_images
         == 5
     )
+    # No layout asked for: the profile's first, its own default.
+    assert ModelPolicy(Unused(), Variant.named("instruct"), profile=other).context.cfg.profile == "osworld"
     with pytest.raises(
         ValueError, match="the Other profile has no prompt layout 'append' \\(choose from osworld\\)"
     ):
-        ModelPolicy(Unused(), Variant.named("instruct"), profile=other)
+        ModelPolicy(Unused(), Variant.named("instruct"), profile=other, prompt_profile="append")
     with pytest.raises(ValueError, match="inline thinking needs its markers"):
         dataclasses.replace(KIMI, think_markers=None)
     with pytest.raises(ValueError, match="unknown coordinate space"):
@@ -163,7 +165,8 @@ def test_an_unknown_profile_is_one_line_naming_the_profiles(command: list[str], 
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     # One line says what was wrong and what there is (rollout's parser shows its usage above it, as
     # for every bad flag there).
-    assert "--model-profile: invalid choice: 'opencua' (choose from 'auto', 'kimi-vl')" in err[-1]
+    choices = ", ".join(repr(n) for n in profile_names())
+    assert f"--model-profile: invalid choice: 'opencua' (choose from {choices})" in err[-1]
     assert len(err) == 1 or err[0].startswith("usage: kimi-agent rollout"), err
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
-from pydantic import BaseModel, field_validator
+from pydantic import BaseModel, SerializerFunctionWrapHandler, field_validator, model_serializer
 
 from agent.messages import Message
 from agent.text import storable
@@ -13,6 +13,16 @@ from agent.text import storable
 class GenerationParams(BaseModel):
     max_new_tokens: int = 1024
     temperature: float = 0.0  # 0 = greedy
+    # Nucleus sampling; None: not sent, the server's default (Kimi-VL's requests never carried it).
+    top_p: float | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_unset_top_p(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Records of runs without top_p (every Kimi-VL run) stay as they were written before it existed.
+        data = handler(self)
+        if data.get("top_p") is None:
+            data.pop("top_p", None)
+        return data
 
 
 class Completion(BaseModel):
@@ -22,6 +32,9 @@ class Completion(BaseModel):
     latency_s: float = 0.0
     # "stop" (hit <|im_end|>) or "length" (ran out of max_new_tokens)
     finish_reason: str = "stop"
+    # The thinking a server returned apart from ``text`` (``reasoning_content``, or ``reasoning`` in
+    # newer vLLM), where it did; None: none was returned (Kimi-VL's thinking is inline in ``text``).
+    reasoning: str | None = None
     # The ids the model sampled, in order (the stop id it ended on included), where the backend
     # knows them: ours in-process always, an OpenAI-compatible server when it returns them (vLLM's
     # ``return_token_ids``). None: unknown (the text is all there is).

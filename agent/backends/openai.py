@@ -62,6 +62,19 @@ T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 
 
+# Moonshot's own API (platform.moonshot.ai / .cn docs): its keys are read from these variables, and
+# only for its hosts, so that a Moonshot key never goes to another server.
+MOONSHOT_HOSTS = ("api.moonshot.ai", "api.moonshot.cn")
+MOONSHOT_KEY_VARS = ("MOONSHOT_API_KEY", "KIMI_API_KEY")
+
+
+def env_api_key(host: str) -> str | None:
+    """The key the environment holds for ``host``: for Moonshot's API MOONSHOT_API_KEY, else
+    KIMI_API_KEY (OSWorld's Kimi agent), else OPENAI_API_KEY; for any other server OPENAI_API_KEY."""
+    names = (*MOONSHOT_KEY_VARS, "OPENAI_API_KEY") if host.lower() in MOONSHOT_HOSTS else ("OPENAI_API_KEY",)
+    return next((os.environ[n] for n in names if os.environ.get(n)), None)
+
+
 def data_url(image: Image.Image, in_token_limit: int) -> str:
     """The image the server should get (agent.models.kimi_vl.vision.wire_image) as a PNG data URL."""
     buf = io.BytesIO()
@@ -131,7 +144,7 @@ class OpenAIBackend:
         url = urlsplit(base_url)
         if url.scheme not in ("http", "https") or not url.hostname:
             raise BackendError(f"the model server URL {base_url!r} is not an http:// or https:// URL")
-        key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
+        key = api_key or env_api_key(url.hostname) or "EMPTY"
         if not key.isascii() or not key.isprintable():
             raise BackendError("the API key holds characters an HTTP header cannot carry")
         self.base_url, self.model, self.in_token_limit = base_url.rstrip("/"), model, in_token_limit
@@ -165,6 +178,8 @@ class OpenAIBackend:
             "temperature": params.temperature,
             "max_tokens": params.max_new_tokens,
         }
+        if params.top_p is not None:  # only when a profile asks: Kimi-VL's requests stay as they were
+            payload["top_p"] = params.top_p
         if self.return_token_ids:
             payload["return_token_ids"] = True
         body = json.dumps(payload).encode("ascii")  # ASCII: any str the runtime holds is encodable
@@ -311,6 +326,8 @@ class OpenAIBackend:
         if a.status == 404:
             return _Fault(self._not_found(a) if path == "/chat/completions" else self._no_api(), retry=False)
         hint = " (pass the server's key: --api-key or OPENAI_API_KEY)" if a.status in (401, 403) else ""
+        if hint and urlsplit(self.base_url).hostname in MOONSHOT_HOSTS:
+            hint = " (pass Moonshot's key: --api-key, MOONSHOT_API_KEY or KIMI_API_KEY)"
         return _Fault(head, said + hint, retry=False)
 
     def _not_found(self, a: _Answer) -> str:
@@ -347,6 +364,10 @@ class _Strict(BaseModel):
 
 class _ChatMessage(_Strict):
     content: str | None = None
+    # Thinking apart from the content: Moonshot's API, SGLang and vLLM <= 0.16 say reasoning_content,
+    # newer vLLM says reasoning (vLLM PR #27752 renamed it, #33402 dropped the old name).
+    reasoning_content: str | None = None
+    reasoning: str | None = None
 
 
 class _Choice(_Strict):
@@ -388,6 +409,7 @@ def _completion(a: _Answer) -> Completion:
         tokens_out=usage.completion_tokens,
         finish_reason="length" if choice.finish_reason == "length" else "stop",
         token_ids=choice.token_ids,
+        reasoning=choice.message.reasoning_content or choice.message.reasoning or None,
     )
 
 

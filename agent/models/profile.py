@@ -82,6 +82,10 @@ class ModelProfile:
     parse_retries: int  # further tries within a step after a reply that does not parse
     model_size: ModelSize  # the size an image is resized to before the model sees it
     matches: Callable[[str, Mapping[str, Any] | None], bool]  # (served root or checkpoint name, config.json)
+    # The family's own templates (prompts/models/<prompt_family>/), layered above the layout's and
+    # the shared ones; None: the shared wording (Kimi-VL's).
+    prompt_family: str | None = None
+    max_context: int = 32768  # the context budget a run gets unless --max-context says otherwise
 
     def __post_init__(self) -> None:
         if self.coordinates not in COORDINATE_SPACES:

@@ -6,10 +6,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from agent.models.kimi_k2.profile import KIMI_K2
 from agent.models.kimi_vl.profile import KIMI_VL
 from agent.models.profile import ModelProfile
 
-PROFILES: dict[str, ModelProfile] = {p.name: p for p in (KIMI_VL,)}
+PROFILES: dict[str, ModelProfile] = {p.name: p for p in (KIMI_VL, KIMI_K2)}
 # What a run uses when nothing says which family it is (every run did before profiles existed).
 DEFAULT_PROFILE = KIMI_VL
 AUTO = "auto"

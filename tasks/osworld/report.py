@@ -44,7 +44,15 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
     "Professional": ("gimp", "vs_code"),
     "Workflow": ("multi_apps",),
 }
-# Published OSWorld success rates (%), printed beside a run of the same model.
+# Published OSWorld success rates (%), printed beside a run of the same model: by the model profile
+# and variant the run recorded (run.json's model), else (runs of a family without figures here, and
+# runs from before profiles) by a name in the served model's name.
+REFERENCES_BY_VARIANT: dict[tuple[str, str], list[tuple[str, float]]] = {
+    # Kimi-K2.6 model card table, thinking mode (copies: cnb.wcchen.cn/ai-models/moonshotai/Kimi-K2.6
+    # README.md, haimaker.ai/models/moonshotai/kimi-k2.6; /work/wt/i21-facts.md 1.7).
+    ("kimi-k2", "k2.6"): [("Kimi-K2.6 model card, OSWorld-Verified, thinking", 73.1)],
+    ("kimi-k2", "k2.5"): [("Kimi-K2.6 model card (K2.5 column), OSWorld-Verified, thinking", 63.3)],
+}
 REFERENCES: dict[str, list[tuple[str, float]]] = {
     "kimi-vl-a3b": [
         ("Kimi-VL technical report, OSWorld", 8.22),
@@ -117,8 +125,24 @@ class Summary:
         return any(r.outcome is not None and r.outcome.worker.startswith("sandbox-") for r in self.rows)
 
     def references(self) -> list[tuple[str, float]]:
+        served = self.served_model()
+        if served is not None and served[0] != "kimi-vl":  # another family: its own figures or none
+            return REFERENCES_BY_VARIANT.get(served, [])
         name = self.manifest.model.lower()
         return [r for key, refs in REFERENCES.items() if key in name for r in refs]
+
+    def served_model(self) -> tuple[str, str] | None:
+        """(model profile, variant) as the first task that ran recorded them in its run.json; None
+        when none did (runs from before profiles, scripted runs)."""
+        for ref in self.manifest.tasks:
+            path = ref_dir(self.root, ref) / "run.json"
+            try:
+                model = json.loads(path.read_text(encoding="utf-8")).get("model", {})
+            except (OSError, ValueError, AttributeError):
+                continue
+            if isinstance(model, dict) and model.get("model_profile") and model.get("variant"):
+                return str(model["model_profile"]), str(model["variant"])
+        return None
 
 
 def _collect(root: Path, manifest: RunManifest) -> tuple[list[TaskRow], StepStats]:

@@ -36,7 +36,7 @@ from tasks.screenspot.runner import (
 )
 
 CONCURRENCY = 16
-VARIANTS = ["instruct", "thinking", "thinking-2506"]
+VARIANTS = ["instruct", "thinking", "thinking-2506", "k2.5", "k2.6"]  # Kimi-VL's, then Kimi K2's
 # run.json settings a resumed run must share with the run it continues.
 # What a resume must share with the run it continues: otherwise one log would mix two experiments.
 RESUME_KEYS = (
@@ -180,7 +180,7 @@ def _comparable_figure(
     sample set scored (no subset downloaded, no record skipped or unanswered), in English, with a
     variant read from the checkpoint (or named), every v1/v2 cell scored. Else (None, why not)."""
     dataset = str(results.get("dataset", ""))
-    figure = report.published(dataset, setup.resolved.variant.name)
+    figure = report.published(dataset, setup.resolved.variant.name, setup.profile)
     if figure is None:
         return None, []
     why = [flag for flag, used in (("--filter", filters), ("--limit", args.limit)) if used]
@@ -201,6 +201,11 @@ class Setup:
     askers: list[Ask]
     resolved: ResolvedVariant
     settings: dict[str, Any]  # run.json
+
+    @property
+    def profile(self) -> str:
+        """The model profile the run served (its published figures are the only ones shown)."""
+        return str(self.settings.get("model_profile", "kimi-vl"))
 
 
 def _run(args: argparse.Namespace, console: Console) -> int:
@@ -255,7 +260,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     write_json(args.out / "results.json", results)
     published, why_not = _comparable_figure(args, filters, setup, results)
     if why_not:
-        figure = report.published(dataset.name, setup.resolved.variant.name)
+        figure = report.published(dataset.name, setup.resolved.variant.name, setup.profile)
         console.print(
             f"[dim]Kimi-VL's published {figure} ({setup.resolved.variant.name}) is over the whole set in "
             f"English; not shown beside this run: {escape('; '.join(why_not))}[/]"

@@ -1,0 +1,99 @@
+"""Kimi K2.5 and K2.6: one family, two checkpoints. They share the prompt, the reply grammar, the
+coordinates and the sampling of OSWorld's Kimi agent; what differs is the checkpoint (its published
+numbers, the vLLM that serves it, the output budget its runners give it).
+
+Sources (/work/wt/i21-facts.md 1.3, 1.7, 1.9): OSWorld's ``mm_agents/kimi/kimi_agent.py`` in the forks
+YangYzzzz/OSSymphony-Selfuse @ 2f96870592cf44d31a0436204bb91574414ea00f and ljxpython/OSWorldUse
+@ 4c8127b50bdfed671e51bb9ddd434e448ad17e07 (temperature 1, top_p 0.95, max_tokens 4096; the K2.6 runner's
+docstring there: max_tokens 32768, thinking on); mrwwk/DeskCraft ``run_multienv_kimi_k25.py``
+@ a5f0fd6704d0110de9ab6db492b75f91d94154c3 (K2.5: max_tokens 4096). Image patch limit 16384 (the
+checkpoint's media_proc_cfg ``in_patch_limit``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+VariantName = Literal["k2.5", "k2.6"]
+VARIANTS: tuple[VariantName, ...] = ("k2.5", "k2.6")
+IN_PATCH_LIMIT = 16384  # media_proc_cfg in_patch_limit (14-px patches per image, before the 2x2 merge)
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: VariantName
+    thinking: bool
+    temperature: float
+    top_p: float
+    in_token_limit: int
+    max_new_tokens: int
+
+    @classmethod
+    def named(cls, name: VariantName) -> Variant:
+        # Thinking counts against max_tokens: K2.6's runner gives it 32768, K2.5's 4096.
+        return cls(
+            name=name,
+            thinking=True,  # the API's default and the published runs' mode
+            temperature=1.0,
+            top_p=0.95,
+            in_token_limit=IN_PATCH_LIMIT,
+            max_new_tokens=32768 if name == "k2.6" else 4096,
+        )
+
+
+def guess_variant(name: str) -> VariantName | None:
+    """kimi-k2.5, moonshotai/Kimi-K2.5, Kimi-K2_6, a path ending in Kimi-K2.6-NVFP4 ... -> the variant."""
+    low = name.lower().replace("_", ".").replace("-k2-", "-k2.")
+    for v in VARIANTS:
+        if v in low:
+            return v
+    return None
+
+
+@dataclass(frozen=True)
+class ResolvedVariant:
+    variant: Variant
+    source: str
+    in_token_limit_source: str
+
+    def record(self) -> dict[str, Any]:
+        v = self.variant
+        return {
+            "variant": v.name,
+            "variant_from": self.source,
+            "in_token_limit": v.in_token_limit,
+            "in_token_limit_from": self.in_token_limit_source,
+            "top_p": v.top_p,
+        }
+
+
+def resolve_variant(
+    *,
+    override: Any,
+    names: Sequence[tuple[str, str]],
+    in_token_limit: int | None = None,
+    in_token_limit_source: str = "",
+    in_token_limit_override: int | None = None,
+) -> ResolvedVariant:
+    """``--variant`` (k2.5 or k2.6; ValueError, one line, for another family's), else the first of
+    ``names`` that says which, else K2.6 (the newer, what Moonshot's API serves by default today)."""
+    if override is not None:
+        if override not in VARIANTS:
+            raise ValueError(
+                f"--variant {override!r} is not a Kimi K2 variant (choose from {', '.join(VARIANTS)})"
+            )
+        name, source = override, "--variant"
+    else:
+        found = next(
+            ((guess_variant(v), f"{what} {v!r}") for what, v in names if v and guess_variant(v)), None
+        )
+        name, source = found if found else ("k2.6", "default (no name said which variant)")
+    variant = Variant.named(name)
+    limit_source = f"the {variant.name} default (media_proc_cfg in_patch_limit)"
+    if in_token_limit_override is not None:
+        variant, limit_source = replace(variant, in_token_limit=in_token_limit_override), "--in-token-limit"
+    elif in_token_limit is not None:
+        variant, limit_source = replace(variant, in_token_limit=in_token_limit), in_token_limit_source
+    return ResolvedVariant(variant, source, limit_source)
