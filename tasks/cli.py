@@ -51,8 +51,9 @@ if TYPE_CHECKING:
 
 # Spelled out here so that `kimi-agent --help` does not import torch; tests check them against
 # agent.models.kimi_vl.variants.VariantName and agent.history.PROFILES.
-VARIANTS = ["instruct", "thinking", "thinking-2506"]
+VARIANTS = ["instruct", "thinking", "thinking-2506", "7b", "32b", "72b", "a3b"]  # Kimi-VL's, OpenCUA's
 PROFILES = ["append", "osworld"]
+LAYOUTS = [*PROFILES, "opencua-l2", "opencua-l1", "opencua-l3"]  # + agent.history.OPENCUA_LAYOUTS
 DRY_RUN_DONE = 3  # exit status of a dry run that reached the model's "done": not a finished task
 
 
@@ -200,7 +201,8 @@ def model_flags(p: argparse.ArgumentParser) -> None:
     m.add_argument(
         "--variant",
         choices=VARIANTS,
-        help="which Kimi-VL checkpoint this is; default: from the checkpoint the backend reports",
+        help="which checkpoint of the model family this is (Kimi-VL: instruct, thinking, thinking-2506; "
+        "OpenCUA: 7b, 32b, 72b, a3b); default: from the checkpoint the backend reports",
     )
     m.add_argument(
         "--in-token-limit", type=int, help="MoonViT's patch limit per image; default: the checkpoint's"
@@ -211,9 +213,9 @@ def model_flags(p: argparse.ArgumentParser) -> None:
     m.add_argument("--max-context", type=int, default=32768, help="context budget in tokens (default 32768)")
     m.add_argument(
         "--prompt-profile",
-        choices=list(PROFILES),
-        default=PROFILES[0],
-        help=f"history layout and wording (default {PROFILES[0]}; docs/prompts.md)",
+        choices=LAYOUTS,
+        help=f"history layout and wording (default: the model profile's first, {PROFILES[0]} for Kimi-VL, "
+        "opencua-l2 for OpenCUA; docs/prompts.md)",
     )
     m.add_argument(
         "--prompt-dir",

@@ -54,7 +54,7 @@ def build_policy(
     from agent.history import load_templates
 
     # A bad --prompt-dir is reported before minutes of loading weights, not after.
-    load_templates(args.prompt_profile, args.prompt_dir)
+    load_templates(args.prompt_profile or "append", args.prompt_dir)
     max_context = args.max_context
     if args.backend == "openai":
         from agent.backends.openai import OpenAIBackend
@@ -110,7 +110,8 @@ def build_policy(
         max_context=max_context,
         temperature=args.temperature,
         max_new_tokens=args.max_new_tokens,
-        prompt_profile=args.prompt_profile,
+        # No --prompt-profile: the model profile's own first layout (Kimi-VL: append, as always).
+        prompt_profile=args.prompt_profile or chosen.profile.layouts[0],
         prompt_dir=args.prompt_dir,
     )
     _check_budget(args, policy)
@@ -213,7 +214,7 @@ def _settings(
         "max_new_tokens": policy.params.max_new_tokens,
         "max_context": max_context,
         "history_images": args.history_images,
-        "prompt_profile": args.prompt_profile,
+        "prompt_profile": policy.context.cfg.profile,
         "prompt_dir": str(args.prompt_dir) if args.prompt_dir else None,
         "parse_retries": policy.parse_retries,
         **({"timeout_s": args.timeout, "retries": args.retries} if args.backend == "openai" else {}),

@@ -27,8 +27,10 @@ def test_a_named_profile_is_taken_and_an_unknown_name_is_one_line_listing_them()
     assert chosen.record() == {"model_profile": "kimi-vl", "model_profile_from": "--model-profile"}
     with pytest.raises(ValueError) as e:
         choose_profile("kimi_vl")
-    assert str(e.value) == "unknown model profile 'kimi_vl' (choose from auto, kimi-vl)"
-    assert profile_names() == ["auto", "kimi-vl"]
+    assert str(e.value) == (
+        "unknown model profile 'kimi_vl' (choose from auto, opencua, opencua-a3b, kimi-vl)"
+    )
+    assert profile_names() == ["auto", "opencua", "opencua-a3b", "kimi-vl"]
 
 
 @pytest.mark.parametrize(
@@ -158,12 +160,15 @@ def test_an_unknown_profile_is_one_line_naming_the_profiles(command: list[str], 
     from tasks.cli import main
 
     with pytest.raises(SystemExit) as e:
-        main([*command, "--model-profile", "opencua"])
+        main([*command, "--model-profile", "ui-tars"])
     assert e.value.code == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     # One line says what was wrong and what there is (rollout's parser shows its usage above it, as
     # for every bad flag there).
-    assert "--model-profile: invalid choice: 'opencua' (choose from 'auto', 'kimi-vl')" in err[-1]
+    assert (
+        "--model-profile: invalid choice: 'ui-tars' (choose from 'auto', 'opencua', 'opencua-a3b', 'kimi-vl')"
+        in err[-1]
+    )
     assert len(err) == 1 or err[0].startswith("usage: kimi-agent rollout"), err
 
 

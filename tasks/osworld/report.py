@@ -117,8 +117,11 @@ class Summary:
         return any(r.outcome is not None and r.outcome.worker.startswith("sandbox-") for r in self.rows)
 
     def references(self) -> list[tuple[str, float]]:
+        from agent.models.registry import PROFILES  # each profile's own published figures too
+
         name = self.manifest.model.lower()
-        return [r for key, refs in REFERENCES.items() if key in name for r in refs]
+        known = {**REFERENCES, **{k: list(v) for p in PROFILES.values() for k, v in p.published.items()}}
+        return [r for key, refs in known.items() if key in name for r in refs]
 
 
 def _collect(root: Path, manifest: RunManifest) -> tuple[list[TaskRow], StepStats]:
