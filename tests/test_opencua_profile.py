@@ -1,0 +1,236 @@
+"""The OpenCUA profiles: reply grammar (V1 and V2 formats, L1/L2/L3), coordinate spaces with their
+exact mapping to screen pixels, computer.triple_click, detection, prompts and published figures.
+
+Reply fixtures follow OpenCUA's real formats: the V2 format block and examples (fxsc03/OSWorld-main-nex
+mm_agents/opencua/prompts.py @ cfe2c9ba11f8294749f51d06b2c77553759cdc1e: ``l1/l2/l3_format_instruction``,
+``code_instrucion``), the V1 bare labels (same file, ``SYSTEM_PROMPT_V1_L*``) and the example L2 reply
+of /work/wt/i21-facts.md 2.2.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.models.opencua.parser import MAX_REPLY_CHARS, parse_reply
+from agent.models.opencua.resize import model_size, smart_resize
+from agent.models.profile import shot_pixel
+from agent.models.registry import PROFILES, choose_profile
+from env.actions import Click, Done, Drag, Point, Scroll, TypeText, Wait
+from env.geometry import ScreenGeometry
+
+OPENCUA = PROFILES["opencua"]
+A3B = PROFILES["opencua-a3b"]
+SCREENS = [(1920, 1080), (1280, 800)]
+
+L1 = '# Step: 1\n## Action:\nClick the "Files" icon in the dock.\n## Code:\n```python\npyautogui.click(x=966, y=546)\n```'
+L2 = (
+    "# Step: 3\n## Thought:\nThe dialog is open; I should confirm it.\n## Action:\n"
+    'Click the "OK" button.\n## Code:\n```python\npyautogui.click(x=960, y=540)\n```'
+)
+L3 = (
+    "# Step: 2\n## Observation:\nA terminal is open.\n## Thought:\nI will type the command.\n"
+    "## Action:\nType ls and press Enter.\n## Code:\n```python\npyautogui.write('ls')\npyautogui.press('enter')\n```"
+)
+V1_L2 = "Thought:\nThe text must be selected first.\nAction:\nTriple click the first line.\n```code\ncomputer.triple_click(x=0.5, y=0.25)\n```"
+DONE = "## Action:\nThe file is saved; the task is done.\n## Code:\n```code\ncomputer.terminate(status=\"success\", answer='''42''')\n```"
+FAIL = "## Thought:\nImpossible.\n## Action:\nGive up.\n## Code:\n```code\ncomputer.terminate(status='failure')\n```"
+WAIT = "## Action:\nWait for the installation.\n## Code:\n```code\ncomputer.wait()\n```"
+
+
+def test_the_three_levels_parse_into_thought_action_and_code() -> None:
+    one = parse_reply(L1, points="pixels")
+    assert (
+        one.error is None and one.thought == "" and one.action_text == 'Click the "Files" icon in the dock.'
+    )
+    assert one.actions == [Click(point=Point.px(966, 546))]
+    two = parse_reply(L2, points="pixels")
+    assert (
+        two.thought == "The dialog is open; I should confirm it."
+        and two.action_text == 'Click the "OK" button.'
+    )
+    three = parse_reply(L3, points="pixels")
+    assert three.thought == "I will type the command." and three.action_text == "Type ls and press Enter."
+    assert three.actions[0] == TypeText(text="ls") and len(three.actions) == 2
+
+
+def test_v1_labels_triple_click_terminate_and_wait() -> None:
+    v1 = parse_reply(V1_L2, points="relative")
+    assert v1.error is None and v1.thought == "The text must be selected first."
+    assert v1.actions == [Click(point=Point.norm(0.5, 0.25), clicks=3)]
+    assert parse_reply(DONE).actions == [Done(status="success", answer="42")]
+    assert parse_reply(FAIL).actions == [Done(status="failure")]
+    assert parse_reply(WAIT).actions and isinstance(parse_reply(WAIT).actions[0], Wait)
+
+
+@pytest.mark.parametrize(
+    ("reply", "error"),
+    [
+        ("## Thought:\nhm\n## Code:\n```python\npyautogui.click(x=1, y=2)\n```", "no ## Action: section"),
+        ("## Action:\nClick OK.\n", "no ```python code block"),
+        (
+            "## Action:\nClick OK.\n## Code:\n```bash\nrm -rf /\n```",
+            "no ```python code block (fenced as ```bash)",
+        ),
+        ("## Action:\nClick OK.\n## Code:\n```python\npyautogui.click(x=1,", "the code block is not closed"),
+        (
+            "## Action:\nRun it.\n```python\nimport os\nos.system('x')\n```",
+            "line 1: only calls like pyautogui.click",
+        ),
+        (
+            "## Action:\nTriple.\n```code\ncomputer.triple_click(x=5)\n```",
+            "line 1: computer.triple_click(): needs x and y",
+        ),
+        ("## Action: Click OK.\n```python\npyautogui.click(x=1, y=2)\n```", "no ## Action: section"),
+    ],
+)
+def test_bad_replies_are_one_line_errors(reply: str, error: str) -> None:
+    parsed = parse_reply(reply, points="pixels")
+    assert parsed.error is not None and parsed.error.startswith(error), parsed.error
+    assert "\n" not in parsed.error and parsed.actions == []
+
+
+def test_a_cut_reply_says_so_and_a_huge_one_is_not_read() -> None:
+    cut = parse_reply("## Thought:\nlong", finish_reason="length")
+    assert cut.error == "no ## Action: section (the reply hit max_new_tokens)"
+    assert parse_reply("x" * (MAX_REPLY_CHARS + 1)).error.startswith("reply too long")  # type: ignore[union-attr]
+
+
+def test_parsing_is_linear_on_hostile_replies() -> None:
+    import time
+
+    for hostile in ("## Action" + " " * 50_000 + "x", "`" * 99_000, "\n".join(["Action:"] * 30_000)):
+        t = time.perf_counter()
+        parse_reply(hostile)
+        assert time.perf_counter() - t < 1.0
+
+
+def test_smart_resize_follows_the_rule() -> None:
+    assert [smart_resize(*s) for s in SCREENS] == [(1932, 1092), (1288, 812)]
+    assert smart_resize(1280, 720) == (1288, 728) and smart_resize(2560, 1440) == (2548, 1428)
+    assert smart_resize(20, 20) == (56, 56)  # below min_pixels: grown
+    w, h = smart_resize(8000, 6000)  # above max_pixels: shrunk to multiples of 28 under it
+    assert w * h <= 12845056 and w % 28 == h % 28 == 0
+    with pytest.raises(ValueError, match="aspect ratio above 200"):
+        smart_resize(20100, 100)
+    # What the openai backend sends (the screenshot itself at the variant's limit) is what is resized.
+    assert model_size(
+        1920, 1080, OPENCUA.resolve_variant(override="7b", names=[]).variant.in_token_limit
+    ) == (
+        1932,
+        1092,
+    )
+
+
+@pytest.mark.parametrize("screen", SCREENS)
+def test_every_resized_pixel_centre_lands_in_its_screen_pixel(screen: tuple[int, int]) -> None:
+    width, height = screen
+    w, h = smart_resize(width, height)
+    geometry = ScreenGeometry.plain(width, height)
+    for i in range(w):  # the screen pixel containing the centre of resized pixel i: floor((i+.5) W / w)
+        point = shot_pixel(i + 0.5, 0.5, (w, h), screen)
+        assert geometry.to_screen(point)[0] == (2 * i + 1) * width // (2 * w)
+    for j in range(h):
+        point = shot_pixel(0.5, j + 0.5, (w, h), screen)
+        assert geometry.to_screen(point)[1] == (2 * j + 1) * height // (2 * h)
+
+
+@pytest.mark.parametrize("screen", SCREENS)
+def test_a_7b_reply_maps_to_the_screen_and_a_point_beyond_the_image_is_an_error(
+    screen: tuple[int, int],
+) -> None:
+    width, height = screen
+    w, h = smart_resize(width, height)
+    limit = OPENCUA.resolve_variant(override="7b", names=[]).variant.in_token_limit
+    code = "pyautogui.moveTo({a}, {b})\npyautogui.dragTo({c}, {d})\npyautogui.scroll(-3, x={a}, y={b})"
+    reply = f"## Action:\nDrag it.\n## Code:\n```python\n{code.format(a=0, b=0, c=w - 0.5, d=h - 0.5)}\n```"
+    parsed = OPENCUA.read_reply(reply, "stop", screen, limit)
+    assert parsed.error is None, parsed.error
+    drag, scroll = parsed.actions[1], parsed.actions[2]
+    assert isinstance(drag, Drag) and isinstance(scroll, Scroll)
+    geometry = ScreenGeometry.plain(width, height)
+    assert geometry.to_screen(drag.start) == (0, 0) and geometry.to_screen(drag.end) == (
+        width - 1,
+        height - 1,
+    )
+    assert geometry.to_screen(scroll.point) == (0, 0)  # type: ignore[arg-type]
+    # The centre of the model's image is the centre of the screen.
+    centre = OPENCUA.read_reply(
+        L2.replace("960", str(w // 2)).replace("540", str(h // 2)), "stop", screen, limit
+    )
+    assert geometry.to_screen(centre.actions[0].point) == (width // 2, height // 2)  # type: ignore[attr-defined]
+    for x, y in ((w, 10), (10, h), (w + 300, h + 300)):
+        beyond = OPENCUA.read_reply(L2.replace("960", str(x)).replace("540", str(y)), "stop", screen, limit)
+        assert beyond.error == f"point ({x}, {y}) lies outside the {w}x{h} image the model saw"
+        assert beyond.actions == []
+
+
+@pytest.mark.parametrize("screen", SCREENS)
+def test_a3b_takes_fractions_only(screen: tuple[int, int]) -> None:
+    width, height = screen
+    geometry = ScreenGeometry.plain(width, height)
+    reply = L2.replace("x=960, y=540", "x=0.25, y=0.75")
+    parsed = A3B.read_reply(reply, "stop", screen, 4096)
+    assert geometry.to_screen(parsed.actions[0].point) == (width // 4, height * 3 // 4)  # type: ignore[attr-defined]
+    pixels = A3B.read_reply(L2, "stop", screen, 4096)
+    assert (
+        pixels.error
+        == "line 1: pyautogui.click(): coordinates are fractions of the screen from 0 to 1, got (960, 540)"
+    )
+
+
+def test_auto_detection_and_variants() -> None:
+    for root, profile, variant in (
+        ("xlangai/OpenCUA-7B", "opencua", "7b"),
+        ("/models/OpenCUA-32B", "opencua", "32b"),
+        ("opencua-72b", "opencua", "72b"),
+        ("xlangai/OpenCUA-A3B", "opencua-a3b", "a3b"),
+        ("moonshotai/Kimi-VL-A3B-Instruct", "kimi-vl", "instruct"),
+    ):
+        chosen = choose_profile("auto", served_root=root)
+        assert chosen.profile.name == profile, root
+        resolved = chosen.profile.resolve_variant(override=None, names=[("the server's checkpoint", root)])
+        assert resolved.variant.name == variant
+    by_config = choose_profile(
+        "auto", "my-model", {"model_type": "opencua", "architectures": ["OpenCUAForConditionalGeneration"]}
+    )
+    assert by_config.profile is OPENCUA and by_config.source == "auto: the checkpoint's config.json"
+    with pytest.raises(ValueError, match="--variant instruct: OpenCUA's are 7b, 32b, 72b"):
+        OPENCUA.resolve_variant(override="instruct", names=[])
+    v = OPENCUA.resolve_variant(override=None, names=[]).variant
+    assert (v.name, v.temperature, v.max_new_tokens, v.thinking) == ("7b", 0.0, 2048, False)
+
+
+def test_prompts_are_packaged_per_level_and_the_default_is_l2() -> None:
+    from agent.history import ContextBuilder, HistoryConfig
+
+    assert OPENCUA.layouts[0] == A3B.layouts[0] == "opencua-l2"
+    wants = {"opencua-l1": ("## Action:", "## Thought:"), "opencua-l2": ("## Thought:", "## Observation:")}
+    for layout, (has, lacks) in wants.items():
+        from PIL import Image
+
+        built = ContextBuilder(HistoryConfig(profile=layout)).build(
+            "Open the file.", [], Image.new("RGB", (64, 48)), 1
+        )
+        system = built.messages[0].parts[0].text  # type: ignore[union-attr]
+        fmt = system.split("For each step, provide your response in this format:")[1].split("\n\n")[0]
+        assert has in fmt and lacks not in fmt, layout
+        assert '"enum": ["success", "failure"]' in system and "{" in system and "{{" not in system
+        current = built.messages[-1].parts[-1].text  # type: ignore[union-attr]
+        assert current.startswith("# Task Instruction:\nOpen the file.\n\nPlease generate the next move")
+
+
+def test_published_figures_are_the_served_checkpoints() -> None:
+    from tasks.osworld.report import Summary
+
+    class _M:
+        def __init__(self, model: str) -> None:
+            self.model = model
+
+    def refs(model: str) -> list[tuple[str, float]]:
+        s = Summary.__new__(Summary)
+        object.__setattr__(s, "manifest", _M(model))
+        return s.references()
+
+    assert [v for _, v in refs("xlangai/OpenCUA-7B")] == [24.3, 27.9, 26.6]
+    assert [v for _, v in refs("opencua-72b")] == [39.0, 44.9, 45.0]
+    assert refs("xlangai/OpenCUA-A3B") == [] and refs("kimi-vl-a3b-instruct")[0][1] == 8.22
