@@ -234,3 +234,75 @@ def test_published_figures_are_the_served_checkpoints() -> None:
     assert [v for _, v in refs("xlangai/OpenCUA-7B")] == [24.3, 27.9, 26.6]
     assert [v for _, v in refs("opencua-72b")] == [39.0, 44.9, 45.0]
     assert refs("xlangai/OpenCUA-A3B") == [] and refs("kimi-vl-a3b-instruct")[0][1] == 8.22
+
+
+@pytest.mark.slow
+def test_cli_with_an_opencua_7b_server_clicks_the_intended_pixels(tmp_path, kept_sandboxes, capsys) -> None:  # type: ignore[no-untyped-def]
+    """The whole loop: a loopback OpenAI-compatible server reporting xlangai/OpenCUA-7B answers in
+    OpenCUA's format with pixels of the 1288x812 image the model sees of a 1280x800 screen; the
+    clickpad in the sandbox records where the pointer really went."""
+    import json
+    import sys
+    from pathlib import Path
+
+    from conftest import kept_home
+    from fake_openai_server import FakeOpenAI, Reply
+
+    from agent.trajectory import read_steps
+    from tasks.cli import main
+
+    server = FakeOpenAI(models=("opencua-7b",), roots={"opencua-7b": "xlangai/OpenCUA-7B"})
+    pad = Path(__file__).with_name("clickpad.py")
+    try:
+        server.replies.extend(
+            [
+                # centre of resized pixel (966, 406): screen (floor(966.5*1280/1288), floor(406.5*800/812))
+                Reply(L2.replace("x=960, y=540", "x=966.5, y=406.5")),
+                Reply("# Step: 2\n" + V1_L2.replace("x=0.5, y=0.25", "x=100, y=50")),  # -> (99, 49)
+                Reply(DONE),
+            ]
+        )
+        out = tmp_path / "run"
+        args = ["click", "--backend", "openai", "--base-url", server.url, "--model", "opencua-7b"]
+        args += [
+            "--size",
+            "1280x800",
+            "--out",
+            str(out),
+            "--app",
+            f"{sys.executable} {pad} pad.jsonl",
+            "--keep",
+        ]
+        code = main(args)
+        assert code == 0, capsys.readouterr().out
+        events = [
+            json.loads(line) for line in (kept_home(kept_sandboxes) / "pad.jsonl").read_text().splitlines()
+        ]
+        downs = [(e["x"], e["y"]) for e in events if e["kind"] == "down"]
+        assert downs == [(960, 400), (99, 49), (99, 49), (99, 49)]  # a click, then a triple click
+        steps = read_steps(out)
+        assert [s.actions[0].screen_points for s in steps[:2]] == [[(960, 400)], [(99, 49)]]
+        model = json.loads((out / "run.json").read_text())["model"]
+        assert (model["model_profile"], model["variant"], model["prompt_profile"]) == (
+            "opencua",
+            "7b",
+            "opencua-l2",
+        )
+        assert (model["temperature"], model["max_new_tokens"]) == (0.0, 2048)
+        third = server.requests[2]["messages"]
+        assert third[0]["content"].startswith("You are a GUI agent. You are given a task, a screenshot")
+        history = [m["content"] for m in third if m["role"] == "assistant"]
+        assert history == [
+            '# Step 1:\n## Action:\nClick the "OK" button.',
+            "# Step 2:\n## Action:\nTriple click the first line.",
+        ]
+        images = [
+            p
+            for m in third
+            if isinstance(m["content"], list)
+            for p in m["content"]
+            if p["type"] == "image_url"
+        ]
+        assert len(images) == 3 and server.requests[2]["temperature"] == 0.0
+    finally:
+        server.close()
