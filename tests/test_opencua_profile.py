@@ -306,3 +306,45 @@ def test_cli_with_an_opencua_7b_server_clicks_the_intended_pixels(tmp_path, kept
         assert len(images) == 3 and server.requests[2]["temperature"] == 0.0
     finally:
         server.close()
+
+
+@pytest.mark.slow
+def test_an_osworld_suite_task_with_an_opencua_server_scores_and_prints_its_published_figures(
+    tmp_path,
+) -> None:  # type: ignore[no-untyped-def]
+    """`bench osworld run os-hello-file --backend openai` against a loopback server reporting
+    xlangai/OpenCUA-7B: OpenCUA's prompt goes out, its replies are executed, OSWorld's evaluator scores
+    the task, and the figures printed beside the run are OpenCUA-7B's."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from fake_openai_server import FakeOpenAI, Reply
+
+    eval_venv = os.environ.get("KIMI_OSWORLD_EVAL_VENV") or str(
+        Path(__file__).parents[1] / ".cache" / "osworld-eval"
+    )
+    server = FakeOpenAI(models=("opencua-7b",), roots={"opencua-7b": "xlangai/OpenCUA-7B"})
+    write = "pyautogui.write(\"echo 'Hello, OSWorld!' > ~/hello.txt\")\npyautogui.press('enter')"
+    server.replies.extend(
+        [
+            Reply(L3.replace("pyautogui.write('ls')\npyautogui.press('enter')", write)),
+            Reply(DONE),
+        ]
+    )
+    try:
+        r = subprocess.run(
+            [sys.executable, "-m", "tasks.cli", "bench", "osworld", "run", "os-hello-file", "--backend", "openai",
+             "--model", "opencua-7b", "--base-url", server.url, "--out", str(tmp_path / "out"), "--max-steps", "5"],
+            env={**os.environ, "KIMI_OSWORLD_EVAL_VENV": eval_venv, "XDG_CACHE_HOME": str(tmp_path / "cache")},
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        assert "score 1 (mean 1.00)" in r.stdout
+        assert "published: OpenCUA README, OSWorld-Verified, 15 steps: 24.30%" in r.stdout
+        assert "8.22" not in r.stdout  # not Kimi-VL's
+        system = server.requests[0]["messages"][0]["content"]
+        assert "# Step: {step number}\n## Thought:\n{thought}\n## Action:" in system
+    finally:
+        server.close()
