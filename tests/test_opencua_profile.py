@@ -348,3 +348,44 @@ def test_an_osworld_suite_task_with_an_opencua_server_scores_and_prints_its_publ
         assert "# Step: {step number}\n## Thought:\n{thought}\n## Action:" in system
     finally:
         server.close()
+
+
+def test_a_screenspot_run_reads_an_opencua_7b_servers_points_in_its_resized_pixels(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`bench screenspot run` against a loopback server reporting xlangai/OpenCUA-7B: a 200x100
+    screenshot is seen as 196x112 (smart_resize), so the model's (59, 45) is the image's
+    (59 * 200/196, 45 * 100/112) = (60.2, 40.2), inside the box (40..80, 20..60); a point beyond the
+    model's image is no point."""
+    import json
+
+    from fake_openai_server import FakeOpenAI, Reply
+    from test_screenspot_runner import answer_by_instruction, write_pro
+
+    from tasks.screenspot.cli import main
+
+    assert smart_resize(200, 100) == (196, 112)
+    replies = {
+        "target 0": L2.replace("x=960, y=540", "x=59, y=45"),
+        "target 1": "pyautogui.click(x=59, y=45)",  # a bare grounding answer
+        "target 2": L2.replace("x=960, y=540", "x=196, y=45"),  # beyond the 196 pixels the model saw
+        "target 3": L2.replace("x=960, y=540", "x=10, y=10"),  # (10.2, 8.9): outside the box
+    }
+    data = write_pro(tmp_path / "pro", [{}, {}, {}, {}])
+    server = FakeOpenAI(models=("opencua-7b",), roots={"opencua-7b": "xlangai/OpenCUA-7B"})
+    try:
+        answer_by_instruction(server, lambda instruction: Reply(text=replies[instruction]))
+        out = tmp_path / "out"
+        args = ["run", str(data), "--out", str(out), "--model", "opencua-7b", "--base-url", server.url]
+        assert main([*args, "--no-progress"]) == 0
+    finally:
+        server.close()
+    results = json.loads((out / "results.json").read_text())
+    details = {d["id"]: d for d in results["details"]}
+    assert [details[f"s{i}"]["correctness"] for i in range(4)] == [
+        "correct",
+        "correct",
+        "wrong_format",
+        "wrong",
+    ]
+    assert details["s0"]["pred"] == pytest.approx([59 * 200 / 196, 45 * 100 / 112])
+    run = json.loads((out / "run.json").read_text())
+    assert "opencua" in json.dumps(run)

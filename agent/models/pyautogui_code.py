@@ -460,7 +460,7 @@ def _end_point(action: Action) -> Point | None:
 INLINE_CALL = re.compile(r"\b(?:pyautogui|computer)\.[A-Za-z]\w{0,30}[ \t]*\(")
 
 
-def first_inline_point(answer: str) -> Point | None:
+def first_inline_point(answer: str, points: PointRule = "auto") -> Point | None:
     """The first call with a point that stands anywhere on a line, read alone. Each call is cut at
     its closing parenthesis on the same line (depth counted outside quotes); at most MAX_CALLS
     candidates are tried, and each is read by the same allow-list as any code."""
@@ -471,7 +471,7 @@ def first_inline_point(answer: str) -> Point | None:
         if end is None:
             continue
         try:
-            actions = parse_code(answer[m.start() : end])
+            actions = parse_code(answer[m.start() : end], points)
         except (ParseError, RecursionError, ValueError, TypeError):
             continue
         for action in actions:

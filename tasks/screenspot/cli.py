@@ -20,6 +20,7 @@ from rich.markup import escape
 from agent.backends.base import GenerationParams
 from agent.backends.weights import DEFAULT_MODEL
 from agent.models.kimi_vl.variants import ResolvedVariant, Variant
+from agent.models.profile import ModelProfile
 from tasks.cli_common import ArgumentParser, HelpFormatter, make_console, model_profile_flag
 from tasks.screenspot import report
 from tasks.screenspot.runner import (
@@ -298,11 +299,15 @@ def _system(args: argparse.Namespace, *, refusals: bool) -> str:
     return system_prompt(args.system_prompt, refusals=refusals)
 
 
-def _settings_for(args: argparse.Namespace, variant: Variant, system: str) -> AskSettings:
+def _settings_for(
+    args: argparse.Namespace, variant: Variant, system: str, profile: ModelProfile | None = None
+) -> AskSettings:
     params = GenerationParams(
         temperature=args.temperature, max_new_tokens=args.max_new_tokens or variant.max_new_tokens
     )
-    return AskSettings(system, params, variant.in_token_limit, args.language, args.send)
+    # Kimi-VL's replies are read as they always were; another family's by its coordinate space.
+    other = profile if profile is not None and profile.name != "kimi-vl" else None
+    return AskSettings(system, params, variant.in_token_limit, args.language, args.send, other)
 
 
 def _setup(args: argparse.Namespace, system: str, notice: Callable[[str], None]) -> Setup:
@@ -340,7 +345,7 @@ def _openai(args: argparse.Namespace, system: str, notice: Callable[[str], None]
         names=[("the server's checkpoint", roots[0]), ("the served model", args.model)],
         in_token_limit_override=args.in_token_limit,
     )
-    s = _settings_for(args, resolved.variant, system)
+    s = _settings_for(args, resolved.variant, system, chosen.profile)
     # Slot i goes to server i mod k: N requests in flight, spread evenly.
     askers = [openai_ask(backends[i % len(backends)], s) for i in range(args.concurrency)]
     settings = {
