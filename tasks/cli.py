@@ -53,7 +53,15 @@ if TYPE_CHECKING:
 # agent.models.kimi_vl.variants.VariantName and agent.history.PROFILES.
 VARIANTS = ["instruct", "thinking", "thinking-2506", "7b", "32b", "72b", "a3b"]  # Kimi-VL's, OpenCUA's
 PROFILES = ["append", "osworld"]
-LAYOUTS = [*PROFILES, "opencua-l2", "opencua-l1", "opencua-l3"]  # + agent.history.OPENCUA_LAYOUTS
+LAYOUTS = [
+    *PROFILES,
+    "opencua-l2",
+    "opencua-l1",
+    "opencua-l3",
+    "opencua-v1-l2",
+    "opencua-v1-l1",
+    "opencua-v1-l3",
+]  # + agent.history.OPENCUA_LAYOUTS
 DRY_RUN_DONE = 3  # exit status of a dry run that reached the model's "done": not a finished task
 
 

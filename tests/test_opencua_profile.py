@@ -216,6 +216,7 @@ def test_prompts_are_packaged_per_level_and_the_default_is_l2() -> None:
         assert has in fmt and lacks not in fmt, layout
         assert '"enum": ["success", "failure"]' in system and "{" in system and "{{" not in system
         current = built.messages[-1].parts[-1].text  # type: ignore[union-attr]
+        assert "computer.triple_click" not in system  # V2 does not offer it
         assert current.startswith("# Task Instruction:\nOpen the file.\n\nPlease generate the next move")
 
 
@@ -389,3 +390,17 @@ def test_a_screenspot_run_reads_an_opencua_7b_servers_points_in_its_resized_pixe
     assert details["s0"]["pred"] == pytest.approx([59 * 200 / 196, 45 * 100 / 112])
     run = json.loads((out / "run.json").read_text())
     assert "opencua" in json.dumps(run)
+
+
+def test_the_v1_training_prompts_ship_as_layouts_too() -> None:
+    from agent.history import load_templates
+
+    assert set(OPENCUA.layouts) >= {"opencua-v1-l1", "opencua-v1-l2", "opencua-v1-l3"}
+    for level, sections in (
+        ("l1", ["Action:"]),
+        ("l2", ["Thought:", "Action:"]),
+        ("l3", ["Observation:", "Thought:", "Action:"]),
+    ):
+        system = load_templates(f"opencua-v1-{level}")["agent_system"].format_map({})
+        labels = [line for line in system.splitlines() if line in ("Observation:", "Thought:", "Action:")]
+        assert labels == sections and '{"name": "computer.triple_click"' in system

@@ -8,7 +8,9 @@ sampling (karakuri-ai/OSWorld-JP mm_agents/opencua/opencua_agent.py and run_mult
 @ 3301bf9fd54cef911c6788543fba9da99bd4bfcf).
 
 Prompt layouts (--prompt-profile): opencua-l2 (the default, OSWorld's ``cot_level l2``), opencua-l1,
-opencua-l3: the V2 system prompt of each level (``build_sys_prompt``), OSWorld's history layout
+opencua-l3: the V2 system prompt of each level (``build_sys_prompt``, OSWorld's default and 72B's);
+opencua-v1-l1/l2/l3: the training data's V1 prompts (``SYSTEM_PROMPT_V1_L*``, which OSWorld's runner
+docstring uses for 7B/32B with ``--use_old_sys_prompt``). All use OSWorld's history layout
 (3 screenshots) with the action-only history OSWorld's runner uses (``history_type action_history``).
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from agent.history import OPENCUA_LAYOUTS
 from agent.models.kimi_vl.vision import model_size as moonvit_size
 from agent.models.opencua.parser import parse_reply
 from agent.models.opencua.resize import model_size
@@ -24,7 +27,7 @@ from agent.models.opencua.variants import A3B_VARIANTS, QWEN_VARIANTS, guess_var
 from agent.models.profile import ModelProfile
 from agent.models.reply import ParsedReply
 
-LAYOUTS = ("opencua-l2", "opencua-l1", "opencua-l3")
+LAYOUTS = OPENCUA_LAYOUTS
 # OSWorld-Verified success rates (%), mean of 3 runs at 15 / 50 / 100 steps: xlang-ai/OpenCUA
 # README.md @ f9f965b045ca225b6f8d684d3be3db20491d5d81. A3B has grounding figures only there.
 _SOURCE = "OpenCUA README, OSWorld-Verified"
