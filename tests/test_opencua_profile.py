@@ -404,3 +404,30 @@ def test_the_v1_training_prompts_ship_as_layouts_too() -> None:
         system = load_templates(f"opencua-v1-{level}")["agent_system"].format_map({})
         labels = [line for line in system.splitlines() if line in ("Observation:", "Thought:", "Action:")]
         assert labels == sections and '{"name": "computer.triple_click"' in system
+
+
+def test_a_variant_of_another_family_is_one_line(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from fake_openai_server import FakeOpenAI
+
+    from tasks.cli import main
+
+    server = FakeOpenAI(models=("opencua-7b",), roots={"opencua-7b": "xlangai/OpenCUA-7B"})
+    try:
+        args = [
+            "t",
+            "--backend",
+            "openai",
+            "--base-url",
+            server.url,
+            "--model",
+            "opencua-7b",
+            "--out",
+            str(tmp_path / "r"),
+        ]
+        assert main([*args, "--variant", "thinking"]) == 2
+        err = capsys.readouterr().out.strip()
+        assert err == (
+            "kimi-agent: error: --variant thinking: the OpenCUA (7B/32B/72B) checkpoints are 7b, 32b, 72b"
+        )
+    finally:
+        server.close()

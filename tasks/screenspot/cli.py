@@ -37,7 +37,7 @@ from tasks.screenspot.runner import (
 )
 
 CONCURRENCY = 16
-VARIANTS = ["instruct", "thinking", "thinking-2506"]
+VARIANTS = ["instruct", "thinking", "thinking-2506", "7b", "32b", "72b", "a3b"]  # Kimi-VL's, OpenCUA's
 # run.json settings a resumed run must share with the run it continues.
 # What a resume must share with the run it continues: otherwise one log would mix two experiments.
 RESUME_KEYS = (
@@ -337,11 +337,11 @@ def _openai(args: argparse.Namespace, system: str, notice: Callable[[str], None]
     if len(set(roots)) > 1:
         listed = ", ".join(f"{u} serves {r!r}" for u, r in zip(urls, roots, strict=True))
         raise ValueError(f"the servers serve different checkpoints ({listed}): one run, one model")
-    from tasks.model import server_profile
+    from tasks.model import server_profile, variant_flag
 
     chosen = server_profile(args, roots[0])
     resolved = chosen.profile.resolve_variant(
-        override=args.variant,
+        override=variant_flag(args, chosen),
         names=[("the server's checkpoint", roots[0]), ("the served model", args.model)],
         in_token_limit_override=args.in_token_limit,
     )
