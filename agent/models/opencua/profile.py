@@ -64,7 +64,8 @@ def _is_opencua(name: str, config: Mapping[str, Any] | None) -> tuple[bool, str 
 
 def matches_qwen(name: str, config: Mapping[str, Any] | None) -> bool:
     """xlangai/OpenCUA-7B (-32B, -72B), a directory or served root named so, or a config.json that
-    says OpenCUA (``model_type`` / ``architectures``) and not A3B."""
+    says OpenCUA (``model_type`` "opencua", as vLLM's OpenCUAConfig has it: vllm-project/vllm
+    vllm/transformers_utils/configs/opencua.py @ 84e613438d88c1dcdf06cc9875462c272f8f9df9) and not A3B."""
     found, variant = _is_opencua(name, config)
     return found and variant != "a3b"
 
