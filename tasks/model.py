@@ -127,6 +127,12 @@ def load_local(
     from agent.backends.transformers import TransformersBackend
     from agent.backends.weights import resolve_checkpoint
 
+    named = choose_profile(_profile_flag(args), served_root=args.model).profile
+    if named.coordinates == "pixels_resized":  # OpenCUA-7B/32B/72B: Qwen2.5-VL weights, not Kimi-VL's
+        raise ValueError(
+            f"{named.title} runs through --backend openai (vllm serve {args.model} --trust-remote-code, "
+            "vLLM >= 0.12.0); the transformers backend loads Kimi-VL checkpoints"
+        )
     path = resolve_checkpoint(args.model, offline=args.offline, confirm=confirm, notice=notice)
     chosen = checkpoint_profile(args, path)
     resolved = chosen.profile.resolve_variant(

@@ -431,3 +431,13 @@ def test_a_variant_of_another_family_is_one_line(tmp_path, capsys) -> None:  # t
         )
     finally:
         server.close()
+
+
+def test_the_local_backend_refuses_an_opencua_7b_before_any_download(capsys) -> None:  # type: ignore[no-untyped-def]
+    from tasks.cli import main
+
+    assert main(["t", "--model", "xlangai/OpenCUA-7B", "--offline"]) == 2
+    assert capsys.readouterr().out.strip() == (
+        "kimi-agent: error: OpenCUA (7B/32B/72B) runs through --backend openai (vllm serve xlangai/OpenCUA-7B "
+        "--trust-remote-code, vLLM >= 0.12.0); the transformers backend loads Kimi-VL checkpoints"
+    )
