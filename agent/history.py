@@ -39,6 +39,17 @@ from agent.prompt_record import PromptRecord
 from prompts import load_profile, placeholders
 
 PROFILES: tuple[str, ...] = ("append", "osworld")
+# OpenCUA's levels (agent/models/opencua/profile.py): laid out as ``osworld``, worded as OpenCUA's
+# prompts (prompts/opencua-lN/); a model profile's own layouts, not Kimi-VL's.
+OPENCUA_LAYOUTS: tuple[str, ...] = (
+    "opencua-l2",
+    "opencua-l1",
+    "opencua-l3",
+    "opencua-v1-l2",
+    "opencua-v1-l1",
+    "opencua-v1-l3",
+)
+OSWORLD_LIKE = ("osworld", *OPENCUA_LAYOUTS)
 
 # Special tokens around the words the tokenizer counts: <|im_x|> role <|im_middle|> ... <|im_end|>;
 # <|media_start|> image <|media_content|> (pads) <|media_end|>; <|im_assistant|> assistant <|im_middle|>.
@@ -80,6 +91,7 @@ SCHEMAS: dict[str, _Schema] = {
         "agent_current": _s("task", "step"),
     },
 }
+SCHEMAS.update({name: SCHEMAS["osworld"] for name in OPENCUA_LAYOUTS})
 
 
 def utf8_upper_bound(text: str) -> int:
@@ -130,7 +142,7 @@ class HistoryConfig:
     @property
     def image_chunk(self) -> int:
         """How many images one eviction drops when the image cap is what binds."""
-        if self.profile == "osworld":
+        if self.profile in OSWORLD_LIKE:
             return 1  # the reference window: always min(max_images, n) screenshots
         return max(1, ((self.max_images or 1) + 1) // 2)
 
@@ -280,7 +292,7 @@ class ContextBuilder:
         views = [v for v in history if self.text_cutoff < v.step < step]
         omitted = self.fill("history_omitted", last=self.text_cutoff) if self.text_cutoff else None
         kept: list[int] = []
-        layout = self._osworld if self.cfg.profile == "osworld" else self._append
+        layout = self._osworld if self.cfg.profile in OSWORLD_LIKE else self._append
         messages = [system, *layout(task, views, step, omitted, kept)]
         tokens = GENERATION_SPECIALS + self.count("assistant") + sum(self._tokens(m) for m in messages)
         return BuiltPrompt(messages, tokens, kept, self.text_cutoff + 1)

@@ -81,7 +81,8 @@ class ModelPolicy:
 
     def decide(self, obs: Observation, history: Sequence[StepView]) -> Decision:
         t0 = time.perf_counter()
-        built = self.context.build(obs.task, history, obs.frame.to_image(), obs.step)
+        screenshot = obs.frame.to_image()
+        built = self.context.build(obs.task, history, screenshot, obs.step)
         messages = built.messages
         state = PromptState(
             image_cutoff=self.context.image_cutoff, text_cutoff=self.context.text_cutoff, tokens=built.tokens
@@ -90,7 +91,9 @@ class ModelPolicy:
         for attempt in range(self.parse_retries + 1):
             t1 = time.perf_counter()
             completion = self.backend.generate(messages, self.params)
-            parsed = self.profile.parse_reply(completion.text, completion.finish_reason)
+            parsed = self.profile.read_reply(
+                completion.text, completion.finish_reason, screenshot.size, self.variant.in_token_limit
+            )
             if completion.reasoning is not None:
                 self._take_reasoning(parsed, completion.reasoning)
             attempts.append(

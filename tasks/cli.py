@@ -51,8 +51,27 @@ if TYPE_CHECKING:
 
 # Spelled out here so that `kimi-agent --help` does not import torch; tests check them against
 # agent.models.kimi_vl.variants.VariantName and agent.history.PROFILES.
-VARIANTS = ["instruct", "thinking", "thinking-2506", "k2.5", "k2.6"]  # Kimi-VL's, then Kimi K2's
+VARIANTS = [
+    "instruct",
+    "thinking",
+    "thinking-2506",
+    "k2.5",
+    "k2.6",
+    "7b",
+    "32b",
+    "72b",
+    "a3b",
+]  # Kimi-VL's, Kimi K2's, OpenCUA's
 PROFILES = ["append", "osworld"]
+LAYOUTS = [
+    *PROFILES,
+    "opencua-l2",
+    "opencua-l1",
+    "opencua-l3",
+    "opencua-v1-l2",
+    "opencua-v1-l1",
+    "opencua-v1-l3",
+]  # + agent.history.OPENCUA_LAYOUTS
 DRY_RUN_DONE = 3  # exit status of a dry run that reached the model's "done": not a finished task
 
 
@@ -201,7 +220,7 @@ def model_flags(p: argparse.ArgumentParser) -> None:
         "--variant",
         choices=VARIANTS,
         help="which checkpoint of the model family this is (Kimi-VL: instruct, thinking, thinking-2506; "
-        "Kimi K2: k2.5, k2.6); default: from the checkpoint the backend reports",
+        "Kimi K2: k2.5, k2.6; OpenCUA: 7b, 32b, 72b, a3b); default: from the checkpoint the backend reports",
     )
     m.add_argument(
         "--in-token-limit", type=int, help="MoonViT's patch limit per image; default: the checkpoint's"
@@ -221,9 +240,9 @@ def model_flags(p: argparse.ArgumentParser) -> None:
     )
     m.add_argument(
         "--prompt-profile",
-        choices=list(PROFILES),
-        help="history layout and wording (default: the model profile's own, append for kimi-vl, osworld "
-        "for kimi-k2; docs/prompts.md)",
+        choices=LAYOUTS,
+        help="history layout and wording (default: the model profile's own: append for kimi-vl, osworld "
+        "for kimi-k2, opencua-l2 for OpenCUA; docs/prompts.md)",
     )
     m.add_argument(
         "--prompt-dir",

@@ -74,7 +74,7 @@ def build_policy(
         info = ob.probe()  # one line naming the server and the cause when it is not usable
         chosen = server_profile(args, info.root)
         resolved = chosen.profile.resolve_variant(
-            override=args.variant,
+            override=variant_flag(args, chosen),
             names=[("the server's checkpoint", info.root or ""), ("the served model", args.model)],
             in_token_limit_override=args.in_token_limit,
         )
@@ -119,7 +119,8 @@ def build_policy(
         max_context=max_context,
         temperature=args.temperature,
         max_new_tokens=max_new_tokens,
-        prompt_profile=args.prompt_profile,
+        # No --prompt-profile: the model profile's own first layout (Kimi-VL: append, as always).
+        prompt_profile=args.prompt_profile or chosen.profile.layouts[0],
         prompt_dir=args.prompt_dir,
     )
     _check_budget(args, policy)
@@ -135,9 +136,16 @@ def load_local(
     from agent.backends.transformers import TransformersBackend
     from agent.backends.weights import resolve_checkpoint
 
+    named = choose_profile(_profile_flag(args), served_root=args.model).profile
+    if named.coordinates == "pixels_resized":  # OpenCUA-7B/32B/72B: Qwen2.5-VL weights, not Kimi-VL's
+        raise ValueError(
+            f"{named.title} runs through --backend openai (vllm serve {args.model} --trust-remote-code, "
+            "vLLM >= 0.12.0); the transformers backend loads Kimi-VL checkpoints"
+        )
     path = resolve_checkpoint(args.model, offline=args.offline, confirm=confirm, notice=notice)
-    resolved = checkpoint_profile(args, path).profile.resolve_variant(
-        override=args.variant,
+    chosen = checkpoint_profile(args, path)
+    resolved = chosen.profile.resolve_variant(
+        override=variant_flag(args, chosen),
         names=[("the checkpoint", str(path)), ("--model", args.model)],
         in_token_limit=checkpoint_limit(path),
         in_token_limit_source="the checkpoint's preprocessor_config.json",
@@ -162,6 +170,17 @@ def _check_budget(args: argparse.Namespace, policy: ModelPolicy) -> None:
         ContextBuilder(policy.context.cfg).build(args.task, [], Image.new("RGB", args.size), 1)
     except ValueError as e:
         raise ValueError(f"--max-context is too small for this task: {e}") from None
+
+
+def variant_flag(args: argparse.Namespace, chosen: ChosenProfile) -> str | None:
+    """``--variant``, when it names one of the chosen family's checkpoints (the flag lists every
+    family's): else one line saying which the family has."""
+    name = getattr(args, "variant", None)
+    if name is not None and name not in chosen.profile.variants:
+        raise ValueError(
+            f"--variant {name}: the {chosen.profile.title} checkpoints are {', '.join(chosen.profile.variants)}"
+        )
+    return name
 
 
 def _profile_flag(args: argparse.Namespace) -> str:

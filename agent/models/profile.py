@@ -10,11 +10,12 @@ combines one profile with one backend; a profile imports nothing from agent/back
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any, Literal, Protocol
 
 from agent.models.reply import ParsedReply
-from env.actions import Point
+from env.actions import Action, Drag, Point
 from env.geometry import ScreenGeometry
 
 # How a family's point coordinates are meant:
@@ -86,6 +87,25 @@ class ModelProfile:
     # the shared ones; None: the shared wording (Kimi-VL's).
     prompt_family: str | None = None
     max_context: int = 32768  # the context budget a run gets unless --max-context says otherwise
+    # Published OSWorld success rates (%) of this family's checkpoints: a fragment of the served model's
+    # name (lower case, e.g. "opencua-7b") -> [(source, value)], printed beside a run of that model.
+    published: Mapping[str, tuple[tuple[str, float], ...]] = field(default_factory=dict)
+
+    def read_reply(
+        self, text: str, finish_reason: str, shot_size: tuple[int, int], in_token_limit: int
+    ) -> ParsedReply:
+        """The parsed reply with its points on the screenshot the model saw (``shot_size``). A parser
+        of a ``pixels_resized`` family gives pixels of the model's image (Point.px); they are mapped
+        here, where the image's size is known. Other families' replies are returned as parsed."""
+        parsed = self.parse_reply(text, finish_reason)
+        if self.coordinates != "pixels_resized" or parsed.error is not None:
+            return parsed
+        size = self.model_size(*shot_size, in_token_limit)
+        try:
+            parsed.actions = [resized_to_shot(a, size, shot_size) for a in parsed.actions]
+        except ValueError as e:
+            parsed.error, parsed.actions, parsed.notes = str(e), [], []
+        return parsed
 
     def __post_init__(self) -> None:
         if self.coordinates not in COORDINATE_SPACES:
@@ -122,3 +142,25 @@ def to_screen(
     """The input-system pixel a point in ``space`` lands on (OutOfScreen / ValueError off it)."""
     fx, fy = to_relative(space, x, y, model_size)
     return geometry.to_screen(Point.norm(fx, fy))
+
+
+def shot_pixel(x: float, y: float, model_size: tuple[int, int], shot_size: tuple[int, int]) -> Point:
+    """A point in pixels of the model's image (``model_size``, e.g. smart_resize's) -> the screenshot
+    pixel it lies in: floor(x * W / w'), exactly (rational arithmetic, so a point on a pixel boundary
+    goes to the pixel starting there). A point beyond the model's image is an error, never clamped."""
+    (mw, mh), (sw, sh) = model_size, shot_size
+    if x >= mw or y >= mh:
+        raise ValueError(f"point ({x:g}, {y:g}) lies outside the {mw}x{mh} image the model saw")
+    return Point.px(int(Fraction(x) * sw / mw), int(Fraction(y) * sh / mh))
+
+
+def resized_to_shot(action: Action, model_size: tuple[int, int], shot_size: tuple[int, int]) -> Action:
+    """``action`` with every pixel point mapped by ``shot_pixel`` (normalised points stay)."""
+
+    def m(p: Point | None) -> Point | None:
+        return shot_pixel(p.x, p.y, model_size, shot_size) if p is not None and p.space == "pixel" else p
+
+    if isinstance(action, Drag):
+        return action.model_copy(update={"start": m(action.start), "end": m(action.end)})
+    point = getattr(action, "point", None)
+    return action.model_copy(update={"point": m(point)}) if point is not None else action

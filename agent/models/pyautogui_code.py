@@ -14,6 +14,7 @@ import math
 import re
 import warnings
 from dataclasses import dataclass
+from typing import Literal
 
 from pydantic import ValidationError
 
@@ -42,6 +43,10 @@ MAX_ACTIONS = 100  # after press(['a', 'b'], presses=n) and typewrite([...]) exp
 MAX_LIST = 16
 MAX_NUMBER = MAX_PIXEL  # no screen is wider; anything larger is nonsense, not a coordinate
 DEFAULT_WAIT_S = 2.0
+# How the numbers of a point are read. "auto": both <= 1 are fractions of the screenshot, else pixels of
+# it (Kimi-VL); "relative": fractions only, anything above 1 is an error (OpenCUA-A3B); "pixels": always
+# pixels, of the image as the model saw it (OpenCUA-7B/32B/72B: the profile maps them to the screenshot).
+PointRule = Literal["auto", "relative", "pixels"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,8 @@ SIGNATURES: dict[str, _Sig] = {
     "pyautogui.keyUp": _Sig(("key", *_LOG)),
     "computer.wait": _Sig(("seconds",)),
     "computer.terminate": _Sig(("status", "answer")),
+    # OpenCUA's V1 prompts offer it (x and y required); it is pyautogui.tripleClick(x, y).
+    "computer.triple_click": _Sig(("x", "y")),
     "time.sleep": _Sig(("secs",), positional_only=True),
 }
 _IGNORED_IMPORTS = {"pyautogui", "time"}
@@ -93,12 +100,12 @@ class ParseError(ValueError):
     pass
 
 
-def parse_code(code: str) -> list[Action]:
+def parse_code(code: str, points: PointRule = "auto") -> list[Action]:
     """Allow-listed pyautogui/computer calls -> actions; raises ParseError naming the problem."""
-    return read_code(code)[0]
+    return read_code(code, points)[0]
 
 
-def read_code(code: str) -> tuple[list[Action], list[str]]:
+def read_code(code: str, points: PointRule = "auto") -> tuple[list[Action], list[str]]:
     """(actions, notes). Literal assignments bind names for later calls; calls become actions."""
     if len(code) > MAX_CODE_CHARS:
         raise ParseError(f"code block too long ({len(code)} characters > {MAX_CODE_CHARS})")
@@ -133,7 +140,7 @@ def read_code(code: str) -> tuple[list[Action], list[str]]:
             )
         name, args = _read_call(stmt.value, env, line)  # type: ignore[attr-defined]
         try:
-            produced = _to_action(name, args, last_point)
+            produced = _to_action(name, args, last_point, points)
         except ValidationError as e:
             raise ParseError(f"{line}: {name}(): {brief_error(e)}") from None
         except ParseError as e:
@@ -298,7 +305,7 @@ def _whole(v: object, what: str) -> int:
     return int(f)
 
 
-def _point(a: dict[str, object]) -> Point | None:
+def _point(a: dict[str, object], rule: PointRule = "auto") -> Point | None:
     """(x, y) as pyautogui reads them: both, neither (the current position), or a pair in x."""
     x, y = a.get("x"), a.get("y")
     if isinstance(x, list):  # click((x, y)) is legal pyautogui
@@ -312,6 +319,10 @@ def _point(a: dict[str, object]) -> Point | None:
     fx, fy = _num(x, "x"), _num(y, "y")
     if fx < 0 or fy < 0:
         raise ParseError("coordinates must not be negative")
+    if rule == "pixels":
+        return Point.px(fx, fy)
+    if rule == "relative" and (fx > 1 or fy > 1):
+        raise ParseError(f"coordinates are fractions of the screen from 0 to 1, got ({fx:g}, {fy:g})")
     if fx <= 1 and fy <= 1:
         return Point.norm(fx, fy)
     # A fractional value <= 1 beside a pixel value is a mix-up, not a pixel coordinate.
@@ -336,11 +347,15 @@ def _check_timing(a: dict[str, object]) -> None:
 _MOUSE = {"click", "leftClick", "rightClick", "middleClick", "doubleClick", "tripleClick", "moveTo", "dragTo"}
 
 
-def _to_action(name: str, a: dict[str, object], last: Point | None) -> list[Action]:
+def _to_action(name: str, a: dict[str, object], last: Point | None, points: PointRule) -> list[Action]:
     _check_timing(a)
     short = name.split(".", 1)[1]
+    if short == "triple_click":  # computer.triple_click(x, y): both required, as its spec says
+        if a.get("x") is None or a.get("y") is None:
+            raise ParseError("needs x and y")
+        short = "tripleClick"
     if short in _MOUSE:
-        return [_mouse(short, a, last)]
+        return [_mouse(short, a, last, points)]
     if short in ("scroll", "vscroll", "hscroll"):
         clicks = _whole(a.get("clicks"), "clicks")
         if clicks == 0:
@@ -349,7 +364,7 @@ def _to_action(name: str, a: dict[str, object], last: Point | None) -> list[Acti
             raise ParseError(f"clicks must be between -100 and 100, got {clicks}")
         up = clicks > 0
         direction = ("right" if up else "left") if short == "hscroll" else ("up" if up else "down")
-        return [Scroll(point=_point(a), direction=direction, amount=abs(clicks))]
+        return [Scroll(point=_point(a, points), direction=direction, amount=abs(clicks))]
     if short in ("write", "typewrite"):
         msg = a.get("message")
         if isinstance(msg, list):  # typewrite(["a", "enter"]) presses keys
@@ -382,8 +397,8 @@ def _to_action(name: str, a: dict[str, object], last: Point | None) -> list[Acti
     raise ParseError("is not supported")
 
 
-def _mouse(short: str, a: dict[str, object], last: Point | None) -> Action:
-    point = _point(a)
+def _mouse(short: str, a: dict[str, object], last: Point | None, points: PointRule) -> Action:
+    point = _point(a, points)
     button = a.get("button", "left")
     button = _BUTTONS.get(button, button) if isinstance(button, str) else button
     if short == "moveTo":
@@ -445,7 +460,7 @@ def _end_point(action: Action) -> Point | None:
 INLINE_CALL = re.compile(r"\b(?:pyautogui|computer)\.[A-Za-z]\w{0,30}[ \t]*\(")
 
 
-def first_inline_point(answer: str) -> Point | None:
+def first_inline_point(answer: str, points: PointRule = "auto") -> Point | None:
     """The first call with a point that stands anywhere on a line, read alone. Each call is cut at
     its closing parenthesis on the same line (depth counted outside quotes); at most MAX_CALLS
     candidates are tried, and each is read by the same allow-list as any code."""
@@ -456,7 +471,7 @@ def first_inline_point(answer: str) -> Point | None:
         if end is None:
             continue
         try:
-            actions = parse_code(answer[m.start() : end])
+            actions = parse_code(answer[m.start() : end], points)
         except (ParseError, RecursionError, ValueError, TypeError):
             continue
         for action in actions:

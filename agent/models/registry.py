@@ -8,9 +8,11 @@ from typing import Any
 
 from agent.models.kimi_k2.profile import KIMI_K2
 from agent.models.kimi_vl.profile import KIMI_VL
+from agent.models.opencua.profile import OPENCUA, OPENCUA_A3B
 from agent.models.profile import ModelProfile
 
-PROFILES: dict[str, ModelProfile] = {p.name: p for p in (KIMI_VL, KIMI_K2)}
+# OpenCUA before Kimi-VL: OpenCUA-A3B is a Kimi-VL checkpoint (its config may say kimi_vl); its name decides.
+PROFILES: dict[str, ModelProfile] = {p.name: p for p in (OPENCUA, OPENCUA_A3B, KIMI_VL, KIMI_K2)}
 # What a run uses when nothing says which family it is (every run did before profiles existed).
 DEFAULT_PROFILE = KIMI_VL
 AUTO = "auto"

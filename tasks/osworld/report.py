@@ -106,6 +106,23 @@ class StepStats:
     task_s: list[float] = field(default_factory=list)  # per task that started, reset to score
 
 
+def published_references(model: str, served: tuple[str, str] | None) -> list[tuple[str, float]]:
+    """The published OSWorld figures printed beside a run of ``model`` (its served name), given the
+    (model profile, variant) its tasks recorded (None: not recorded): another family's own figures,
+    or none; Kimi-VL's, and any profile's by a fragment of the name, otherwise."""
+    from agent.models.registry import PROFILES  # each profile's own published figures too
+
+    name = model.lower()
+    if served is not None and served[0] != "kimi-vl":
+        if served in REFERENCES_BY_VARIANT:
+            return REFERENCES_BY_VARIANT[served]
+        profile = PROFILES.get(served[0])
+        published = profile.published.items() if profile is not None else ()
+        return [r for key, refs in published if key in name for r in refs]
+    known = {**REFERENCES, **{k: list(v) for p in PROFILES.values() for k, v in p.published.items()}}
+    return [r for key, refs in known.items() if key in name for r in refs]
+
+
 @dataclass
 class Summary:
     root: Path
@@ -125,11 +142,7 @@ class Summary:
         return any(r.outcome is not None and r.outcome.worker.startswith("sandbox-") for r in self.rows)
 
     def references(self) -> list[tuple[str, float]]:
-        served = self.served_model()
-        if served is not None and served[0] != "kimi-vl":  # another family: its own figures or none
-            return REFERENCES_BY_VARIANT.get(served, [])
-        name = self.manifest.model.lower()
-        return [r for key, refs in REFERENCES.items() if key in name for r in refs]
+        return published_references(self.manifest.model, self.served_model())
 
     def served_model(self) -> tuple[str, str] | None:
         """(model profile, variant) as the first task that ran recorded them in its run.json; None

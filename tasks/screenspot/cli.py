@@ -20,6 +20,7 @@ from rich.markup import escape
 from agent.backends.base import GenerationParams
 from agent.backends.weights import DEFAULT_MODEL
 from agent.models.kimi_vl.variants import ResolvedVariant, Variant
+from agent.models.profile import ModelProfile
 from tasks.cli_common import ArgumentParser, HelpFormatter, make_console, model_profile_flag
 from tasks.screenspot import report
 from tasks.screenspot.runner import (
@@ -36,7 +37,17 @@ from tasks.screenspot.runner import (
 )
 
 CONCURRENCY = 16
-VARIANTS = ["instruct", "thinking", "thinking-2506", "k2.5", "k2.6"]  # Kimi-VL's, then Kimi K2's
+VARIANTS = [
+    "instruct",
+    "thinking",
+    "thinking-2506",
+    "k2.5",
+    "k2.6",
+    "7b",
+    "32b",
+    "72b",
+    "a3b",
+]  # Kimi-VL's, Kimi K2's, OpenCUA's
 # run.json settings a resumed run must share with the run it continues.
 # What a resume must share with the run it continues: otherwise one log would mix two experiments.
 RESUME_KEYS = (
@@ -303,11 +314,15 @@ def _system(args: argparse.Namespace, *, refusals: bool) -> str:
     return system_prompt(args.system_prompt, refusals=refusals)
 
 
-def _settings_for(args: argparse.Namespace, variant: Variant, system: str) -> AskSettings:
+def _settings_for(
+    args: argparse.Namespace, variant: Variant, system: str, profile: ModelProfile | None = None
+) -> AskSettings:
     params = GenerationParams(
         temperature=args.temperature, max_new_tokens=args.max_new_tokens or variant.max_new_tokens
     )
-    return AskSettings(system, params, variant.in_token_limit, args.language, args.send)
+    # Kimi-VL's replies are read as they always were; another family's by its coordinate space.
+    other = profile if profile is not None and profile.name != "kimi-vl" else None
+    return AskSettings(system, params, variant.in_token_limit, args.language, args.send, other)
 
 
 def _setup(args: argparse.Namespace, system: str, notice: Callable[[str], None]) -> Setup:
@@ -337,15 +352,15 @@ def _openai(args: argparse.Namespace, system: str, notice: Callable[[str], None]
     if len(set(roots)) > 1:
         listed = ", ".join(f"{u} serves {r!r}" for u, r in zip(urls, roots, strict=True))
         raise ValueError(f"the servers serve different checkpoints ({listed}): one run, one model")
-    from tasks.model import server_profile
+    from tasks.model import server_profile, variant_flag
 
     chosen = server_profile(args, roots[0])
     resolved = chosen.profile.resolve_variant(
-        override=args.variant,
+        override=variant_flag(args, chosen),
         names=[("the server's checkpoint", roots[0]), ("the served model", args.model)],
         in_token_limit_override=args.in_token_limit,
     )
-    s = _settings_for(args, resolved.variant, system)
+    s = _settings_for(args, resolved.variant, system, chosen.profile)
     # Slot i goes to server i mod k: N requests in flight, spread evenly.
     askers = [openai_ask(backends[i % len(backends)], s) for i in range(args.concurrency)]
     settings = {

@@ -15,6 +15,8 @@ from PIL import Image
 
 from agent.messages import ImagePart, Message, TextPart
 from agent.models.kimi_vl.parser import parse_grounding, parse_reply
+from agent.models.profile import ModelProfile
+from agent.models.pyautogui_code import first_inline_point
 from env.actions import Done
 from prompts import load_prompt, placeholders
 
@@ -73,12 +75,35 @@ def declined(reply: str) -> bool:
     )
 
 
-def read_point(reply: str, size: tuple[int, int]) -> tuple[float, float] | None:
+def read_point(
+    reply: str, size: tuple[int, int], profile: ModelProfile | None = None, in_token_limit: int = 0
+) -> tuple[float, float] | None:
     """The predicted point in pixels of an image of ``size`` (width, height), or None when the reply
-    holds no click (``wrong_format``). parse_grounding reads the answer after ``◁/think▷``."""
+    holds no click (``wrong_format``). parse_grounding reads the answer after ``◁/think▷``.
+    ``profile``: another family than Kimi-VL, whose points are read by its coordinate space."""
+    if profile is not None:
+        return _profile_point(reply, size, profile, in_token_limit)
     point = parse_grounding(reply)
     if point is None:
         return None
     if point.space == "norm":
         return point.x * size[0], point.y * size[1]
     return point.x, point.y
+
+
+def _profile_point(
+    reply: str, size: tuple[int, int], profile: ModelProfile, in_token_limit: int
+) -> tuple[float, float] | None:
+    """The first click anywhere in the reply (a grounding answer need not follow the agent's format),
+    in the profile's space: fractions of the image, or pixels of the image as the model saw it
+    (``pixels_resized``: scaled back exactly, x * W / w'; a point beyond that image is no point)."""
+    resized = profile.coordinates == "pixels_resized"
+    point = first_inline_point(reply, "pixels" if resized else "relative")
+    if point is None:
+        return None
+    if point.space == "norm":
+        return point.x * size[0], point.y * size[1]
+    mw, mh = profile.model_size(*size, in_token_limit)
+    if point.x >= mw or point.y >= mh:
+        return None
+    return point.x * size[0] / mw, point.y * size[1] / mh

@@ -30,6 +30,7 @@ from agent.backends.base import Backend, BackendError, Completion, GenerationPar
 from agent.backends.openai import OpenAIBackend, data_url
 from agent.jsonfile import read_json
 from agent.models.kimi_vl.vision import check_sides, model_size
+from agent.models.profile import ModelProfile
 from tasks.screenspot import prompt
 from tasks.screenspot.sample import Prediction, Sample
 
@@ -130,6 +131,8 @@ class AskSettings:
     in_token_limit: int
     language: Language = "en"
     send: Literal["original", "resized"] = "original"
+    # A family other than Kimi-VL (OpenCUA): its replies' points are read in its coordinate space.
+    profile: ModelProfile | None = None
 
 
 def instruction(sample: Sample, language: Language) -> str:
@@ -155,7 +158,7 @@ def openai_ask(backend: OpenAIBackend, s: AskSettings) -> Ask:
     def ask(sample: Sample) -> Prediction:
         url, size = image_url(sample.image, s.in_token_limit, s.send)
         c = backend.chat(prompt.openai_messages(s.system, url, instruction(sample, s.language)), s.params)
-        return _prediction(sample, c, size, s.language)
+        return _prediction(sample, c, size, s.language, s)
 
     return ask
 
@@ -166,17 +169,21 @@ def local_ask(backend: Backend, s: AskSettings) -> Ask:
             im.load()
             msgs = prompt.messages(s.system, im, instruction(sample, s.language))
             c = backend.generate(msgs, s.params)
-            return _prediction(sample, c, im.size, s.language)
+            return _prediction(sample, c, im.size, s.language, s)
 
     return ask
 
 
-def _prediction(sample: Sample, c: Completion, read: tuple[int, int], language: Language) -> Prediction:
+def _prediction(
+    sample: Sample, c: Completion, read: tuple[int, int], language: Language, s: AskSettings | None = None
+) -> Prediction:
     """``read``: the image's size as the file says; a normalised point maps to the annotation's
     stated size when it gives one (the official scripts' denominator), else to that."""
     return Prediction(
         id=sample.id,
-        point=prompt.read_point(c.text, sample.image_size or read),
+        point=prompt.read_point(
+            c.text, sample.image_size or read, s.profile if s else None, s.in_token_limit if s else 0
+        ),
         declined=prompt.declined(c.text),
         image_size=read,
         raw_response=c.text,
