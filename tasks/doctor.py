@@ -89,7 +89,7 @@ def local_checks(args: argparse.Namespace, served: ServedModel | None) -> list[C
         for name in ("torch", "transformers")
     ]
     found, why = gpus()
-    facts = served.facts if served else facts_for(_profile(args).name)
+    facts = served.facts if served else facts_for(_profile(args).name, args.model or "")
     results.append(local.check_gpu(found, facts, why))
     checkpoint = args.checkpoint or (Path(args.model) if args.model and Path(args.model).is_dir() else None)
     if checkpoint is not None:
@@ -128,7 +128,7 @@ def cmd_doctor(console: Console, argv: Sequence[str]) -> int:
         args.api_key = os.environ.get("OPENAI_API_KEY")
     results, served = collect(args)
     console.print(table(results))
-    facts = served.facts if served else facts_for(_profile(args).name)
+    facts = served.facts if served else facts_for(_profile(args).name, args.model or "")
     if facts is not None:
         profile = served.profile if served else _profile(args)
         images = args.history_images if args.history_images is not None else profile.history_images

@@ -15,6 +15,7 @@ import base64
 import io
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -40,6 +41,8 @@ class VllmSetup:
     image_limit: int = 64  # --limit-mm-per-prompt '{"image": N}'
     default_max_tokens: int | None = None  # what a request without max_tokens gets (None: the rest)
     reply: str = "I click the button.\n## Action:\nclick(x=0.5, y=0.5)"
+    # The served model's processor: (width, height, in_token_limit) -> tokens; None: Kimi-VL's MoonViT.
+    image_rule: Callable[[int, int, int], int] | None = None
 
 
 class FakeVllm:
@@ -122,7 +125,7 @@ class FakeVllm:
         w, h = image.size
         if self.setup.double_resize:
             w, h = model_size(w, h, limit)
-        return image_tokens(w, h, limit)
+        return (self.setup.image_rule or image_tokens)(w, h, limit)
 
     def tokenize(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if "messages" in body:

@@ -203,3 +203,97 @@ def test_the_checks_that_cannot_judge_say_so() -> None:
     between = check_context(8192, 32768, 5412)
     assert between.status is Status.WARN and "lowers its budget" in between.found
     assert check_context(None, 32768, 5412).status is Status.WARN
+
+
+K2_REPLY = "## Action:\nClick the button.\n## Code:\n```python\npyautogui.click(x=0.5, y=0.5)\n```"
+OPENCUA_REPLY = "## Action:\nClick the button.\n## Code:\n```python\npyautogui.click(x=960, y=540)\n```"
+
+
+@pytest.mark.parametrize(
+    ("root", "served", "rule", "reply", "profile", "command", "sources"),
+    [
+        (
+            "moonshotai/Kimi-K2.6",
+            "kimi-k2.6",
+            "agent.models.kimi_k2.vision",
+            K2_REPLY,
+            "profile kimi-k2",
+            [
+                "vllm serve moonshotai/Kimi-K2.6 --served-model-name kimi-k2.6 --trust-remote-code",
+                "--tensor-parallel-size 8",
+                "--reasoning-parser kimi_k2 --mm-encoder-tp-mode data --tool-call-parser kimi_k2",
+            ],
+            [
+                "https://recipes.vllm.ai/moonshotai/Kimi-K2.6",
+                "vLLM >= 0.19.1",
+                "UNKNOWN: the GB of the weights",
+            ],
+        ),
+        (
+            "xlangai/OpenCUA-32B",
+            "opencua-32b",
+            "opencua",
+            OPENCUA_REPLY,
+            "profile opencua",
+            [
+                "vllm serve xlangai/OpenCUA-32B --served-model-name opencua-32b --trust-remote-code",
+                "--tensor-parallel-size 4",
+            ],
+            ["https://github.com/xlang-ai/OpenCUA", "vLLM >= 0.12.0", "UNKNOWN: the GB of the weights"],
+        ),
+    ],
+    ids=["kimi-k2.6", "opencua-32b"],
+)
+def test_other_profiles_get_their_facts_and_no_false_fail(
+    serve: Any,
+    root: str,
+    served: str,
+    rule: str,
+    reply: str,
+    profile: str,
+    command: list[str],
+    sources: list[str],
+) -> None:
+    from agent.models.kimi_k2.vision import image_tokens as k2_tokens
+    from tasks.doctor_checks.serving_facts import OPENCUA_FACTS
+
+    image_rule = k2_tokens if rule.startswith("agent") else OPENCUA_FACTS["32b"].image_tokens
+    # The server's processor at the checkpoint's own limit (K2.x: in_patch_limit 16384; OpenCUA's max_pixels).
+    limit = 16384 if rule.startswith("agent") else 65536
+    # The tiny tokenizer splits the word "image" into several tokens; the real K2.x one has it as one. The
+    # server's image block is the family's: 4 tokens around the pads (K2.x), 2 (Qwen2.5-VL's vision markers).
+    block = "<|media_start|>image<|media_content|><|media_pad|><|media_end|>"
+    wrapped = "<|media_start|><|im_middle|><|media_content|><|media_pad|><|media_end|>"
+    if not rule.startswith("agent"):
+        wrapped = "<|media_start|><|media_pad|><|media_end|>"
+    server = serve(
+        root=root,
+        served=served,
+        reply=reply,
+        image_rule=image_rule,
+        version="0.19.1",
+        in_token_limit=limit,
+        chat_template=CHAT_TEMPLATE.replace(block, wrapped),
+    )
+    console = Console(record=True, width=300)
+    args = ["--base-url", server.url, "--model", served]
+    rc = cmd_doctor(console, args)
+    out = console.export_text()
+    results, _ = collect(build_parser().parse_args(args))
+    found = {r.name: r for r in results}
+    assert profile in found["served model"].found
+    assert not [r for r in results if r.status is Status.FAIL], out
+    assert rc == 0, out
+    # Our renderer is Kimi-VL's: the template check says it cannot compare, rather than failing.
+    assert found["chat template"].status is Status.WARN
+    assert "cannot render" in found["chat template"].found
+    assert found["image tokens"].status is Status.OK, out
+    for part in [*command, *sources]:
+        assert part in out, part
+
+
+def test_an_unknown_first_release_is_a_warning_that_says_so() -> None:
+    from tasks.doctor_checks.serving_facts import K25_FACTS
+
+    r = check_version("0.15.0", K25_FACTS)
+    assert r.status is Status.WARN and "UNKNOWN" in r.found

@@ -3,6 +3,7 @@
 Kept beside the doctor (keyed by the profile's name) rather than on the profile: these are facts
 about servers and hardware, which the runtime itself never reads. A profile without an entry here
 is still checked, with the checks that need these facts reporting WARN ("no serving facts").
+A fact the gathered sources leave open is UNKNOWN (the value, or None): the doctor says so.
 """
 
 from __future__ import annotations
@@ -26,18 +27,25 @@ class Cited:
     source: str
 
 
+UNKNOWN = "UNKNOWN"
+
+
 @dataclass(frozen=True)
 class ServingFacts:
     hub_id: str  # the checkpoint `vllm serve` is given
-    min_vllm: Cited  # the first vLLM release known to serve the model correctly
-    weights_gb: Cited  # GB (10^9 bytes) of weights at their released precision
+    min_vllm: Cited  # the first vLLM release known to serve the model correctly (value may be UNKNOWN)
+    weights_gb: Cited | None  # GB (10^9 bytes) of weights at their released precision; None: UNKNOWN
     trust_remote_code: bool
     reasoning_parser: Cited | None  # --reasoning-parser; None: vLLM has none for this model
     image_limit: Cited  # --limit-mm-per-prompt's image count recommended
     notes: tuple[Cited, ...]  # known serving problems, printed under the command
-    image_tokens: ImageTokens  # the LLM tokens (pads) one image costs
+    image_tokens: ImageTokens | None  # the LLM tokens (pads) one image costs; None: no local rule
     image_wrapper_tokens: int  # the prompt tokens around one image's pads in the chat template
-    render: RendererFactory  # our own prompt rendering, to compare with the server's
+    render: RendererFactory | None  # our own prompt rendering; None: we cannot render this template
+    # The published command's GPUs, when it gives them (else computed from weights_gb).
+    tensor_parallel: Cited | None = None
+    extra_args: Cited | None = None  # further `vllm serve` arguments of the published command
+    unknowns: tuple[Cited, ...] = ()  # what the sources leave open, printed as such
 
 
 def _kimi_vl_render(tokenizer_dir: Path, in_token_limit: int) -> Render:
@@ -92,8 +100,11 @@ KIMI_VL_FACTS = ServingFacts(
     render=_kimi_vl_render,
 )
 
-FACTS: dict[str, ServingFacts] = {"kimi-vl": KIMI_VL_FACTS}
 
+def facts_for(profile_name: str, served_root: str = "") -> ServingFacts | None:
+    """The facts of a profile's checkpoint; ``served_root`` (the server's root or the model name)
+    picks the variant where the facts differ (K2.5 / K2.6, OpenCUA 7B / 32B / 72B)."""
+    # Imported here: serving_facts imports this module's types.
+    from tasks.doctor_checks.serving_facts import facts_by_profile
 
-def facts_for(profile_name: str) -> ServingFacts | None:
-    return FACTS.get(profile_name)
+    return facts_by_profile(profile_name, served_root)

@@ -70,7 +70,7 @@ def check_gpu(gpus: list[Gpu], facts: ServingFacts | None, why: str = "") -> Che
         )
     free = sum(g.free_gb for g in gpus)
     found = ", ".join(f"{g.name} {g.free_gb:.1f}/{g.total_gb:.1f} GB free" for g in gpus)
-    if facts is None:
+    if facts is None or facts.weights_gb is None:  # no facts, or the weights' size is UNKNOWN
         return CheckResult.ok(name, found)
     need = float(facts.weights_gb.value)
     if free < need:

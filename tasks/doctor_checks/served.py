@@ -57,7 +57,7 @@ def check_server(
     card = next((c for c in cards if isinstance(c, dict) and c.get("id") == model), {})
     root = card.get("root")
     chosen = choose_profile(args.model_profile, served_root=root or model)
-    profile, facts = chosen.profile, facts_for(chosen.profile.name)
+    profile, facts = chosen.profile, facts_for(chosen.profile.name, root or model)
     version = http.call("GET", f"{http.root}/version")
     results.append(
         server.check_version(
@@ -76,8 +76,15 @@ def check_server(
     variant = resolved.variant
     limit = variant.in_token_limit
     max_new = args.max_new_tokens or variant.max_new_tokens
+    if args.max_new_tokens is None and max_new > args.max_context // 2:
+        # As a run does (tasks/model.py): K2.6's 32768 would leave a 32768 context no room for a prompt.
+        max_new = args.max_context // 4
     images = args.history_images if args.history_images is not None else profile.history_images
-    per_image = (facts.image_tokens(*args.screen, limit) + facts.image_wrapper_tokens) if facts else 0
+    per_image = (
+        facts.image_tokens(*args.screen, limit) + facts.image_wrapper_tokens
+        if facts and facts.image_tokens
+        else 0
+    )
     results.append(
         server.check_context(
             card.get("max_model_len"), args.max_context, max_new + MARGIN + TEXT_ROOM + images * per_image
@@ -105,6 +112,8 @@ def check_server(
         max_context=args.max_context,
         max_new_tokens=max_new,
         max_images=images,
+        profile=profile.layouts[0],  # the family's own prompts, as a run without --prompt-profile
+        family=profile.prompt_family,
     )
     built = ContextBuilder(cfg).build(PROBE_TASK, [], probe_screenshot(), 1)
     step = http.chat(
@@ -125,6 +134,8 @@ def _renderer(
 ) -> tuple[Render | None, str]:
     if facts is None:
         return None, server.NO_FACTS
+    if facts.render is None:
+        return None, f"we cannot render the {name!r} chat template locally (no renderer for its profile)"
     where = Path(args.tokenizer) if args.tokenizer else find(name)
     if where is None:
         return None, f"no local tokenizer for {name!r}"
@@ -170,8 +181,9 @@ def _image_tokens(
         )
     if render is not None:
         ours = len(render(with_image)) - len(render(without))
-    elif facts is not None:
+    elif facts is not None and facts.image_tokens is not None:
         ours = facts.image_tokens(*PROBE_SIZE, limit) + facts.image_wrapper_tokens
     else:
-        return server.check_image_tokens(None, None, PROBE_SIZE, server.NO_FACTS)
+        why = server.NO_FACTS if facts is None else "no local image rule for this profile"
+        return server.check_image_tokens(None, None, PROBE_SIZE, why)
     return server.check_image_tokens(ours, pa - pb, PROBE_SIZE)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from packaging.version import InvalidVersion, Version
 
 from agent.models.profile import ModelProfile
-from tasks.doctor_checks.facts import ServingFacts
+from tasks.doctor_checks.facts import UNKNOWN, ServingFacts
 from tasks.doctor_checks.result import CheckResult
 
 NO_FACTS = "no serving facts for this profile yet (tasks/doctor_checks/facts.py)"
@@ -32,6 +32,12 @@ def check_version(version: str | None, facts: ServingFacts | None) -> CheckResul
         )
     if facts is None:
         return CheckResult.warn(name, f"vLLM {version}; {NO_FACTS}", "compare with the model's own docs")
+    if facts.min_vllm.value == UNKNOWN:
+        return CheckResult.warn(
+            name,
+            f"vLLM {version}; the first release serving {facts.hub_id} is UNKNOWN ({facts.min_vllm.source})",
+            "compare with the model's deploy guide",
+        )
     try:
         ok = Version(version) >= Version(facts.min_vllm.value)
     except InvalidVersion:

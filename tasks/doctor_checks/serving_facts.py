@@ -1,0 +1,116 @@
+"""Serving facts of the Kimi K2.5/K2.6 and OpenCUA profiles, and which one a served root names.
+
+Every value is from /work/wt/i21-facts.md (sections 1.10, 2.8, 4), with the source it gives; where
+those sources leave a fact open it is UNKNOWN here too, and the doctor prints it as such.
+"""
+
+from __future__ import annotations
+
+from tasks.doctor_checks.facts import KIMI_VL_FACTS, UNKNOWN, Cited, ServingFacts
+
+K25_GUIDE = "https://huggingface.co/moonshotai/Kimi-K2.5 (docs/deploy_guidance.md)"
+K26_RECIPE = "https://recipes.vllm.ai/moonshotai/Kimi-K2.6"
+OPENCUA_README = "https://github.com/xlang-ai/OpenCUA (README; the OpenCUA-72B model card)"
+KIMI_K2_PARSER = "vllm-project/vllm vllm/reasoning/kimi_k2_reasoning_parser.py @ 01a703487ceb"
+# Three screenshots by default (current + two), the history the OSWorld agents of both families keep.
+IMAGES_SOURCE = "xlang-ai/OSWorld mm_agents/kimi and mm_agents/opencua (3 screenshots in the history)"
+REASONING_FIELD = Cited(
+    "thinking arrives as `reasoning` on vLLM >= ~0.17 and `reasoning_content` before (both are read)",
+    "https://github.com/vllm-project/vllm/pull/33402",
+)
+
+
+def _k2_image_tokens(width: int, height: int, in_token_limit: int) -> int:
+    from agent.models.kimi_k2.vision import image_tokens
+
+    return image_tokens(width, height, in_token_limit)
+
+
+def _k2(hub_id: str, min_vllm: Cited, tp_source: str) -> ServingFacts:
+    return ServingFacts(
+        hub_id=hub_id,
+        min_vllm=min_vllm,
+        weights_gb=None,  # not in the gathered sources: the published command's GPUs are used instead
+        trust_remote_code=True,  # the K2.5 deploy guide's command
+        reasoning_parser=Cited("kimi_k2", KIMI_K2_PARSER),
+        image_limit=Cited("3", IMAGES_SOURCE),
+        notes=(REASONING_FIELD,),
+        image_tokens=_k2_image_tokens,  # MoonViT-3d "navit" rule (agent/models/kimi_k2/vision.py)
+        # <|media_begin|> image <|media_content|> ... <|media_end|>: vLLM kimi_k25.py get_placeholder_str.
+        image_wrapper_tokens=4,
+        render=None,  # we have no renderer of the K2.x chat template here
+        tensor_parallel=Cited("8", tp_source),
+        extra_args=Cited("--mm-encoder-tp-mode data --tool-call-parser kimi_k2", K25_GUIDE),
+        unknowns=(Cited("the GB of the weights", "not in the K2.5 deploy guide or the K2.6 recipe"),),
+    )
+
+
+K25_FACTS = _k2(
+    "moonshotai/Kimi-K2.5",
+    # "available in nightly vLLM wheel" at release; the first release is not established (~0.15, inferred).
+    Cited(UNKNOWN, K25_GUIDE),
+    K25_GUIDE,
+)
+K26_FACTS = _k2("moonshotai/Kimi-K2.6", Cited("0.19.1", K26_RECIPE), K26_RECIPE + " (8x H200, INT4)")
+
+
+def _qwen_image_tokens(width: int, height: int, in_token_limit: int) -> int:
+    # Qwen2.5-VL's ViT: 14-pixel patches merged 2x2, so one token per 28x28 of the smart_resize size.
+    from agent.models.opencua.resize import model_size
+
+    w, h = model_size(width, height, in_token_limit)
+    return (w // 28) * (h // 28)
+
+
+def _opencua(size: str, tp: str) -> ServingFacts:
+    return ServingFacts(
+        hub_id=f"xlangai/OpenCUA-{size}",
+        min_vllm=Cited("0.12.0", OPENCUA_README),  # "Requires vllm>=0.12.0 with --trust-remote-code"
+        weights_gb=None,
+        trust_remote_code=True,
+        reasoning_parser=None,
+        image_limit=Cited("3", IMAGES_SOURCE),
+        notes=(),
+        image_tokens=_qwen_image_tokens,
+        image_wrapper_tokens=2,  # <|vision_start|> ... <|vision_end|> (Qwen2.5-VL; inferred for OpenCUA)
+        render=None,  # OpenCUA's remote-code template is not rendered here
+        tensor_parallel=Cited(tp, OPENCUA_README),
+        unknowns=(Cited("the GB of the weights", "not in the OpenCUA README"),),
+    )
+
+
+OPENCUA_FACTS = {"7b": _opencua("7B", "1"), "32b": _opencua("32B", "4"), "72b": _opencua("72B", "8")}
+
+# OpenCUA-A3B is a Kimi-VL checkpoint: served like Kimi-VL (vLLM >= 0.8.5 inferred, facts 2.8).
+OPENCUA_A3B_FACTS = ServingFacts(
+    hub_id="xlangai/OpenCUA-A3B",
+    min_vllm=Cited(KIMI_VL_FACTS.min_vllm.value, "Kimi-VL architecture: " + KIMI_VL_FACTS.min_vllm.source),
+    weights_gb=None,
+    trust_remote_code=True,
+    reasoning_parser=None,
+    image_limit=Cited("3", IMAGES_SOURCE),
+    notes=KIMI_VL_FACTS.notes,
+    image_tokens=KIMI_VL_FACTS.image_tokens,
+    image_wrapper_tokens=KIMI_VL_FACTS.image_wrapper_tokens,
+    render=None,  # its chat template is OpenCUA's, not verified to equal Kimi-VL's
+    unknowns=(
+        Cited("an OpenCUA-A3B-specific serve command", OPENCUA_README),
+        Cited("the GB of the weights", "not in the OpenCUA README"),
+    ),
+)
+
+
+def facts_by_profile(profile_name: str, served_root: str) -> ServingFacts | None:
+    if profile_name == "kimi-vl":
+        return KIMI_VL_FACTS
+    if profile_name == "kimi-k2":
+        from agent.models.kimi_k2.variants import guess_variant
+
+        return K25_FACTS if guess_variant(served_root) == "k2.5" else K26_FACTS
+    if profile_name == "opencua":
+        from agent.models.opencua.variants import guess_variant as guess_size
+
+        return OPENCUA_FACTS.get(guess_size(served_root) or "", OPENCUA_FACTS["7b"])
+    if profile_name == "opencua-a3b":
+        return OPENCUA_A3B_FACTS
+    return None
