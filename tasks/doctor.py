@@ -16,7 +16,7 @@ from rich.text import Text
 
 from agent.deps import declared_range
 from agent.models.profile import ModelProfile
-from agent.models.registry import choose_profile
+from agent.models.registry import PROFILES, choose_profile
 from tasks.cli_common import model_profile_flag, parser
 from tasks.doctor_checks import local
 from tasks.doctor_checks.facts import facts_for
@@ -44,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=120.0, help="seconds one probe may take (default 120)")
     model_profile_flag(p)
     p.add_argument(
-        "--variant", choices=["instruct", "thinking", "thinking-2506"], help="as the main command's"
+        "--variant",
+        choices=sorted({v for p in PROFILES.values() for v in p.variants}),
+        help="as the main command's (the profile's own variants)",
     )
     p.add_argument("--in-token-limit", type=int, help="as the main command's")
     p.add_argument("--max-new-tokens", type=int, help="as the main command's (default: the variant's)")

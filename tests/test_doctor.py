@@ -241,8 +241,26 @@ OPENCUA_REPLY = "## Action:\nClick the button.\n## Code:\n```python\npyautogui.c
             ],
             ["https://github.com/xlang-ai/OpenCUA", "vLLM >= 0.12.0", "UNKNOWN: the GB of the weights"],
         ),
+        (
+            "moonshotai/Kimi-K2.5",
+            "kimi-k2.5",
+            "agent.models.kimi_k2.vision",
+            K2_REPLY,
+            "profile kimi-k2",
+            ["vllm serve moonshotai/Kimi-K2.5 --served-model-name kimi-k2.5", "--reasoning-parser kimi_k2"],
+            ["the first vLLM release serving this model: UNKNOWN", "docs/deploy_guidance.md"],
+        ),
+        (
+            "xlangai/OpenCUA-A3B",
+            "opencua-a3b",
+            "agent.models.kimi_vl.vision",
+            K2_REPLY,
+            "profile opencua-a3b",
+            ["vllm serve xlangai/OpenCUA-A3B --served-model-name opencua-a3b --trust-remote-code"],
+            ["vLLM >= 0.8.5", "UNKNOWN: an OpenCUA-A3B-specific serve command"],
+        ),
     ],
-    ids=["kimi-k2.6", "opencua-32b"],
+    ids=["kimi-k2.6", "opencua-32b", "kimi-k2.5", "opencua-a3b"],
 )
 def test_other_profiles_get_their_facts_and_no_false_fail(
     serve: Any,
@@ -257,14 +275,19 @@ def test_other_profiles_get_their_facts_and_no_false_fail(
     from agent.models.kimi_k2.vision import image_tokens as k2_tokens
     from tasks.doctor_checks.serving_facts import OPENCUA_FACTS
 
-    image_rule = k2_tokens if rule.startswith("agent") else OPENCUA_FACTS["32b"].image_tokens
-    # The server's processor at the checkpoint's own limit (K2.x: in_patch_limit 16384; OpenCUA's max_pixels).
-    limit = 16384 if rule.startswith("agent") else 65536
+    # The server's processor at the checkpoint's own limit (K2.x: in_patch_limit 16384; OpenCUA's max_pixels;
+    # OpenCUA-A3B: Kimi-VL's MoonViT at 4096).
+    rules = {
+        "agent.models.kimi_k2.vision": (k2_tokens, 16384),
+        "opencua": (OPENCUA_FACTS["32b"].image_tokens, 65536),
+        "agent.models.kimi_vl.vision": (KIMI_VL_FACTS.image_tokens, 4096),
+    }
+    image_rule, limit = rules[rule]
     # The tiny tokenizer splits the word "image" into several tokens; the real K2.x one has it as one. The
     # server's image block is the family's: 4 tokens around the pads (K2.x), 2 (Qwen2.5-VL's vision markers).
     block = "<|media_start|>image<|media_content|><|media_pad|><|media_end|>"
     wrapped = "<|media_start|><|im_middle|><|media_content|><|media_pad|><|media_end|>"
-    if not rule.startswith("agent"):
+    if rule == "opencua":
         wrapped = "<|media_start|><|media_pad|><|media_end|>"
     server = serve(
         root=root,
