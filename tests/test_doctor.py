@@ -310,6 +310,7 @@ def test_other_profiles_get_their_facts_and_no_false_fail(
     # Our renderer is Kimi-VL's: the template check says it cannot compare, rather than failing.
     assert found["chat template"].status is Status.WARN
     assert "cannot render" in found["chat template"].found
+    assert "--tokenizer" not in found["chat template"].fix
     assert found["image tokens"].status is Status.OK, out
     for part in [*command, *sources]:
         assert part in out, part

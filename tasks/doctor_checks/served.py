@@ -97,7 +97,7 @@ def check_server(
     results.append(server.check_tokenize(tok.status))
 
     render, why = _renderer(args, root or model, facts, limit, find_tokenizer)
-    results.append(_template(http, model, tok.status == 200, render, why, limit))
+    results.append(_template(http, model, tok.status == 200, render, why, limit, facts))
     results.append(_image_tokens(http, model, render, facts, limit))
     shots = [probe_screenshot((160, 120)) for _ in range(images)]
     multi = http.chat(model, to_openai([image_message(shots, "How many images?")], limit), max_tokens=1)
@@ -146,12 +146,24 @@ def _renderer(
 
 
 def _template(
-    http: Http, model: str, tokenize: bool, render: Render | None, why: str, limit: int
+    http: Http,
+    model: str,
+    tokenize: bool,
+    render: Render | None,
+    why: str,
+    limit: int,
+    facts: ServingFacts | None,
 ) -> CheckResult:
     if not tokenize:
         return server.check_template(None, None, "the server has no /tokenize")
     if render is None:
-        return server.check_template(None, None, why)
+        # A family whose template we do not render: a tokenizer would not help, so don't ask for one.
+        fix = (
+            "serve the checkpoint's own chat template (no --chat-template)"
+            if facts is not None and facts.render is None
+            else "pass --tokenizer CHECKPOINT_DIR"
+        )
+        return server.check_template(None, None, why, fix)
     probe = probe_conversation()
     body = {
         "model": model,

@@ -110,12 +110,17 @@ def check_tokenize(status: int | None) -> CheckResult:
     )
 
 
-def check_template(ours: list[int] | None, theirs: list[int] | None, why_skipped: str = "") -> CheckResult:
+def check_template(
+    ours: list[int] | None,
+    theirs: list[int] | None,
+    why_skipped: str = "",
+    fix: str = "pass --tokenizer CHECKPOINT_DIR",
+) -> CheckResult:
     """Our rendering of a probe conversation against the server's chat template (POST /tokenize,
     messages form): any difference means the model sees prompts unlike the ones we count and record."""
     name = "chat template"
     if ours is None or theirs is None:
-        return CheckResult.warn(name, f"not compared: {why_skipped}", "pass --tokenizer CHECKPOINT_DIR")
+        return CheckResult.warn(name, f"not compared: {why_skipped}", fix)
     if ours == theirs:
         return CheckResult.ok(
             name, f"the server renders the probe conversation as we do ({len(ours)} tokens)"
