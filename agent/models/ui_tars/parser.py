@@ -233,7 +233,7 @@ def _split_reply(text: str) -> tuple[str, str]:
     for line in text.split("\n"):
         m = _LABEL.match(line)
         if m:
-            label, rest = m.group(1).lower(), line[m.end() :]
+            label, rest = m.group(1).lower(), line[m.end() :].lstrip()
             if label == "action":
                 action = current = [rest]
                 continue
@@ -261,11 +261,13 @@ def parse_reply(text: str, finish_reason: str = "stop") -> ParsedReply:
     if len(calls) > MAX_ACTIONS:
         out.error = f"too many actions ({len(calls)} > {MAX_ACTIONS}) after Action:"
         return out
+    name = ""
     try:
         for call in calls:
-            out.actions.extend(to_actions(*read_call(call)))
+            name, args = read_call(call)
+            out.actions.extend(to_actions(name, args))
     except ParseError as e:
         out.error, out.actions = f"{e}{cut}", []
     except ValidationError as e:
-        out.error, out.actions = f"bad action: {brief_error(e)}{cut}", []
+        out.error, out.actions = f"{name}: {brief_error(e)}{cut}", []
     return out
