@@ -231,3 +231,107 @@ def test_published_figures_are_the_open_7b() -> None:
     assert [v for _, v in refs] == [27.5, 24.5, 27.3, 27.4]
     assert refs[0][0] == "UI-TARS README, OSWorld, 100 steps"
     assert [v for _, v in published_references("ui-tars-1.5-7b", None)] == [27.5, 24.5, 27.3, 27.4]
+
+
+@pytest.mark.slow
+def test_cli_with_a_uitars_server_clicks_the_intended_pixels(tmp_path, kept_sandboxes, capsys) -> None:  # type: ignore[no-untyped-def]
+    """The whole loop: a loopback OpenAI-compatible server reporting ByteDance-Seed/UI-TARS-1.5-7B
+    answers in UI-TARS's format with pixels of the 1288x812 image the model sees of a 1280x800 screen;
+    the clickpad in the sandbox records where the pointer really went."""
+    import json
+    import sys
+    from pathlib import Path
+
+    from conftest import kept_home
+    from fake_openai_server import FakeOpenAI, Reply
+
+    from agent.trajectory import read_steps
+    from tasks.cli import main
+
+    server = FakeOpenAI(models=("ui-tars",), roots={"ui-tars": "ByteDance-Seed/UI-TARS-1.5-7B"})
+    pad = Path(__file__).with_name("clickpad.py")
+    first = "Thought: I click the middle.\nAction: click(start_box='<|box_start|>(966.5,406.5)<|box_end|>')"
+    second = "Thought: Now the corner, twice.\nAction: left_double(point='<point>100 50</point>')"
+    try:
+        # (966.5, 406.5) -> (floor(966.5*1280/1288), floor(406.5*800/812)) = (960, 400); (100, 50) -> (99, 49)
+        server.replies.extend([Reply(first), Reply(second), Reply(DONE)])
+        out = tmp_path / "run"
+        args = ["click", "--backend", "openai", "--base-url", server.url, "--model", "ui-tars"]
+        args += [
+            "--size",
+            "1280x800",
+            "--out",
+            str(out),
+            "--app",
+            f"{sys.executable} {pad} pad.jsonl",
+            "--keep",
+        ]
+        code = main(args)
+        assert code == 0, capsys.readouterr().out
+        events = [
+            json.loads(line) for line in (kept_home(kept_sandboxes) / "pad.jsonl").read_text().splitlines()
+        ]
+        downs = [(e["x"], e["y"]) for e in events if e["kind"] == "down"]
+        assert downs == [(960, 400), (99, 49), (99, 49)]  # a click, then a double click
+        steps = read_steps(out)
+        assert [s.actions[0].screen_points for s in steps[:2]] == [[(960, 400)], [(99, 49)]]
+        model = json.loads((out / "run.json").read_text())["model"]
+        assert (model["model_profile"], model["variant"], model["prompt_profile"]) == (
+            "ui-tars-1.5",
+            "7b",
+            "osworld",
+        )
+        assert (model["temperature"], model["max_new_tokens"]) == (0.0, 1000)
+        third = server.requests[2]["messages"]
+        assert third[0]["content"].startswith(
+            "You are a GUI agent. You are given a task and your action history"
+        )
+        history = [m["content"] for m in third if m["role"] == "assistant"]
+        assert history == [first, second]  # past Thought/Action replayed as the model wrote them
+        last = third[-1]["content"]
+        assert last[0]["type"] == "image_url" and last[-1]["text"].startswith("## User Instruction\n")
+        images = [
+            p
+            for m in third
+            if isinstance(m["content"], list)
+            for p in m["content"]
+            if p["type"] == "image_url"
+        ]
+        assert len(images) == 3 and server.requests[2]["temperature"] == 0.0
+    finally:
+        server.close()
+
+
+@pytest.mark.slow
+def test_an_osworld_suite_task_with_a_uitars_server_scores_and_prints_its_published_figures(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`bench osworld run os-hello-file --backend openai` against a loopback server reporting
+    ByteDance-Seed/UI-TARS-1.5-7B: UI-TARS's prompt goes out, its type(content=...) is typed and
+    submitted, OSWorld's evaluator scores the task 1.0, and UI-TARS-1.5-7B's figures are printed."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from fake_openai_server import FakeOpenAI, Reply
+
+    eval_venv = os.environ.get("KIMI_OSWORLD_EVAL_VENV") or str(
+        Path(__file__).parents[1] / ".cache" / "osworld-eval"
+    )
+    server = FakeOpenAI(models=("ui-tars-1.5-7b",), roots={"ui-tars-1.5-7b": "ByteDance-Seed/UI-TARS-1.5-7B"})
+    write = "Thought: I write the file from the terminal.\nAction: type(content='echo \\'Hello, OSWorld!\\' > ~/hello.txt\\n')"
+    server.replies.extend([Reply(write), Reply(DONE)])
+    try:
+        r = subprocess.run(
+            [sys.executable, "-m", "tasks.cli", "bench", "osworld", "run", "os-hello-file", "--backend", "openai",
+             "--model", "ui-tars-1.5-7b", "--base-url", server.url, "--out", str(tmp_path / "out"), "--max-steps", "5"],
+            env={**os.environ, "KIMI_OSWORLD_EVAL_VENV": eval_venv, "XDG_CACHE_HOME": str(tmp_path / "cache")},
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        assert "score 1 (mean 1.00)" in r.stdout
+        assert "published: UI-TARS README, OSWorld, 100 steps: 27.50%" in r.stdout
+        assert "8.22" not in r.stdout  # not Kimi-VL's
+        system = server.requests[0]["messages"][0]["content"]
+        assert "## Action Space\nclick(start_box='<|box_start|>(x1,y1)<|box_end|>')" in system
+    finally:
+        server.close()
