@@ -335,3 +335,39 @@ def test_an_osworld_suite_task_with_a_uitars_server_scores_and_prints_its_publis
         assert "## Action Space\nclick(start_box='<|box_start|>(x1,y1)<|box_end|>')" in system
     finally:
         server.close()
+
+
+def test_a_screenspot_run_reads_a_uitars_servers_points_in_its_resized_pixels(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`bench screenspot run` against a loopback server reporting ByteDance-Seed/UI-TARS-1.5-7B: a
+    200x100 screenshot is seen as 420x224 (smart_resize at min_pixels 78400), so the model's (126, 90)
+    is the image's (60, 40.2), inside the box (40..80, 20..60); a point beyond its image is no point."""
+    import json
+
+    from fake_openai_server import FakeOpenAI, Reply
+    from test_screenspot_runner import answer_by_instruction, write_pro
+
+    from tasks.screenspot.cli import main
+
+    replies = {
+        "target 0": "Thought: the target.\nAction: click(start_box='<|box_start|>(126,90)<|box_end|>')",
+        "target 1": "click(start_box='(126,90)')",  # a bare grounding answer
+        "target 2": "Action: click(start_box='(420,90)')",  # beyond the 420 pixels the model saw
+        "target 3": "Action: click(point='<point>10 10</point>')",  # (4.8, 4.5): outside the box
+    }
+    data = write_pro(tmp_path / "pro", [{}, {}, {}, {}])
+    server = FakeOpenAI(models=("ui-tars",), roots={"ui-tars": "ByteDance-Seed/UI-TARS-1.5-7B"})
+    try:
+        answer_by_instruction(server, lambda instruction: Reply(text=replies[instruction]))
+        out = tmp_path / "out"
+        args = ["run", str(data), "--out", str(out), "--model", "ui-tars", "--base-url", server.url]
+        assert main([*args, "--no-progress"]) == 0
+    finally:
+        server.close()
+    details = {d["id"]: d for d in json.loads((out / "results.json").read_text())["details"]}
+    assert [details[f"s{i}"]["correctness"] for i in range(4)] == [
+        "correct",
+        "correct",
+        "wrong_format",
+        "wrong",
+    ]
+    assert details["s0"]["pred"] == pytest.approx([126 * 200 / 420, 90 * 100 / 224])
