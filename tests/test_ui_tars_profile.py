@@ -337,7 +337,7 @@ def test_an_osworld_suite_task_with_a_uitars_server_scores_and_prints_its_publis
         server.close()
 
 
-def test_a_screenspot_run_reads_a_uitars_servers_points_in_its_resized_pixels(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_screenspot_run_reads_a_uitars_servers_points_in_its_resized_pixels(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     """`bench screenspot run` against a loopback server reporting ByteDance-Seed/UI-TARS-1.5-7B: a
     200x100 screenshot is seen as 420x224 (smart_resize at min_pixels 78400), so the model's (126, 90)
     is the image's (60, 40.2), inside the box (40..80, 20..60); a point beyond its image is no point."""
@@ -371,3 +371,10 @@ def test_a_screenspot_run_reads_a_uitars_servers_points_in_its_resized_pixels(tm
         "wrong",
     ]
     assert details["s0"]["pred"] == pytest.approx([126 * 200 / 420, 90 * 100 / 224])
+    # Its own published ScreenSpot-Pro figure (UI-TARS README, 7B), named as its, not Kimi-VL's, and
+    # held back from a run over 4 of the 1581 samples.
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "UI-TARS-1.5's published 49.6 (7b) is over the whole set in English" in printed
+    assert "4 of the 1581 samples scored" in printed and "Kimi-VL" not in printed
+    run = json.loads((out / "run.json").read_text())
+    assert "ByteDance-Seed/UI-TARS-1.5-7B" in json.dumps(run)

@@ -8,6 +8,7 @@ run_multienv_uitars15_v1.py @ 2d10a46921a3b7c9e9c63ee2f061056e2eee8269): tempera
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 from agent.models.qwen_vision import WIRE_PATCH_LIMIT
 
 VARIANTS = ("7b",)
+_SEVEN_B = re.compile(r"(?:ui[-_]?tars).{0,12}\b7b\b", re.I)  # ByteDance-Seed/UI-TARS-1.5-7B
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,8 @@ def resolve_variant(
 ) -> ResolvedVariant:
     if override is not None and override not in VARIANTS:
         raise ValueError(f"--variant {override}: UI-TARS-1.5's are {', '.join(VARIANTS)}")
-    source = "--variant" if override is not None else "default (the one open checkpoint)"
+    named = next((f"{what} {v!r}" for what, v in names if v and _SEVEN_B.search(v)), None)
+    source = "--variant" if override is not None else named or "default (the one open checkpoint)"
     variant, limit_source = Variant(VARIANTS[0]), "the 7b default"
     if in_token_limit_override is not None:
         variant, limit_source = replace(variant, in_token_limit=in_token_limit_override), "--in-token-limit"
