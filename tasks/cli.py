@@ -61,7 +61,7 @@ VARIANTS = [
     "32b",
     "72b",
     "a3b",
-]  # Kimi-VL's, Kimi K2's, OpenCUA's
+]  # Kimi-VL's, Kimi K2's, OpenCUA's (UI-TARS-1.5's one, 7b, is among them)
 PROFILES = ["append", "osworld"]
 LAYOUTS = [
     *PROFILES,
@@ -220,7 +220,7 @@ def model_flags(p: argparse.ArgumentParser) -> None:
         "--variant",
         choices=VARIANTS,
         help="which checkpoint of the model family this is (Kimi-VL: instruct, thinking, thinking-2506; "
-        "Kimi K2: k2.5, k2.6; OpenCUA: 7b, 32b, 72b, a3b); default: from the checkpoint the backend reports",
+        "Kimi K2: k2.5, k2.6; OpenCUA: 7b, 32b, 72b, a3b; UI-TARS-1.5: 7b); default: from the checkpoint the backend reports",
     )
     m.add_argument(
         "--in-token-limit", type=int, help="MoonViT's patch limit per image; default: the checkpoint's"
@@ -242,7 +242,7 @@ def model_flags(p: argparse.ArgumentParser) -> None:
         "--prompt-profile",
         choices=LAYOUTS,
         help="history layout and wording (default: the model profile's own: append for kimi-vl, osworld "
-        "for kimi-k2, opencua-l2 for OpenCUA; docs/prompts.md)",
+        "for kimi-k2 and ui-tars-1.5, opencua-l2 for OpenCUA; docs/prompts.md)",
     )
     m.add_argument(
         "--prompt-dir",

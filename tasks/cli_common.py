@@ -159,7 +159,7 @@ def sleep_after_flag(p: argparse.ArgumentParser) -> None:
 
 # Spelled out so that --help does not import the models: agent.models.registry.profile_names(),
 # checked by tests/test_model_profiles.py.
-MODEL_PROFILES = ["auto", "opencua", "opencua-a3b", "kimi-vl", "kimi-k2"]
+MODEL_PROFILES = ["auto", "opencua", "opencua-a3b", "kimi-vl", "kimi-k2", "ui-tars-1.5"]
 
 
 class AddsArguments(Protocol):

@@ -239,9 +239,11 @@ def test_the_cli_spells_the_variants_and_profiles_as_the_code_does() -> None:
     from agent.models.kimi_k2.variants import VARIANTS as K2_VARIANTS
     from agent.models.kimi_vl.variants import VariantName
     from agent.models.opencua.variants import A3B_VARIANTS, QWEN_VARIANTS
+    from agent.models.ui_tars.variants import VARIANTS as UI_TARS_VARIANTS
     from tasks import cli
 
     assert [*get_args(VariantName), *K2_VARIANTS, *QWEN_VARIANTS, *A3B_VARIANTS] == cli.VARIANTS
+    assert set(UI_TARS_VARIANTS) <= set(cli.VARIANTS)  # "7b", shared with OpenCUA's
     assert list(PROFILES) == cli.PROFILES and [*PROFILES, *OPENCUA_LAYOUTS] == cli.LAYOUTS
 
 

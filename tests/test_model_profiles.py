@@ -28,7 +28,7 @@ def test_a_named_profile_is_taken_and_an_unknown_name_is_one_line_listing_them()
     with pytest.raises(ValueError) as e:
         choose_profile("kimi_vl")
     assert str(e.value) == f"unknown model profile 'kimi_vl' (choose from {', '.join(profile_names())})"
-    assert profile_names() == ["auto", "opencua", "opencua-a3b", "kimi-vl", "kimi-k2"]
+    assert profile_names() == ["auto", "opencua", "opencua-a3b", "kimi-vl", "kimi-k2", "ui-tars-1.5"]
 
 
 @pytest.mark.parametrize(
@@ -160,13 +160,13 @@ def test_an_unknown_profile_is_one_line_naming_the_profiles(command: list[str], 
     from tasks.cli import main
 
     with pytest.raises(SystemExit) as e:
-        main([*command, "--model-profile", "ui-tars"])
+        main([*command, "--model-profile", "no-such-model"])
     assert e.value.code == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     # One line says what was wrong and what there is (rollout's parser shows its usage above it, as
     # for every bad flag there).
     choices = ", ".join(repr(n) for n in profile_names())
-    assert f"--model-profile: invalid choice: 'ui-tars' (choose from {choices})" in err[-1]
+    assert f"--model-profile: invalid choice: 'no-such-model' (choose from {choices})" in err[-1]
     assert len(err) == 1 or err[0].startswith("usage: kimi-agent rollout"), err
 
 

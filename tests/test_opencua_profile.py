@@ -12,8 +12,8 @@ from __future__ import annotations
 import pytest
 
 from agent.models.opencua.parser import MAX_REPLY_CHARS, parse_reply
-from agent.models.opencua.resize import model_size, smart_resize
 from agent.models.profile import shot_pixel
+from agent.models.qwen_vision import model_size, smart_resize
 from agent.models.registry import PROFILES, choose_profile
 from env.actions import Click, Done, Drag, Point, Scroll, TypeText, Wait
 from env.geometry import ScreenGeometry

@@ -10,9 +10,10 @@ from agent.models.kimi_k2.profile import KIMI_K2
 from agent.models.kimi_vl.profile import KIMI_VL
 from agent.models.opencua.profile import OPENCUA, OPENCUA_A3B
 from agent.models.profile import ModelProfile
+from agent.models.ui_tars.profile import UI_TARS
 
 # OpenCUA before Kimi-VL: OpenCUA-A3B is a Kimi-VL checkpoint (its config may say kimi_vl); its name decides.
-PROFILES: dict[str, ModelProfile] = {p.name: p for p in (OPENCUA, OPENCUA_A3B, KIMI_VL, KIMI_K2)}
+PROFILES: dict[str, ModelProfile] = {p.name: p for p in (OPENCUA, OPENCUA_A3B, KIMI_VL, KIMI_K2, UI_TARS)}
 # What a run uses when nothing says which family it is (every run did before profiles existed).
 DEFAULT_PROFILE = KIMI_VL
 AUTO = "auto"

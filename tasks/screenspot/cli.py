@@ -218,6 +218,14 @@ class Setup:
         """The model profile the run served (its published figures are the only ones shown)."""
         return str(self.settings.get("model_profile", "kimi-vl"))
 
+    @property
+    def who(self) -> str:
+        """Whose published figure it is, for people: the profile's title."""
+        from agent.models.registry import PROFILES
+
+        profile = PROFILES.get(self.profile)
+        return profile.title if profile is not None else self.profile
+
 
 def _run(args: argparse.Namespace, console: Console) -> int:
     from tasks.screenspot.datasets import load_dataset
@@ -273,10 +281,10 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     if why_not:
         figure = report.published(dataset.name, setup.resolved.variant.name, setup.profile)
         console.print(
-            f"[dim]Kimi-VL's published {figure} ({setup.resolved.variant.name}) is over the whole set in "
+            f"[dim]{setup.who}'s published {figure} ({setup.resolved.variant.name}) is over the whole set in "
             f"English; not shown beside this run: {escape('; '.join(why_not))}[/]"
         )
-    console.print(report.metrics_table(results, published=published))
+    console.print(report.metrics_table(results, published=published, who=setup.who))
     html = report.write_html(
         args.out / "report.html",
         samples,
@@ -286,6 +294,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         title=f"{dataset.name} · {settings['model']}",
         published=published,
         max_misses=args.max_misses,
+        who=setup.who,
     )
     console.print(f"wrote {escape(str(args.out / 'results.json'))} and {escape(str(html))}")
     if errors:

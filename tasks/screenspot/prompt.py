@@ -17,7 +17,7 @@ from agent.messages import ImagePart, Message, TextPart
 from agent.models.kimi_vl.parser import parse_grounding, parse_reply
 from agent.models.profile import ModelProfile
 from agent.models.pyautogui_code import first_inline_point
-from env.actions import Done
+from env.actions import Done, Point
 from prompts import load_prompt, placeholders
 
 
@@ -98,7 +98,7 @@ def _profile_point(
     in the profile's space: fractions of the image, or pixels of the image as the model saw it
     (``pixels_resized``: scaled back exactly, x * W / w'; a point beyond that image is no point)."""
     resized = profile.coordinates == "pixels_resized"
-    point = first_inline_point(reply, "pixels" if resized else "relative")
+    point = first_inline_point(reply, "pixels" if resized else "relative") or _parsed_point(reply, profile)
     if point is None:
         return None
     if point.space == "norm":
@@ -107,3 +107,15 @@ def _profile_point(
     if point.x >= mw or point.y >= mh:
         return None
     return point.x * size[0] / mw, point.y * size[1] / mh
+
+
+def _parsed_point(reply: str, profile: ModelProfile) -> Point | None:
+    """The first point the profile's own parser reads, for a family whose calls are not pyautogui's
+    (UI-TARS's ``click(start_box='(x,y)')``): the reply as it is, else as a bare call after ``Action:``."""
+    for text in (reply, f"Action: {reply.strip()}"):
+        parsed = profile.parse_reply(text, "stop")
+        for action in parsed.actions if parsed.error is None else []:
+            point = getattr(action, "point", None)
+            if isinstance(point, Point):
+                return point
+    return None

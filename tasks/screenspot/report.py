@@ -26,6 +26,8 @@ PUBLISHED: dict[tuple[str, str, str], float] = {
     ("kimi-vl", "screenspot-v2", "thinking-2506"): 91.4,
     ("kimi-vl", "osworld-g", "instruct"): 41.6,
     ("kimi-vl", "osworld-g", "thinking-2506"): 52.5,
+    # UI-TARS-1.5-7B: bytedance/UI-TARS README.md @ 582f3a7ea5d285ee8ed9e2e84048d1ab01453c49 (model-scale table)
+    ("ui-tars-1.5", "screenspot-pro", "7b"): 49.6,
 }
 # How many samples those figures are over: the whole test set (shared/docs/screenspot.md). A run
 # over fewer (a subset downloaded, records skipped, samples not answered) is not comparable.
@@ -58,14 +60,14 @@ def covers_published_set(results: Mapping[str, Any]) -> bool:
 # --- the terminal table ---------------------------------------------------------------------------------
 
 
-def metrics_table(results: Mapping[str, Any], published: float | None = None) -> Table:
+def metrics_table(results: Mapping[str, Any], published: float | None = None, who: str = "Kimi-VL") -> Table:
     """Accuracy per block of the results, ours beside the published figure on the headline row."""
     t = Table(title="grounding accuracy", title_justify="left")
     for name, kw in (("", {}), ("n", {"justify": "right"}), ("text", {"justify": "right"}),
                      ("icon", {"justify": "right"}), ("all", {"justify": "right"})):  # fmt: skip
         t.add_column(name, **kw)
     if published is not None:
-        t.add_column("Kimi-VL (published)", justify="right")
+        t.add_column(f"{who} (published)", justify="right")
     details = results.get("details") or []
     quirk = False
     for label, m, head in rows(results):
@@ -287,6 +289,7 @@ def write_html(
     title: str,
     published: float | None = None,
     max_misses: int = 60,
+    who: str = "Kimi-VL",
 ) -> Path:
     result = outcomes(samples, predictions, correctness)
     scored = [r for r in result.values() if r != "error"]
@@ -296,7 +299,7 @@ def write_html(
     if len(scored) < len(result):
         head += f" ({len(result) - len(scored)} could not be asked: errors, not scored)"
     if published is not None:
-        head += f" · Kimi-VL published: {published:.1f}%"
+        head += f" · {who} published: {published:.1f}%"
     charts = [
         bars_svg(f"accuracy by {key}", data, published)
         for key in BREAKDOWNS

@@ -22,9 +22,9 @@ from typing import Any
 from agent.history import OPENCUA_LAYOUTS
 from agent.models.kimi_vl.vision import model_size as moonvit_size
 from agent.models.opencua.parser import parse_reply
-from agent.models.opencua.resize import model_size
 from agent.models.opencua.variants import A3B_VARIANTS, QWEN_VARIANTS, guess_variant, resolver
 from agent.models.profile import ModelProfile
+from agent.models.qwen_vision import model_size
 from agent.models.reply import ParsedReply
 
 LAYOUTS = OPENCUA_LAYOUTS

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from agent.models.opencua.resize import WIRE_PATCH_LIMIT
 from agent.models.profile import VariantResolver
+from agent.models.qwen_vision import WIRE_PATCH_LIMIT
 
 # A3B is Kimi-VL-A3B based (relative coordinates, MoonViT); 7B/32B/72B are Qwen2.5-VL based
 # (absolute pixels of the smart-resized image). Two profiles, because the coordinate space and the

@@ -1,4 +1,5 @@
-"""The image size OpenCUA-7B/32B/72B see a screenshot at: Qwen2.5-VL's ``smart_resize`` rule.
+"""The image size Qwen2.5-VL based checkpoints (OpenCUA-7B/32B/72B, UI-TARS-1.5) see a screenshot at:
+Qwen2.5-VL's ``smart_resize`` rule. Shared: each family passes its own min_pixels.
 
 The rule, as the OpenCUA OSWorld agent applies it (OSWorld fork karakuri-ai/OSWorld-JP,
 mm_agents/opencua/opencua_agent.py @ 3301bf9fd54cef911c6788543fba9da99bd4bfcf, ``coordinate_type
@@ -52,8 +53,8 @@ def smart_resize(
     return w, h
 
 
-def model_size(width: int, height: int, in_token_limit: int) -> tuple[int, int]:
+def model_size(width: int, height: int, in_token_limit: int, min_pixels: int = MIN_PIXELS) -> tuple[int, int]:
     """The size the served model sees a ``width`` x ``height`` screenshot at: the image the openai
     backend sends (MoonViT's wire rule at ``in_token_limit``: the screenshot itself up to
-    WIRE_PATCH_LIMIT), then the server's smart_resize of it."""
-    return smart_resize(*wire_size(width, height, in_token_limit))
+    WIRE_PATCH_LIMIT), then the server's smart_resize of it (at the family's ``min_pixels``)."""
+    return smart_resize(*wire_size(width, height, in_token_limit), min_pixels=min_pixels)
