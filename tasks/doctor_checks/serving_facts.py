@@ -56,7 +56,7 @@ K26_FACTS = _k2("moonshotai/Kimi-K2.6", Cited("0.19.1", K26_RECIPE), K26_RECIPE 
 
 def _qwen_image_tokens(width: int, height: int, in_token_limit: int) -> int:
     # Qwen2.5-VL's ViT: 14-pixel patches merged 2x2, so one token per 28x28 of the smart_resize size.
-    from agent.models.opencua.resize import model_size
+    from agent.models.qwen_vision import model_size  # with OpenCUA's min_pixels, its default
 
     w, h = model_size(width, height, in_token_limit)
     return (w // 28) * (h // 28)
