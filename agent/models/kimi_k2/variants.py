@@ -12,9 +12,12 @@ checkpoint's media_proc_cfg ``in_patch_limit``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from typing import Any, Literal
+from dataclasses import dataclass
+from functools import partial
+from typing import Literal
+
+from agent.models import variants as shared
+from agent.models.variants import Family
 
 VariantName = Literal["k2.5", "k2.6"]
 VARIANTS: tuple[VariantName, ...] = ("k2.5", "k2.6")
@@ -52,48 +55,15 @@ def guess_variant(name: str) -> VariantName | None:
     return None
 
 
-@dataclass(frozen=True)
-class ResolvedVariant:
-    variant: Variant
-    source: str
-    in_token_limit_source: str
-
-    def record(self) -> dict[str, Any]:
-        v = self.variant
-        return {
-            "variant": v.name,
-            "variant_from": self.source,
-            "in_token_limit": v.in_token_limit,
-            "in_token_limit_from": self.in_token_limit_source,
-            "top_p": v.top_p,
-        }
-
-
-def resolve_variant(
-    *,
-    override: Any,
-    names: Sequence[tuple[str, str]],
-    in_token_limit: int | None = None,
-    in_token_limit_source: str = "",
-    in_token_limit_override: int | None = None,
-) -> ResolvedVariant:
-    """``--variant`` (k2.5 or k2.6; ValueError, one line, for another family's), else the first of
-    ``names`` that says which, else K2.6 (the newer, what Moonshot's API serves by default today)."""
-    if override is not None:
-        if override not in VARIANTS:
-            raise ValueError(
-                f"--variant {override!r} is not a Kimi K2 variant (choose from {', '.join(VARIANTS)})"
-            )
-        name, source = override, "--variant"
-    else:
-        found = next(
-            ((guess_variant(v), f"{what} {v!r}") for what, v in names if v and guess_variant(v)), None
-        )
-        name, source = found if found else ("k2.6", "default (no name said which variant)")
-    variant = Variant.named(name)
-    limit_source = f"the {variant.name} default (media_proc_cfg in_patch_limit)"
-    if in_token_limit_override is not None:
-        variant, limit_source = replace(variant, in_token_limit=in_token_limit_override), "--in-token-limit"
-    elif in_token_limit is not None:
-        variant, limit_source = replace(variant, in_token_limit=in_token_limit), in_token_limit_source
-    return ResolvedVariant(variant, source, limit_source)
+FAMILY: Family[Variant] = Family(
+    make=Variant.named,  # type: ignore[arg-type]
+    guess=guess_variant,
+    default="k2.6",  # the newer, what Moonshot's API serves by default today
+    allowed=VARIANTS,
+    bad_override=lambda o: f"--variant {o!r} is not a Kimi K2 variant (choose from {', '.join(VARIANTS)})",
+    limit_default_source=lambda name: f"the {name} default (media_proc_cfg in_patch_limit)",
+    extra_record=("top_p",),
+)
+# --variant (k2.5 or k2.6; ValueError, one line, for another family's), else the first checkpoint
+# name that says which, else K2.6.
+resolve_variant = partial(shared.resolve_variant, FAMILY)

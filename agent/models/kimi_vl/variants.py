@@ -3,9 +3,14 @@ which one a run uses, from ``--variant`` or the names of the checkpoint (shared/
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from typing import Any, Literal
+from dataclasses import dataclass
+from functools import partial
+from typing import Literal
+
+from agent.models import variants as shared
+from agent.models.variants import Family, ResolvedVariant
+
+__all__ = ["FAMILY", "ResolvedVariant", "Variant", "VariantName", "guess_variant", "resolve_variant"]
 
 VariantName = Literal["instruct", "thinking", "thinking-2506"]
 
@@ -48,47 +53,11 @@ def guess_variant(name: str) -> VariantName | None:
     return None
 
 
-@dataclass(frozen=True)
-class ResolvedVariant:
-    """The variant a run uses and where each part of it came from (recorded in run.json)."""
-
-    variant: Variant
-    source: str
-    in_token_limit_source: str
-
-    def record(self) -> dict[str, Any]:
-        v = self.variant
-        return {
-            "variant": v.name,
-            "variant_from": self.source,
-            "in_token_limit": v.in_token_limit,
-            "in_token_limit_from": self.in_token_limit_source,
-        }
-
-
-def resolve_variant(
-    *,
-    override: VariantName | None,
-    names: Sequence[tuple[str, str]],
-    in_token_limit: int | None = None,
-    in_token_limit_source: str = "",
-    in_token_limit_override: int | None = None,
-) -> ResolvedVariant:
-    """``--variant`` wins; else the first of ``names`` ((what, value), most reliable first: the
-    checkpoint the server loaded, the checkpoint directory, the served name) that says which; else
-    Instruct. The patch limit: ``--in-token-limit``, else the checkpoint's own (preprocessor_config),
-    else the variant's."""
-    if override is not None:
-        name, source = override, "--variant"
-    else:
-        found = next(
-            ((guess_variant(v), f"{what} {v!r}") for what, v in names if v and guess_variant(v)), None
-        )
-        name, source = found if found else ("instruct", "default (no name said which variant)")
-    variant = Variant.named(name)  # type: ignore[arg-type]
-    limit_source = f"the {variant.name} default"
-    if in_token_limit_override is not None:
-        variant, limit_source = replace(variant, in_token_limit=in_token_limit_override), "--in-token-limit"
-    elif in_token_limit is not None:
-        variant, limit_source = replace(variant, in_token_limit=in_token_limit), in_token_limit_source
-    return ResolvedVariant(variant, source, limit_source)
+FAMILY: Family[Variant] = Family(
+    make=Variant.named,  # type: ignore[arg-type]
+    guess=guess_variant,
+    default="instruct",
+)
+# --variant wins; else the first checkpoint name that says which; else Instruct. The patch limit:
+# --in-token-limit, else the checkpoint's own (preprocessor_config), else the variant's.
+resolve_variant = partial(shared.resolve_variant, FAMILY)

@@ -8,12 +8,13 @@ does not matter at temperature 0). None of them thinks: replies are plain text.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass
+from functools import partial
 
+from agent.models import variants as shared
 from agent.models.profile import VariantResolver
 from agent.models.qwen_vision import WIRE_PATCH_LIMIT
+from agent.models.variants import Family
 
 # A3B is Kimi-VL-A3B based (relative coordinates, MoonViT); 7B/32B/72B are Qwen2.5-VL based
 # (absolute pixels of the smart-resized image). Two profiles, because the coordinate space and the
@@ -44,52 +45,13 @@ def guess_variant(name: str) -> str | None:
     return m.group(1).lower() if m else None
 
 
-@dataclass(frozen=True)
-class ResolvedVariant:
-    variant: Variant
-    source: str
-    in_token_limit_source: str
-
-    def record(self) -> dict[str, Any]:
-        v = self.variant
-        return {
-            "variant": v.name,
-            "variant_from": self.source,
-            "in_token_limit": v.in_token_limit,
-            "in_token_limit_from": self.in_token_limit_source,
-        }
-
-
 def resolver(names_allowed: tuple[str, ...]) -> VariantResolver:
     """The variant resolver of a profile whose variants are ``names_allowed`` (the first: default)."""
-
-    def resolve(
-        *,
-        override: Any,
-        names: Sequence[tuple[str, str]],
-        in_token_limit: int | None = None,
-        in_token_limit_source: str = "",
-        in_token_limit_override: int | None = None,
-    ) -> ResolvedVariant:
-        if override is not None:
-            if override not in names_allowed:
-                raise ValueError(f"--variant {override}: OpenCUA's are {', '.join(names_allowed)}")
-            name, source = str(override), "--variant"
-        else:
-            found = next(
-                ((g, f"{what} {v!r}") for what, v in names if v and (g := guess_variant(v)) in names_allowed),
-                None,
-            )
-            name, source = found if found else (names_allowed[0], "default (no name said which variant)")
-        variant = variant_named(name)
-        limit_source = f"the {name} default"
-        if in_token_limit_override is not None:
-            variant, limit_source = (
-                replace(variant, in_token_limit=in_token_limit_override),
-                "--in-token-limit",
-            )
-        elif in_token_limit is not None:
-            variant, limit_source = replace(variant, in_token_limit=in_token_limit), in_token_limit_source
-        return ResolvedVariant(variant, source, limit_source)
-
-    return resolve
+    family = Family(
+        make=variant_named,
+        guess=guess_variant,
+        default=names_allowed[0],
+        allowed=names_allowed,
+        bad_override=lambda o: f"--variant {o}: OpenCUA's are {', '.join(names_allowed)}",
+    )
+    return partial(shared.resolve_variant, family)
