@@ -13,11 +13,14 @@ import ast
 import math
 import re
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import ValidationError
 
+from agent.models.reply import ParsedReply
 from env.actions import (
     MAX_PIXEL,
     Action,
@@ -98,6 +101,22 @@ _BUTTONS = {"primary": "left", "secondary": "right"}  # pyautogui's aliases
 
 class ParseError(ValueError):
     pass
+
+
+@contextmanager
+def reading_code(out: ParsedReply, *, pathological: bool = True) -> Iterator[None]:
+    """Turns a failure to read the reply's code into ``out.error`` (one line, for the model) with no
+    actions or notes: a ParseError's message; the parser's own nesting limits; and, where
+    ``pathological``, any other ValueError or TypeError that odd input raises."""
+    others: tuple[type[Exception], ...] = (ValueError, TypeError) if pathological else ()
+    try:
+        yield
+    except ParseError as e:
+        out.error, out.actions, out.notes = str(e), [], []
+    except (RecursionError, MemoryError):
+        out.error, out.actions, out.notes = "code is nested too deeply to read", [], []
+    except others as e:
+        out.error, out.actions, out.notes = f"cannot read the code: {type(e).__name__}", [], []
 
 
 def parse_code(code: str, points: PointRule = "auto") -> list[Action]:

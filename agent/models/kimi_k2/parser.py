@@ -32,8 +32,8 @@ from __future__ import annotations
 
 import re
 
-from agent.models.pyautogui_code import ParseError, read_code
-from agent.models.reply import ParsedReply
+from agent.models.pyautogui_code import ParseError, read_code, reading_code
+from agent.models.reply import ParsedReply, start_reply
 from env.actions import Done, Wait
 
 MAX_REPLY_CHARS = 250_000
@@ -109,17 +109,15 @@ class _Reply:
 
 def parse_reply(text: str, finish_reason: str = "stop") -> ParsedReply:
     """The reply's thought, action sentence and actions; ``error`` (one line) where it cannot be used."""
-    out = ParsedReply()
-    text = text if isinstance(text, str) else ""
-    if len(text) > MAX_REPLY_CHARS:
-        out.error = f"reply too long ({len(text)} characters > {MAX_REPLY_CHARS}); it was not read"
+    out, text = start_reply(text, MAX_REPLY_CHARS)
+    if out.error:
         return out
     thinking, answer, cut_off = split_thinking(text)
     out.thinking = thinking
     if cut_off:
         out.error = "reply cut off inside its thinking (no </think>); no action was given"
         return out
-    try:
+    with reading_code(out):
         reply = _Reply(answer)
         out.thought = reply.text("thought") or "\n".join(reply.before).strip()
         out.action_text = " ".join(reply.text("action").split())
@@ -128,12 +126,6 @@ def parse_reply(text: str, finish_reason: str = "stop") -> ParsedReply:
         alone = len(out.actions) == 1 and isinstance(out.actions[0], (Wait, Done))
         if not out.action_text and not alone:
             raise ParseError("no ## Action: section saying what the code does")
-    except ParseError as e:
-        out.error, out.actions, out.notes = str(e), [], []
-    except (RecursionError, MemoryError):
-        out.error, out.actions, out.notes = "code is nested too deeply to read", [], []
-    except (ValueError, TypeError) as e:
-        out.error, out.actions, out.notes = f"cannot read the code: {type(e).__name__}", [], []
     return out
 
 

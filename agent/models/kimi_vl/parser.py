@@ -13,8 +13,8 @@ import bisect
 import re
 from dataclasses import dataclass
 
-from agent.models.pyautogui_code import ParseError, first_inline_point, read_code
-from agent.models.reply import ParsedReply
+from agent.models.pyautogui_code import ParseError, first_inline_point, read_code, reading_code
+from agent.models.reply import ParsedReply, cut_note, start_reply
 from env.actions import Point
 
 THINK_OPEN, THINK_CLOSE = "◁think▷", "◁/think▷"
@@ -155,12 +155,10 @@ def _code(layout: _Layout, answer: str, finish_reason: str) -> tuple[str, list[s
 
 
 def parse_reply(text: str, finish_reason: str = "stop") -> ParsedReply:
-    out = ParsedReply()
-    text = text if isinstance(text, str) else ""
-    if len(text) > MAX_REPLY_CHARS:
-        out.error = f"reply too long ({len(text)} characters > {MAX_REPLY_CHARS}); it was not read"
+    out, text = start_reply(text, MAX_REPLY_CHARS)
+    if out.error:
         return out
-    try:
+    with reading_code(out):
         thinking, answer, cut_off = split_thinking(text)
         out.thinking = thinking
         if cut_off:
@@ -172,17 +170,11 @@ def parse_reply(text: str, finish_reason: str = "stop") -> ParsedReply:
         out.thought = (answer[: layout.first_mark] if thought is None else thought).strip()
         out.code, notes = _code(layout, answer, finish_reason)
         if not out.code:
-            cut = " (the reply hit max_new_tokens)" if finish_reason == "length" else ""
+            cut = cut_note(finish_reason)
             out.error = f"no ## Code block with an action{cut}"
             return out
         out.actions, more = read_code(out.code)
         out.notes = notes + more
-    except ParseError as e:
-        out.error, out.actions, out.notes = str(e), [], []
-    except (RecursionError, MemoryError):  # the parser's own limits on nesting
-        out.error, out.actions, out.notes = "code is nested too deeply to read", [], []
-    except (ValueError, TypeError) as e:  # pathological input
-        out.error, out.actions, out.notes = f"cannot read the code: {type(e).__name__}", [], []
     return out
 
 

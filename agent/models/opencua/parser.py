@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import re
 
-from agent.models.pyautogui_code import ParseError, PointRule, read_code
-from agent.models.reply import ParsedReply
+from agent.models.pyautogui_code import ParseError, PointRule, read_code, reading_code
+from agent.models.reply import ParsedReply, cut_note, start_reply
 
 MAX_REPLY_CHARS = 100_000  # 2048 tokens (max_new_tokens) are ~10k characters; beyond this, not read
 MAX_FENCES = 40
@@ -92,13 +92,11 @@ def _sections(text: str) -> dict[str, str]:
 def parse_reply(text: str, finish_reason: str = "stop", points: PointRule = "auto") -> ParsedReply:
     """``points``: how the code's coordinates are read ("relative" for A3B, "pixels" for 7B/32B/72B:
     pixels of the image the model saw, which the profile maps to the screenshot)."""
-    out = ParsedReply()
-    text = text if isinstance(text, str) else ""
-    if len(text) > MAX_REPLY_CHARS:
-        out.error = f"reply too long ({len(text)} characters > {MAX_REPLY_CHARS}); it was not read"
+    out, text = start_reply(text, MAX_REPLY_CHARS)
+    if out.error:
         return out
-    cut = " (the reply hit max_new_tokens)" if finish_reason == "length" else ""
-    try:
+    cut = cut_note(finish_reason)
+    with reading_code(out, pathological=False):
         fences, closed = _fences(text)
         sections = _sections(text)
         out.thought = sections.get("thought", "")
@@ -119,8 +117,4 @@ def parse_reply(text: str, finish_reason: str = "stop", points: PointRule = "aut
         out.actions, out.notes = read_code(out.code, points)
         if len(blocks) > 1:
             out.notes.insert(0, f"{len(blocks) - 1} earlier code block(s) ignored; only the last one runs")
-    except ParseError as e:
-        out.error, out.actions, out.notes = str(e), [], []
-    except (RecursionError, MemoryError):
-        out.error, out.actions, out.notes = "code is nested too deeply to read", [], []
     return out

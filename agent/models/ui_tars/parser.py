@@ -25,7 +25,7 @@ import re
 
 from pydantic import ValidationError
 
-from agent.models.reply import ParsedReply
+from agent.models.reply import ParsedReply, cut_note, start_reply
 from env.actions import (
     Action,
     Click,
@@ -247,12 +247,10 @@ def _split_reply(text: str) -> tuple[str, str]:
 
 
 def parse_reply(text: str, finish_reason: str = "stop") -> ParsedReply:
-    out = ParsedReply()
-    text = text if isinstance(text, str) else ""
-    if len(text) > MAX_REPLY_CHARS:
-        out.error = f"reply too long ({len(text)} characters > {MAX_REPLY_CHARS}); it was not read"
+    out, text = start_reply(text, MAX_REPLY_CHARS)
+    if out.error:
         return out
-    cut = " (the reply hit max_new_tokens)" if finish_reason == "length" else ""
+    cut = cut_note(finish_reason)
     out.thought, out.action_text = _split_reply(text)
     if not out.action_text:
         out.error = f"no Action: line{cut}"
