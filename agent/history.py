@@ -32,23 +32,13 @@ from pathlib import Path
 
 from PIL import Image
 
+from agent.layouts import OPENCUA_LAYOUTS, PROFILES
 from agent.messages import ImagePart, Message, Part, TextPart
 from agent.models.kimi_vl.vision import image_tokens
 from agent.policy import StepView
 from agent.prompt_record import PromptRecord
 from prompts import load_profile, placeholders
 
-PROFILES: tuple[str, ...] = ("append", "osworld")
-# OpenCUA's levels (agent/models/opencua/profile.py): laid out as ``osworld``, worded as OpenCUA's
-# prompts (prompts/opencua-lN/); a model profile's own layouts, not Kimi-VL's.
-OPENCUA_LAYOUTS: tuple[str, ...] = (
-    "opencua-l2",
-    "opencua-l1",
-    "opencua-l3",
-    "opencua-v1-l2",
-    "opencua-v1-l1",
-    "opencua-v1-l3",
-)
 OSWORLD_LIKE = ("osworld", *OPENCUA_LAYOUTS)
 
 # Special tokens around the words the tokenizer counts: <|im_x|> role <|im_middle|> ... <|im_end|>;

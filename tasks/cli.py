@@ -31,6 +31,8 @@ from agent.text import visible
 from agent.trajectory import RunInfo, TrajectoryWriter
 from env.desktop import Desktop
 from tasks.cli_common import (
+    LAYOUTS,
+    VARIANTS,
     ArgumentParser,
     HelpFormatter,
     UsageError,
@@ -49,29 +51,6 @@ if TYPE_CHECKING:
     from env.sandbox import Sandbox
     from env.settle import Settle
 
-# Spelled out here so that `kimi-agent --help` does not import torch; tests check them against
-# agent.models.kimi_vl.variants.VariantName and agent.history.PROFILES.
-VARIANTS = [
-    "instruct",
-    "thinking",
-    "thinking-2506",
-    "k2.5",
-    "k2.6",
-    "7b",
-    "32b",
-    "72b",
-    "a3b",
-]  # Kimi-VL's, Kimi K2's, OpenCUA's (UI-TARS-1.5's one, 7b, is among them)
-PROFILES = ["append", "osworld"]
-LAYOUTS = [
-    *PROFILES,
-    "opencua-l2",
-    "opencua-l1",
-    "opencua-l3",
-    "opencua-v1-l2",
-    "opencua-v1-l1",
-    "opencua-v1-l3",
-]  # + agent.history.OPENCUA_LAYOUTS
 DRY_RUN_DONE = 3  # exit status of a dry run that reached the model's "done": not a finished task
 
 

@@ -15,6 +15,8 @@ from typing import Any, NoReturn, Protocol
 from rich.console import Console
 from rich.text import Text
 
+from agent.layouts import OPENCUA_LAYOUTS
+from agent.layouts import PROFILES as PROMPT_PROFILES
 from agent.version import kimi_agent_version
 
 
@@ -159,6 +161,21 @@ def sleep_after_flag(p: argparse.ArgumentParser) -> None:
 
 # Spelled out so that --help does not import the models: agent.models.registry.profile_names(),
 # checked by tests/test_model_profiles.py.
+# Spelled out here so that `kimi-agent --help` does not import torch (the variant tables live with
+# the model code); tests check them against each family's variants module.
+VARIANTS = [
+    "instruct",
+    "thinking",
+    "thinking-2506",
+    "k2.5",
+    "k2.6",
+    "7b",
+    "32b",
+    "72b",
+    "a3b",
+]  # Kimi-VL's, Kimi K2's, OpenCUA's (UI-TARS-1.5's one, 7b, is among them)
+PROFILES = list(PROMPT_PROFILES)  # the prompt layouts every model profile can use
+LAYOUTS = [*PROFILES, *OPENCUA_LAYOUTS]  # what --prompt-profile takes
 MODEL_PROFILES = ["auto", "opencua", "opencua-a3b", "kimi-vl", "kimi-k2", "ui-tars-1.5"]
 
 

@@ -240,7 +240,7 @@ def test_the_cli_spells_the_variants_and_profiles_as_the_code_does() -> None:
     from agent.models.kimi_vl.variants import VariantName
     from agent.models.opencua.variants import A3B_VARIANTS, QWEN_VARIANTS
     from agent.models.ui_tars.variants import VARIANTS as UI_TARS_VARIANTS
-    from tasks import cli
+    from tasks import cli_common as cli
 
     assert [*get_args(VariantName), *K2_VARIANTS, *QWEN_VARIANTS, *A3B_VARIANTS] == cli.VARIANTS
     assert set(UI_TARS_VARIANTS) <= set(cli.VARIANTS)  # "7b", shared with OpenCUA's

@@ -21,7 +21,7 @@ from agent.backends.base import GenerationParams
 from agent.backends.weights import DEFAULT_MODEL
 from agent.models.kimi_vl.variants import ResolvedVariant, Variant
 from agent.models.profile import ModelProfile
-from tasks.cli_common import ArgumentParser, HelpFormatter, make_console, model_profile_flag
+from tasks.cli_common import VARIANTS, ArgumentParser, HelpFormatter, make_console, model_profile_flag
 from tasks.screenspot import report
 from tasks.screenspot.runner import (
     FILTER_KEYS,
@@ -37,17 +37,6 @@ from tasks.screenspot.runner import (
 )
 
 CONCURRENCY = 16
-VARIANTS = [
-    "instruct",
-    "thinking",
-    "thinking-2506",
-    "k2.5",
-    "k2.6",
-    "7b",
-    "32b",
-    "72b",
-    "a3b",
-]  # Kimi-VL's, Kimi K2's, OpenCUA's
 # run.json settings a resumed run must share with the run it continues.
 # What a resume must share with the run it continues: otherwise one log would mix two experiments.
 RESUME_KEYS = (
