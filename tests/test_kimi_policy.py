@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_args import openai_task
 from conftest import kept_home
 from fake_openai_server import FakeOpenAI, Reply
 from PIL import Image
@@ -289,19 +290,7 @@ def test_an_unreachable_server_is_reported_before_any_desktop_starts(tmp_path: P
         port = s.getsockname()[1]
     out = tmp_path / "run"
     t0 = time.monotonic()
-    code = main(
-        [
-            "t",
-            "--backend",
-            "openai",
-            "--base-url",
-            f"http://127.0.0.1:{port}/v1",
-            "--retries",
-            "2",
-            "--out",
-            str(out),
-        ]
-    )
+    code = main(openai_task(f"http://127.0.0.1:{port}/v1", "--retries", "2", "--out", str(out)))
     printed = capsys.readouterr().out
     assert code == 2 and not out.exists(), printed  # no run directory: nothing was started
     lines = printed.strip().splitlines()
@@ -355,17 +344,7 @@ def test_a_lone_surrogate_from_the_server_does_not_break_the_run(tmp_path: Path,
         server.replies.extend([Reply("no code \ud800"), Reply(wait), Reply(wait.replace("0.1", "0.2"))])
         server.default = Reply("## Action:\nend\n## Code:\n```python\ncomputer.terminate()\n```")
         out = tmp_path / "run"
-        args = [
-            "t",
-            "--backend",
-            "openai",
-            "--base-url",
-            server.url,
-            "--model",
-            "kimi-vl",
-            "--size",
-            "640x480",
-        ]
+        args = openai_task(server.url, "--model", "kimi-vl", "--size", "640x480")
         assert main([*args, "--out", str(out)]) == 0, capsys.readouterr().out
     finally:
         server.close()

@@ -171,6 +171,7 @@ def test_an_unknown_profile_is_one_line_naming_the_profiles(command: list[str], 
 
 
 def test_run_json_records_the_profile_and_how_it_was_chosen(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from cli_args import openai_task
     from fake_openai_server import FakeOpenAI, Reply
 
     from tasks.cli import main
@@ -189,17 +190,7 @@ def test_run_json_records_the_profile_and_how_it_was_chosen(tmp_path: Path, caps
         for name, flags in runs.items():
             server.replies.append(Reply(end))
             out = tmp_path / name
-            args = [
-                "t",
-                "--backend",
-                "openai",
-                "--base-url",
-                server.url,
-                "--size",
-                "640x480",
-                "--out",
-                str(out),
-            ]
+            args = openai_task(server.url, "--size", "640x480", "--out", str(out))
             assert main([*args, *flags]) == 0, capsys.readouterr().out
             model = json.loads((out / "run.json").read_text())["model"]
             recorded[name] = (model["model_profile"], model["model_profile_from"])

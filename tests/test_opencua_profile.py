@@ -404,23 +404,14 @@ def test_the_v1_training_prompts_ship_as_layouts_too() -> None:
 
 
 def test_a_variant_of_another_family_is_one_line(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from cli_args import openai_task
     from fake_openai_server import FakeOpenAI
 
     from tasks.cli import main
 
     server = FakeOpenAI(models=("opencua-7b",), roots={"opencua-7b": "xlangai/OpenCUA-7B"})
     try:
-        args = [
-            "t",
-            "--backend",
-            "openai",
-            "--base-url",
-            server.url,
-            "--model",
-            "opencua-7b",
-            "--out",
-            str(tmp_path / "r"),
-        ]
+        args = openai_task(server.url, "--model", "opencua-7b", "--out", str(tmp_path / "r"))
         assert main([*args, "--variant", "thinking"]) == 2
         err = capsys.readouterr().out.strip()
         assert err == (
