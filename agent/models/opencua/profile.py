@@ -16,10 +16,11 @@ docstring uses for 7B/32B with ``--use_old_sys_prompt``). All use OSWorld's hist
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from agent.history import OPENCUA_LAYOUTS
+from agent.layouts import OPENCUA_LAYOUTS
 from agent.models.kimi_vl.vision import model_size as moonvit_size
 from agent.models.opencua.parser import parse_reply
 from agent.models.opencua.variants import A3B_VARIANTS, QWEN_VARIANTS, guess_variant, resolver
@@ -93,18 +94,17 @@ OPENCUA = ModelProfile(
     published=PUBLISHED,
 )
 
-OPENCUA_A3B = ModelProfile(
+# The same agent (prompts, history, retries, no thinking) around a Kimi-VL-A3B model: what differs
+# is the coordinate space, the image rule and the checkpoints.
+OPENCUA_A3B = dataclasses.replace(
+    OPENCUA,
     name="opencua-a3b",
     title="OpenCUA-A3B",
     variants=A3B_VARIANTS,
     resolve_variant=resolver(A3B_VARIANTS),
-    layouts=LAYOUTS,
     parse_reply=_parse_relative,
     coordinates="relative",
-    thinking="reasoning_content",
-    think_markers=None,
-    history_images=3,
-    parse_retries=2,
     model_size=moonvit_size,
     matches=matches_a3b,
+    published={},
 )
