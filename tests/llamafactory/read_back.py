@@ -136,9 +136,10 @@ def has_tokenizer_code(model_dir: Path) -> bool:
 def kimi_tokenizer(model_dir: Path) -> Any:
     """kimi-agent's rebuild of Kimi's tokenizer, loaded from its file (kimi-agent's package and its
     dependencies are not in this venv; that module needs only transformers and tokenizers)."""
-    spec = importlib.util.spec_from_file_location("kimi_tokenizer", REPO / "agent" / "tokenizer.py")
+    source = REPO / "agent" / "models" / "kimi_vl" / "tokenizer.py"
+    spec = importlib.util.spec_from_file_location("kimi_tokenizer", source)
     if spec is None or spec.loader is None:
-        raise ReadBackError(f"cannot load {REPO / 'agent' / 'tokenizer.py'}")
+        raise ReadBackError(f"cannot load {source}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.load_tokenizer(model_dir)
