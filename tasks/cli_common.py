@@ -10,7 +10,7 @@ import os
 import re
 import sys
 from collections.abc import Callable
-from typing import Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from rich.console import Console
 from rich.text import Text
@@ -18,6 +18,9 @@ from rich.text import Text
 from agent.layouts import OPENCUA_LAYOUTS
 from agent.layouts import PROFILES as PROMPT_PROFILES
 from agent.version import kimi_agent_version
+
+if TYPE_CHECKING:
+    from agent.models.profile import ModelProfile
 
 
 class UsageError(Exception):
@@ -105,6 +108,9 @@ def ask_yes_no(console: Console) -> Callable[[str], bool] | None:
 
 def check_limits(args: argparse.Namespace) -> None:
     """Values no run can use are usage errors now, not a failure after the desktop started."""
+    context, whose = args.max_context, "--max-context"
+    if context is None and (early := early_profile(args)) is not None:
+        context, whose = early.max_context, f"--max-context ({early.max_context}, the {early.name} default)"
     problems = [
         (not args.task.strip(), "the task is empty"),
         (args.max_steps is not None and args.max_steps < 1, "--max-steps must be at least 1"),
@@ -115,15 +121,27 @@ def check_limits(args: argparse.Namespace) -> None:
         (args.temperature is not None and args.temperature < 0, "--temperature must not be negative"),
         (args.max_new_tokens is not None and args.max_new_tokens < 1, "--max-new-tokens must be at least 1"),
         (
-            args.max_new_tokens is not None
-            and args.max_context is not None
-            and args.max_new_tokens >= args.max_context,
-            "--max-new-tokens must be below --max-context",
+            args.max_new_tokens is not None and context is not None and args.max_new_tokens >= context,
+            f"--max-new-tokens must be below {whose}",
         ),
     ]
     for bad, why in problems:
         if bad:
             raise UsageError(why)
+
+
+def early_profile(args: argparse.Namespace) -> ModelProfile | None:
+    """The model profile a run will use as far as its flags say before any model is reached:
+    --model-profile, else what ``auto`` reads from the --model name (the served root or the
+    checkpoint's config may still say otherwise once the model is reached; the run checks again)."""
+    from agent.models.registry import choose_profile
+
+    try:
+        return choose_profile(
+            getattr(args, "model_profile", None) or "auto", getattr(args, "model", None)
+        ).profile
+    except ValueError:
+        return None  # an unknown profile is argparse's to refuse
 
 
 def make_console(*, highlight: bool = True) -> Console:
