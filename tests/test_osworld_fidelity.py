@@ -245,7 +245,7 @@ def test_test_all_offline_on_a_sandbox_has_no_idle_pass_and_no_setup_error(tmp_p
     """What CI checks: every task of test_all that a sandbox supports offline, played idle and FAIL."""
     out = tmp_path / "fidelity"
     t0 = time.monotonic()
-    r = run_cli("fidelity", "test_all", "--osworld-dir", CORPUS, "--out", out, "--workers", "3", tmp=tmp_path,
+    r = run_cli("fidelity", "test_all", "--osworld-dir", CORPUS, "--out", out, "--workers", "2", tmp=tmp_path,
                 timeout=1800)  # fmt: skip
     print(r.stdout[-6000:])
     print(f"fidelity of test_all in {time.monotonic() - t0:.0f} s")
