@@ -3,7 +3,27 @@ one), written once for the tests that start such runs."""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+
 
 def openai_task(base_url: str, *flags: str) -> list[str]:
     """``t --backend openai --base-url base_url`` and then ``flags``."""
     return ["t", "--backend", "openai", "--base-url", base_url, *flags]
+
+
+CLICKPAD = Path(__file__).with_name("clickpad.py")
+
+
+def clickpad_task(base_url: str, model: str, out: Path) -> list[str]:
+    """``click`` on a 1280x800 sandbox kept after the run, tests/clickpad.py open full screen and
+    recording where each press landed (into pad.jsonl in the sandbox's home)."""
+    return ["click", "--backend", "openai", "--base-url", base_url, "--model", model, "--size", "1280x800",
+            "--out", str(out), "--app", f"{sys.executable} {CLICKPAD} pad.jsonl", "--keep"]  # fmt: skip
+
+
+def pad_downs(home: Path) -> list[tuple[int, int]]:
+    """Where the clickpad saw each press, in order."""
+    events = [json.loads(line) for line in (home / "pad.jsonl").read_text().splitlines()]
+    return [(e["x"], e["y"]) for e in events if e["kind"] == "down"]

@@ -240,9 +240,8 @@ def test_cli_with_an_opencua_7b_server_clicks_the_intended_pixels(tmp_path, kept
     OpenCUA's format with pixels of the 1288x812 image the model sees of a 1280x800 screen; the
     clickpad in the sandbox records where the pointer really went."""
     import json
-    import sys
-    from pathlib import Path
 
+    from cli_args import clickpad_task, pad_downs
     from conftest import kept_home
     from fake_openai_server import FakeOpenAI, Reply
 
@@ -250,7 +249,6 @@ def test_cli_with_an_opencua_7b_server_clicks_the_intended_pixels(tmp_path, kept
     from tasks.cli import main
 
     server = FakeOpenAI(models=("opencua-7b",), roots={"opencua-7b": "xlangai/OpenCUA-7B"})
-    pad = Path(__file__).with_name("clickpad.py")
     try:
         server.replies.extend(
             [
@@ -261,22 +259,9 @@ def test_cli_with_an_opencua_7b_server_clicks_the_intended_pixels(tmp_path, kept
             ]
         )
         out = tmp_path / "run"
-        args = ["click", "--backend", "openai", "--base-url", server.url, "--model", "opencua-7b"]
-        args += [
-            "--size",
-            "1280x800",
-            "--out",
-            str(out),
-            "--app",
-            f"{sys.executable} {pad} pad.jsonl",
-            "--keep",
-        ]
-        code = main(args)
+        code = main(clickpad_task(server.url, "opencua-7b", out))
         assert code == 0, capsys.readouterr().out
-        events = [
-            json.loads(line) for line in (kept_home(kept_sandboxes) / "pad.jsonl").read_text().splitlines()
-        ]
-        downs = [(e["x"], e["y"]) for e in events if e["kind"] == "down"]
+        downs = pad_downs(kept_home(kept_sandboxes))
         assert downs == [(960, 400), (99, 49), (99, 49), (99, 49)]  # a click, then a triple click
         steps = read_steps(out)
         assert [s.actions[0].screen_points for s in steps[:2]] == [[(960, 400)], [(99, 49)]]

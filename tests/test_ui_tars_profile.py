@@ -239,9 +239,8 @@ def test_cli_with_a_uitars_server_clicks_the_intended_pixels(tmp_path, kept_sand
     answers in UI-TARS's format with pixels of the 1288x812 image the model sees of a 1280x800 screen;
     the clickpad in the sandbox records where the pointer really went."""
     import json
-    import sys
-    from pathlib import Path
 
+    from cli_args import clickpad_task, pad_downs
     from conftest import kept_home
     from fake_openai_server import FakeOpenAI, Reply
 
@@ -249,29 +248,15 @@ def test_cli_with_a_uitars_server_clicks_the_intended_pixels(tmp_path, kept_sand
     from tasks.cli import main
 
     server = FakeOpenAI(models=("ui-tars",), roots={"ui-tars": "ByteDance-Seed/UI-TARS-1.5-7B"})
-    pad = Path(__file__).with_name("clickpad.py")
     first = "Thought: I click the middle.\nAction: click(start_box='<|box_start|>(966.5,406.5)<|box_end|>')"
     second = "Thought: Now the corner, twice.\nAction: left_double(point='<point>100 50</point>')"
     try:
         # (966.5, 406.5) -> (floor(966.5*1280/1288), floor(406.5*800/812)) = (960, 400); (100, 50) -> (99, 49)
         server.replies.extend([Reply(first), Reply(second), Reply(DONE)])
         out = tmp_path / "run"
-        args = ["click", "--backend", "openai", "--base-url", server.url, "--model", "ui-tars"]
-        args += [
-            "--size",
-            "1280x800",
-            "--out",
-            str(out),
-            "--app",
-            f"{sys.executable} {pad} pad.jsonl",
-            "--keep",
-        ]
-        code = main(args)
+        code = main(clickpad_task(server.url, "ui-tars", out))
         assert code == 0, capsys.readouterr().out
-        events = [
-            json.loads(line) for line in (kept_home(kept_sandboxes) / "pad.jsonl").read_text().splitlines()
-        ]
-        downs = [(e["x"], e["y"]) for e in events if e["kind"] == "down"]
+        downs = pad_downs(kept_home(kept_sandboxes))
         assert downs == [(960, 400), (99, 49), (99, 49)]  # a click, then a double click
         steps = read_steps(out)
         assert [s.actions[0].screen_points for s in steps[:2]] == [[(960, 400)], [(99, 49)]]
