@@ -34,7 +34,7 @@ from PIL import Image
 
 from agent.layouts import OPENCUA_LAYOUTS, PROFILES
 from agent.messages import ImagePart, Message, Part, TextPart
-from agent.models.kimi_vl.vision import image_tokens
+from agent.models.kimi_vl.vision import image_tokens as kimi_vl_image_tokens
 from agent.policy import StepView
 from agent.prompt_record import PromptRecord
 from prompts import load_profile, placeholders
@@ -124,6 +124,9 @@ class HistoryConfig:
     profile: str = "append"
     prompt_dir: Path | None = None  # templates here replace the packaged ones of the same name
     family: str | None = None  # the model profile's own templates (prompts/models/FAMILY/), if any
+    # (width, height, in_token_limit) -> tokens one screenshot costs: the model profile's rule
+    # (Qwen2.5-VL's 28-px cells for OpenCUA-7B and UI-TARS, MoonViT's for the Kimi families).
+    image_tokens: Callable[[int, int, int], int] = kimi_vl_image_tokens
 
     @property
     def budget(self) -> int:
@@ -344,7 +347,7 @@ class ContextBuilder:
                 n += self.count("".join(run))
                 run = []
             if isinstance(p, ImagePart):
-                size = image_tokens(p.image.width, p.image.height, self.cfg.in_token_limit)
+                size = self.cfg.image_tokens(p.image.width, p.image.height, self.cfg.in_token_limit)
                 n += IMAGE_SPECIALS + self.count("image") + size
         return n
 

@@ -65,6 +65,7 @@ class ModelPolicy:
                 profile=prompt_profile,
                 prompt_dir=prompt_dir,
                 family=profile.prompt_family,
+                image_tokens=profile.image_tokens,
             )
         )
         self.parse_retries = profile.parse_retries if parse_retries is None else parse_retries

@@ -219,3 +219,36 @@ def test_a_local_checkpoint_is_recognised_by_its_config(tiny_kimi: Path, tmp_pat
     assert server_profile(argparse.Namespace(model="Kimi-VL-A3B-Thinking"), None).source == (
         "auto: 'Kimi-VL-A3B-Thinking'"
     )
+
+
+def test_the_history_counts_a_screenshot_by_the_profiles_own_image_rule() -> None:
+    """The context budget counts what the served model's processor makes of a screenshot: 28-px cells
+    of Qwen2.5-VL's smart_resize for OpenCUA-7B (min_pixels 3136) and UI-TARS (78400, so a small image
+    grows), MoonViT's cells for the Kimi families; not Kimi-VL's rule for everyone."""
+    from PIL import Image
+
+    class Unused:
+        def generate(self, messages, params):  # type: ignore[no-untyped-def]
+            raise AssertionError("not called")
+
+    def prompt_tokens(name: str, size: tuple[int, int]) -> int:
+        profile = PROFILES[name]
+        variant = profile.resolve_variant(override=None, names=[]).variant
+        policy = ModelPolicy(Unused(), variant, profile=profile, max_context=200_000)
+        tokens = policy.context.build("open the file", [], Image.new("RGB", size), 1).tokens
+        return tokens if size != (28, 28) else tokens - profile.image_tokens(28, 28, variant.in_token_limit)
+
+    # 200x100: OpenCUA 196x112 -> 7*4 cells; UI-TARS grows it to 420x224 -> 15*8; MoonViT 8*4.
+    # 1280x800: 1288x812 -> 46*29 (Qwen), 46*29 (K2, limit 16384), Kimi-VL Instruct shrinks it (4096).
+    expected = {
+        "opencua": (28, 1334),
+        "ui-tars-1.5": (120, 1334),
+        "kimi-k2": (32, 1334),
+        "kimi-vl": (32, 1066),
+    }
+    for name, counts in expected.items():
+        text = prompt_tokens(name, (28, 28))  # the same prompt less its (tiny) image's tokens
+        assert (
+            prompt_tokens(name, (200, 100)) - text,
+            prompt_tokens(name, (1280, 800)) - text,
+        ) == counts

@@ -31,6 +31,7 @@ ThinkingStyle = Literal["inline", "reasoning_content"]
 
 ReplyParser = Callable[[str, str], ParsedReply]  # (text, finish_reason) -> the parsed reply
 ModelSize = Callable[[int, int, int], tuple[int, int]]  # (width, height, in_token_limit) -> model's size
+ImageTokens = Callable[[int, int, int], int]  # (width, height, in_token_limit) -> LLM tokens of one image
 
 
 class VariantSettings(Protocol):
@@ -82,6 +83,8 @@ class ModelProfile:
     history_images: int  # screenshots kept in context by default
     parse_retries: int  # further tries within a step after a reply that does not parse
     model_size: ModelSize  # the size an image is resized to before the model sees it
+    # What one screenshot costs in the served model's context (the history's budget counts it).
+    image_tokens: ImageTokens
     matches: Callable[[str, Mapping[str, Any] | None], bool]  # (served root or checkpoint name, config.json)
     # The family's own templates (prompts/models/<prompt_family>/), layered above the layout's and
     # the shared ones; None: the shared wording (Kimi-VL's).

@@ -58,3 +58,10 @@ def model_size(width: int, height: int, in_token_limit: int, min_pixels: int = M
     backend sends (MoonViT's wire rule at ``in_token_limit``: the screenshot itself up to
     WIRE_PATCH_LIMIT), then the server's smart_resize of it (at the family's ``min_pixels``)."""
     return smart_resize(*wire_size(width, height, in_token_limit), min_pixels=min_pixels)
+
+
+def image_tokens(width: int, height: int, in_token_limit: int, min_pixels: int = MIN_PIXELS) -> int:
+    """LLM tokens one screenshot costs: Qwen2.5-VL's ViT merges its 14-pixel patches 2x2, so one
+    token per 28x28 cell of the smart_resize size (a multiple of 28 on both sides)."""
+    w, h = model_size(width, height, in_token_limit, min_pixels)
+    return (w // FACTOR) * (h // FACTOR)

@@ -13,7 +13,7 @@ from typing import Any
 
 from agent.models.kimi_k2.parser import parse_reply
 from agent.models.kimi_k2.variants import guess_variant, resolve_variant
-from agent.models.kimi_k2.vision import model_size
+from agent.models.kimi_k2.vision import image_tokens, model_size
 from agent.models.profile import ModelProfile
 from agent.models.reply import ParsedReply
 
@@ -48,6 +48,7 @@ KIMI_K2 = ModelProfile(
     history_images=3,  # max_image_history_length
     parse_retries=4,  # the agent retries a reply that does not parse up to 5 times in all
     model_size=model_size,
+    image_tokens=image_tokens,
     matches=matches,
     prompt_family="kimi_k2",
     max_context=262144,  # the model card's context length; a server that takes less lowers it

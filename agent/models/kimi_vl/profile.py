@@ -7,7 +7,7 @@ from typing import Any
 
 from agent.models.kimi_vl.parser import THINK_CLOSE, THINK_OPEN, parse_reply
 from agent.models.kimi_vl.variants import resolve_variant
-from agent.models.kimi_vl.vision import model_size
+from agent.models.kimi_vl.vision import image_tokens, model_size
 from agent.models.profile import ModelProfile
 from agent.models.reply import ParsedReply
 
@@ -38,5 +38,6 @@ KIMI_VL = ModelProfile(
     history_images=3,
     parse_retries=2,
     model_size=model_size,
+    image_tokens=image_tokens,
     matches=matches,
 )

@@ -21,11 +21,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from agent.layouts import OPENCUA_LAYOUTS
+from agent.models.kimi_vl.vision import image_tokens as moonvit_tokens
 from agent.models.kimi_vl.vision import model_size as moonvit_size
 from agent.models.opencua.parser import parse_reply
 from agent.models.opencua.variants import A3B_VARIANTS, QWEN_VARIANTS, guess_variant, resolver
 from agent.models.profile import ModelProfile
-from agent.models.qwen_vision import model_size
+from agent.models.qwen_vision import image_tokens, model_size
 from agent.models.reply import ParsedReply
 
 LAYOUTS = OPENCUA_LAYOUTS
@@ -90,6 +91,7 @@ OPENCUA = ModelProfile(
     history_images=3,
     parse_retries=2,
     model_size=model_size,
+    image_tokens=image_tokens,
     matches=matches_qwen,
     published=PUBLISHED,
 )
@@ -105,6 +107,7 @@ OPENCUA_A3B = dataclasses.replace(
     parse_reply=_parse_relative,
     coordinates="relative",
     model_size=moonvit_size,
+    image_tokens=moonvit_tokens,
     matches=matches_a3b,
     published={},
 )

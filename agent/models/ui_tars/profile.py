@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from agent.models.profile import ModelProfile
+from agent.models.qwen_vision import image_tokens as qwen_image_tokens
 from agent.models.qwen_vision import model_size as qwen_model_size
 from agent.models.reply import ParsedReply
 from agent.models.ui_tars.parser import parse_reply
@@ -40,6 +41,10 @@ PUBLISHED: dict[str, tuple[tuple[str, float], ...]] = {
 
 def model_size(width: int, height: int, in_token_limit: int) -> tuple[int, int]:
     return qwen_model_size(width, height, in_token_limit, min_pixels=MIN_PIXELS)
+
+
+def image_tokens(width: int, height: int, in_token_limit: int) -> int:
+    return qwen_image_tokens(width, height, in_token_limit, min_pixels=MIN_PIXELS)
 
 
 def _parse(text: str, finish_reason: str) -> ParsedReply:
@@ -70,6 +75,7 @@ UI_TARS = ModelProfile(
     history_images=5,
     parse_retries=1,  # the OSWorld agent retries an unparsable reply (at temperature 1)
     model_size=model_size,
+    image_tokens=image_tokens,
     matches=matches,
     prompt_family="ui_tars",
     published=PUBLISHED,
