@@ -30,9 +30,12 @@ def grab() -> None:
 
 
 root = tk.Tk()
-root.overrideredirect(True)  # no window-manager frame: window pixel (0,0) is screen pixel (0,0)
 w, h = root.winfo_screenwidth(), root.winfo_screenheight()
-root.geometry(f"{w}x{h}+0+0")
+root.geometry(f"{w}x{h}+0+0")  # where there is no window manager: window pixel (0,0) is screen (0,0)
+# Under a window manager, full screen has no frame either. Not override-redirect: a manager does not
+# list such windows (_NET_CLIENT_LIST), so a sandbox waiting for the app's window waited its whole
+# timeout (10 s a run) for a window it never counted.
+root.attributes("-fullscreen", True)
 root.configure(background="white")
 root.bind("<ButtonPress>", lambda e: emit("down", e, button=e.num, shift=bool(e.state & 1)))
 root.bind("<ButtonRelease>", lambda e: emit("up", e, button=e.num))
