@@ -238,7 +238,10 @@ def test_published_figures_are_the_served_checkpoints() -> None:
 
     assert [v for _, v in refs("xlangai/OpenCUA-7B")] == [24.3, 27.9, 26.6]
     assert [v for _, v in refs("opencua-72b")] == [39.0, 44.9, 45.0]
-    assert refs("xlangai/OpenCUA-A3B") == [] and refs("kimi-vl-a3b-instruct")[0][1] == 8.22
+    a3b = [("GroundCUA paper (as quoted in kimi-agent's shared docs), OSWorld-Verified, 15 steps", 17.7)]
+    assert refs("xlangai/OpenCUA-A3B") == a3b and refs("kimi-vl-a3b-instruct")[0][1] == 8.22
+    assert published_references("opencua-a3b", ("opencua-a3b", "a3b")) == a3b
+    assert published_references("opencua-7b", ("opencua-a3b", "a3b")) == []  # not the 7B's by its name
     # As its tasks' run.json record it: the profile's own figures, never Kimi-VL's by the name.
     assert [v for _, v in published_references("opencua-7b", ("opencua", "7b"))] == [24.3, 27.9, 26.6]
     assert published_references("kimi-vl-a3b-instruct", ("opencua", "7b")) == []
@@ -456,7 +459,54 @@ def test_a_screenspot_run_reads_an_opencua_7b_servers_points_in_its_resized_pixe
     ]
     assert details["s0"]["pred"] == pytest.approx([59 * 200 / 196, 45 * 100 / 112])
     run = json.loads((out / "run.json").read_text())
-    assert "opencua" in json.dumps(run)
+    assert (run["model_profile"], run["variant"], run["checkpoint"]) == (
+        "opencua",
+        "7b",
+        "xlangai/OpenCUA-7B",
+    )
+
+
+def test_a_screenspot_run_reads_an_opencua_a3b_servers_points_as_fractions(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`bench screenspot run` against a loopback server reporting xlangai/OpenCUA-A3B: its points are
+    fractions of the image, so (0.3, 0.4) of a 200x100 screenshot is (60, 40), inside the box
+    (40..80, 20..60); pixels are not A3B's answer and count as a wrong format."""
+    from fake_openai_server import FakeOpenAI, Reply
+    from test_screenspot_runner import answer_by_instruction, write_pro
+
+    from tasks.screenspot.cli import main
+
+    replies = {
+        "target 0": L2.replace("x=960, y=540", "x=0.3, y=0.4"),
+        "target 1": "pyautogui.click(x=0.3, y=0.4)",  # a bare grounding answer
+        "target 2": L2.replace("x=960, y=540", "x=60, y=40"),  # pixels: the 7B's space, not A3B's
+        "target 3": L2.replace("x=960, y=540", "x=0.05, y=0.05"),  # (10, 5): outside the box
+    }
+    data = write_pro(tmp_path / "pro", [{}, {}, {}, {}])
+    server = FakeOpenAI(models=("opencua-a3b",), roots={"opencua-a3b": "xlangai/OpenCUA-A3B"})
+    try:
+        answer_by_instruction(server, lambda instruction: Reply(text=replies[instruction]))
+        out = tmp_path / "out"
+        args = ["run", str(data), "--out", str(out), "--model", "opencua-a3b", "--base-url", server.url]
+        assert main([*args, "--no-progress"]) == 0
+    finally:
+        server.close()
+    results = json.loads((out / "results.json").read_text())
+    details = {d["id"]: d for d in results["details"]}
+    assert [details[f"s{i}"]["correctness"] for i in range(4)] == [
+        "correct",
+        "correct",
+        "wrong_format",
+        "wrong",
+    ]
+    assert details["s0"]["pred"] == pytest.approx([60, 40]) and details["s3"]["pred"] == pytest.approx(
+        [10, 5]
+    )
+    run = json.loads((out / "run.json").read_text())
+    assert (run["model_profile"], run["variant"], run["checkpoint"]) == (
+        "opencua-a3b",
+        "a3b",
+        "xlangai/OpenCUA-A3B",
+    )
 
 
 def test_the_v1_training_prompts_ship_as_layouts_too() -> None:
