@@ -380,45 +380,62 @@ def test_cli_with_an_opencua_a3b_server_clicks_the_intended_pixels(  # type: ign
 
 
 @pytest.mark.slow
-def test_an_osworld_suite_task_with_an_opencua_server_scores_and_prints_its_published_figures(
+def test_an_osworld_suite_task_with_each_opencua_profile_scores_and_prints_its_published_figures(
     tmp_path,
 ) -> None:  # type: ignore[no-untyped-def]
-    """`bench osworld run os-hello-file --backend openai` against a loopback server reporting
-    xlangai/OpenCUA-7B: OpenCUA's prompt goes out, its replies are executed, OSWorld's evaluator scores
-    the task, and the figures printed beside the run are OpenCUA-7B's."""
+    """`bench osworld run os-hello-file --backend openai`, once per profile, both at once: against a
+    loopback server reporting xlangai/OpenCUA-7B and one reporting xlangai/OpenCUA-A3B. OpenCUA's
+    prompt goes out, its replies are executed, OSWorld's evaluator scores the task, and the figures
+    printed beside each run are that checkpoint's own."""
     import os
     import subprocess
     import sys
-    from pathlib import Path
 
     from fake_openai_server import FakeOpenAI, Reply
 
     eval_venv = os.environ.get("KIMI_OSWORLD_EVAL_VENV") or str(
         Path(__file__).parents[1] / ".cache" / "osworld-eval"
     )
-    server = FakeOpenAI(models=("opencua-7b",), roots={"opencua-7b": "xlangai/OpenCUA-7B"})
     write = "pyautogui.write(\"echo 'Hello, OSWorld!' > ~/hello.txt\")\npyautogui.press('enter')"
-    server.replies.extend(
-        [
-            Reply(L3.replace("pyautogui.write('ls')\npyautogui.press('enter')", write)),
-            Reply(DONE),
-        ]
-    )
+    first = L3.replace("pyautogui.write('ls')\npyautogui.press('enter')", write)
+    runs = {"opencua-7b": "xlangai/OpenCUA-7B", "opencua-a3b": "xlangai/OpenCUA-A3B"}
+    servers = {name: FakeOpenAI(models=(name,), roots={name: root}) for name, root in runs.items()}
+    procs: dict[str, subprocess.Popen[str]] = {}
     try:
-        r = subprocess.run(
-            [sys.executable, "-m", "tasks.cli", "bench", "osworld", "run", "os-hello-file", "--backend", "openai",
-             "--model", "opencua-7b", "--base-url", server.url, "--out", str(tmp_path / "out"), "--max-steps", "5"],
-            env={**os.environ, "KIMI_OSWORLD_EVAL_VENV": eval_venv, "XDG_CACHE_HOME": str(tmp_path / "cache")},
-            capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-        assert "score 1 (mean 1.00)" in r.stdout
-        assert "published: OpenCUA README, OSWorld-Verified, 15 steps: 24.30%" in r.stdout
-        assert "8.22" not in r.stdout  # not Kimi-VL's
-        system = server.requests[0]["messages"][0]["content"]
-        assert "# Step: {step number}\n## Thought:\n{thought}\n## Action:" in system
+        for name, server in servers.items():
+            server.replies.extend([Reply(first), Reply(DONE)])
+            procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "tasks.cli", "bench", "osworld", "run", "os-hello-file", "--backend", "openai",
+                 "--model", name, "--base-url", server.url, "--out", str(tmp_path / name), "--max-steps", "2"],
+                env={**os.environ, "KIMI_OSWORLD_EVAL_VENV": eval_venv, "XDG_CACHE_HOME": str(tmp_path / f"cache-{name}")},
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            )  # fmt: skip
+        outputs = {name: proc.communicate(timeout=300)[0] for name, proc in procs.items()}
+        for name, proc in procs.items():
+            assert proc.returncode == 0, f"{name}: {outputs[name][-3000:]}"
+            assert "score 1 (mean 1.00)" in outputs[name], name
+            system = servers[name].requests[0]["messages"][0]["content"]
+            assert "# Step: {step number}\n## Thought:\n{thought}\n## Action:" in system, name
+            assert len(servers[name].requests) == 2, name
+        seven, a3b = outputs["opencua-7b"], outputs["opencua-a3b"]
+        assert "published: OpenCUA README, OSWorld-Verified, 15 steps: 24.30%" in seven
+        assert "8.22" not in seven and "17.70" not in seven  # not Kimi-VL's, not A3B's
+        assert (
+            "published: GroundCUA paper (as quoted in kimi-agent's shared docs), OSWorld-Verified, "
+            "15 steps: 17.70%"
+        ) in a3b
+        assert "8.22" not in a3b and "24.30" not in a3b  # not Kimi-VL's, not the 7B's
+        for name, profile in (("opencua-7b", ("opencua", "7b")), ("opencua-a3b", ("opencua-a3b", "a3b"))):
+            task = tmp_path / name / "pyautogui" / "screenshot" / name / "os" / "os-hello-file"
+            model = json.loads((task / "run.json").read_text())["model"]
+            assert (model["model_profile"], model["variant"]) == profile
     finally:
-        server.close()
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        for server in servers.values():
+            server.close()
 
 
 def test_a_screenspot_run_reads_an_opencua_7b_servers_points_in_its_resized_pixels(tmp_path) -> None:  # type: ignore[no-untyped-def]
