@@ -9,8 +9,18 @@ of /work/wt/i21-facts.md 2.2.
 
 from __future__ import annotations
 
+import base64
+import io
+import json
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
 import pytest
 
+from agent.models.kimi_vl.vision import wire_size
 from agent.models.opencua.parser import MAX_REPLY_CHARS, parse_reply
 from agent.models.profile import shot_pixel
 from agent.models.qwen_vision import model_size, smart_resize
@@ -228,19 +238,29 @@ def test_published_figures_are_the_served_checkpoints() -> None:
 
     assert [v for _, v in refs("xlangai/OpenCUA-7B")] == [24.3, 27.9, 26.6]
     assert [v for _, v in refs("opencua-72b")] == [39.0, 44.9, 45.0]
-    assert refs("xlangai/OpenCUA-A3B") == [] and refs("kimi-vl-a3b-instruct")[0][1] == 8.22
+    a3b = [("GroundCUA paper (as quoted in kimi-agent's shared docs), OSWorld-Verified, 15 steps", 17.7)]
+    assert refs("xlangai/OpenCUA-A3B") == a3b and refs("kimi-vl-a3b-instruct")[0][1] == 8.22
+    assert published_references("opencua-a3b", ("opencua-a3b", "a3b")) == a3b
+    assert published_references("opencua-7b", ("opencua-a3b", "a3b")) == []  # not the 7B's by its name
     # As its tasks' run.json record it: the profile's own figures, never Kimi-VL's by the name.
     assert [v for _, v in published_references("opencua-7b", ("opencua", "7b"))] == [24.3, 27.9, 26.6]
     assert published_references("kimi-vl-a3b-instruct", ("opencua", "7b")) == []
 
 
-@pytest.mark.slow
-def test_cli_with_an_opencua_7b_server_clicks_the_intended_pixels(tmp_path, kept_sandboxes, capsys) -> None:  # type: ignore[no-untyped-def]
-    """The whole loop: a loopback OpenAI-compatible server reporting xlangai/OpenCUA-7B answers in
-    OpenCUA's format with pixels of the 1288x812 image the model sees of a 1280x800 screen; the
-    clickpad in the sandbox records where the pointer really went."""
-    import json
+@dataclass
+class ClickpadRun:
+    """What a clickpad run left: the pad's presses, the steps, run.json's model and the requests."""
 
+    downs: list[tuple[int, int]]
+    steps: list[Any]
+    model: dict[str, Any]
+    requests: list[dict[str, Any]]
+
+
+def run_clickpad(served: str, root: str, replies: list[str], size: tuple[int, int], tmp_path: Path,
+                 kept: Path, capsys: pytest.CaptureFixture[str]) -> ClickpadRun:  # fmt: skip
+    """`kimi-agent click` on a ``size`` sandbox with the clickpad open, against a loopback server
+    serving ``served`` (loaded from ``root``) that answers ``replies`` in order."""
     from cli_args import clickpad_task, pad_downs
     from conftest import kept_home
     from fake_openai_server import FakeOpenAI, Reply
@@ -248,89 +268,174 @@ def test_cli_with_an_opencua_7b_server_clicks_the_intended_pixels(tmp_path, kept
     from agent.trajectory import read_steps
     from tasks.cli import main
 
-    server = FakeOpenAI(models=("opencua-7b",), roots={"opencua-7b": "xlangai/OpenCUA-7B"})
+    server = FakeOpenAI(models=(served,), roots={served: root})
     try:
-        server.replies.extend(
-            [
-                # centre of resized pixel (966, 406): screen (floor(966.5*1280/1288), floor(406.5*800/812))
-                Reply(L2.replace("x=960, y=540", "x=966.5, y=406.5")),
-                Reply("# Step: 2\n" + V1_L2.replace("x=0.5, y=0.25", "x=100, y=50")),  # -> (99, 49)
-                Reply(DONE),
-            ]
-        )
+        server.replies.extend(Reply(r) for r in replies)
         out = tmp_path / "run"
-        code = main(clickpad_task(server.url, "opencua-7b", out))
+        code = main(clickpad_task(server.url, served, out, size=size))
         assert code == 0, capsys.readouterr().out
-        downs = pad_downs(kept_home(kept_sandboxes))
-        assert downs == [(960, 400), (99, 49), (99, 49), (99, 49)]  # a click, then a triple click
-        steps = read_steps(out)
-        assert [s.actions[0].screen_points for s in steps[:2]] == [[(960, 400)], [(99, 49)]]
         model = json.loads((out / "run.json").read_text())["model"]
-        assert (model["model_profile"], model["variant"], model["prompt_profile"]) == (
-            "opencua",
-            "7b",
-            "opencua-l2",
-        )
-        assert (model["temperature"], model["max_new_tokens"]) == (0.0, 2048)
-        third = server.requests[2]["messages"]
-        assert third[0]["content"].startswith("You are a GUI agent. You are given a task, a screenshot")
-        history = [m["content"] for m in third if m["role"] == "assistant"]
-        assert history == [
-            '# Step 1:\n## Action:\nClick the "OK" button.',
-            "# Step 2:\n## Action:\nTriple click the first line.",
-        ]
-        images = [
-            p
-            for m in third
-            if isinstance(m["content"], list)
-            for p in m["content"]
-            if p["type"] == "image_url"
-        ]
-        assert len(images) == 3 and server.requests[2]["temperature"] == 0.0
+        return ClickpadRun(pad_downs(kept_home(kept)), read_steps(out), model, list(server.requests))
     finally:
         server.close()
 
 
+def sent_images(request: dict[str, Any]) -> list[tuple[int, int]]:
+    """The size of each image in a chat request, in order."""
+    from PIL import Image
+
+    urls = [p["image_url"]["url"] for m in request["messages"] if isinstance(m["content"], list)
+            for p in m["content"] if p["type"] == "image_url"]  # fmt: skip
+    return [Image.open(io.BytesIO(base64.b64decode(u.split(",", 1)[1]))).size for u in urls]
+
+
+def check_opencua_requests(requests: list[dict[str, Any]]) -> None:
+    """OpenCUA's agent as OSWorld runs it: the V2 L2 system prompt, past steps replayed as their
+    ``## Action:`` text, three screenshots, temperature 0."""
+    third = requests[2]["messages"]
+    assert third[0]["content"].startswith("You are a GUI agent. You are given a task, a screenshot")
+    assert "# Step: {step number}\n## Thought:\n{thought}\n## Action:" in third[0]["content"]
+    history = [m["content"] for m in third if m["role"] == "assistant"]
+    assert history == [
+        '# Step 1:\n## Action:\nClick the "OK" button.',
+        "# Step 2:\n## Action:\nTriple click the first line.",
+    ]
+    assert third[-1]["content"][-1]["text"].startswith("# Task Instruction:\n")
+    assert requests[2]["temperature"] == 0.0
+
+
 @pytest.mark.slow
-def test_an_osworld_suite_task_with_an_opencua_server_scores_and_prints_its_published_figures(
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [((1280, 800), [(960, 400), (99, 49)]), ((1920, 1080), [(960, 402), (99, 49)])],
+    ids=["1280x800", "1920x1080"],
+)
+def test_cli_with_an_opencua_7b_server_clicks_the_intended_pixels(  # type: ignore[no-untyped-def]
+    size: tuple[int, int], expected: list[tuple[int, int]], tmp_path, kept_sandboxes, capsys
+) -> None:
+    """The whole loop: a loopback OpenAI-compatible server reporting xlangai/OpenCUA-7B answers in
+    OpenCUA's format with pixels of the smart-resized image the model sees of the screen (1288x812 of
+    1280x800, 1932x1092 of 1920x1080); the clickpad in the sandbox records where the pointer went."""
+    width, height = size
+    w, h = smart_resize(width, height)
+
+    def screen(x: str, y: str) -> tuple[int, int]:
+        """OpenCUA's mapping, exactly: floor(x * W / w'), floor(y * H / h')."""
+        return math.floor(Fraction(x) * width / w), math.floor(Fraction(y) * height / h)
+
+    # the centre of resized pixel (966, 406), then resized (100, 50)
+    first, second = screen("966.5", "406.5"), screen("100", "50")
+    assert [first, second] == expected
+    replies = [
+        L2.replace("x=960, y=540", "x=966.5, y=406.5"),
+        "# Step: 2\n" + V1_L2.replace("x=0.5, y=0.25", "x=100, y=50"),
+        DONE,
+    ]
+    run = run_clickpad("opencua-7b", "xlangai/OpenCUA-7B", replies, size, tmp_path, kept_sandboxes, capsys)
+    assert run.downs == [first, second, second, second]  # a click, then a triple click
+    assert [s.actions[0].screen_points for s in run.steps[:2]] == [[first], [second]]
+    assert (run.model["model_profile"], run.model["variant"], run.model["prompt_profile"]) == (
+        "opencua",
+        "7b",
+        "opencua-l2",
+    )
+    assert (run.model["temperature"], run.model["max_new_tokens"]) == (0.0, 2048)
+    check_opencua_requests(run.requests)
+    assert sent_images(run.requests[2]) == [size] * 3  # the screenshot as it is; the server resizes it
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [((1280, 800), [(960, 400), (100, 50)]), ((1920, 1080), [(1440, 540), (150, 67)])],
+    ids=["1280x800", "1920x1080"],
+)
+def test_cli_with_an_opencua_a3b_server_clicks_the_intended_pixels(  # type: ignore[no-untyped-def]
+    size: tuple[int, int], expected: list[tuple[int, int]], tmp_path, kept_sandboxes, capsys
+) -> None:
+    """The whole loop for OpenCUA-A3B: a loopback server reporting xlangai/OpenCUA-A3B answers in
+    OpenCUA's format with fractions of the screen (A3B is Kimi-VL-A3B based: OSWorld's runner uses
+    ``coordinate_type relative`` for it); the clickpad records where the pointer went."""
+    width, height = size
+    # floor(f * W): fractions exact in binary, so the expected pixels are exact too
+    first, second = (int(0.75 * width), int(0.5 * height)), (int(0.078125 * width), int(0.0625 * height))
+    assert [first, second] == expected
+    replies = [
+        L2.replace("x=960, y=540", "x=0.75, y=0.5"),
+        "# Step: 2\n" + V1_L2.replace("x=0.5, y=0.25", "x=0.078125, y=0.0625"),
+        DONE,
+    ]
+    run = run_clickpad("opencua-a3b", "xlangai/OpenCUA-A3B", replies, size, tmp_path, kept_sandboxes, capsys)
+    assert run.downs == [first, second, second, second]  # a click, then a triple click
+    assert [s.actions[0].screen_points for s in run.steps[:2]] == [[first], [second]]
+    assert (run.model["model_profile"], run.model["variant"], run.model["prompt_profile"]) == (
+        "opencua-a3b",
+        "a3b",
+        "opencua-l2",
+    )
+    assert (run.model["temperature"], run.model["max_new_tokens"]) == (0.0, 2048)
+    check_opencua_requests(run.requests)
+    # Kimi-VL's MoonViT rule at 4096 patches, applied before sending (1137x710, 1196x672)
+    assert sent_images(run.requests[2]) == [wire_size(width, height, 4096)] * 3
+
+
+@pytest.mark.slow
+def test_an_osworld_suite_task_with_each_opencua_profile_scores_and_prints_its_published_figures(
     tmp_path,
 ) -> None:  # type: ignore[no-untyped-def]
-    """`bench osworld run os-hello-file --backend openai` against a loopback server reporting
-    xlangai/OpenCUA-7B: OpenCUA's prompt goes out, its replies are executed, OSWorld's evaluator scores
-    the task, and the figures printed beside the run are OpenCUA-7B's."""
+    """`bench osworld run os-hello-file --backend openai`, once per profile, both at once: against a
+    loopback server reporting xlangai/OpenCUA-7B and one reporting xlangai/OpenCUA-A3B. OpenCUA's
+    prompt goes out, its replies are executed, OSWorld's evaluator scores the task, and the figures
+    printed beside each run are that checkpoint's own."""
     import os
     import subprocess
     import sys
-    from pathlib import Path
 
     from fake_openai_server import FakeOpenAI, Reply
 
     eval_venv = os.environ.get("KIMI_OSWORLD_EVAL_VENV") or str(
         Path(__file__).parents[1] / ".cache" / "osworld-eval"
     )
-    server = FakeOpenAI(models=("opencua-7b",), roots={"opencua-7b": "xlangai/OpenCUA-7B"})
     write = "pyautogui.write(\"echo 'Hello, OSWorld!' > ~/hello.txt\")\npyautogui.press('enter')"
-    server.replies.extend(
-        [
-            Reply(L3.replace("pyautogui.write('ls')\npyautogui.press('enter')", write)),
-            Reply(DONE),
-        ]
-    )
+    first = L3.replace("pyautogui.write('ls')\npyautogui.press('enter')", write)
+    runs = {"opencua-7b": "xlangai/OpenCUA-7B", "opencua-a3b": "xlangai/OpenCUA-A3B"}
+    servers = {name: FakeOpenAI(models=(name,), roots={name: root}) for name, root in runs.items()}
+    procs: dict[str, subprocess.Popen[str]] = {}
     try:
-        r = subprocess.run(
-            [sys.executable, "-m", "tasks.cli", "bench", "osworld", "run", "os-hello-file", "--backend", "openai",
-             "--model", "opencua-7b", "--base-url", server.url, "--out", str(tmp_path / "out"), "--max-steps", "5"],
-            env={**os.environ, "KIMI_OSWORLD_EVAL_VENV": eval_venv, "XDG_CACHE_HOME": str(tmp_path / "cache")},
-            capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-        assert "score 1 (mean 1.00)" in r.stdout
-        assert "published: OpenCUA README, OSWorld-Verified, 15 steps: 24.30%" in r.stdout
-        assert "8.22" not in r.stdout  # not Kimi-VL's
-        system = server.requests[0]["messages"][0]["content"]
-        assert "# Step: {step number}\n## Thought:\n{thought}\n## Action:" in system
+        for name, server in servers.items():
+            server.replies.extend([Reply(first), Reply(DONE)])
+            procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "tasks.cli", "bench", "osworld", "run", "os-hello-file", "--backend", "openai",
+                 "--model", name, "--base-url", server.url, "--out", str(tmp_path / name), "--max-steps", "2"],
+                env={**os.environ, "KIMI_OSWORLD_EVAL_VENV": eval_venv, "XDG_CACHE_HOME": str(tmp_path / f"cache-{name}")},
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            )  # fmt: skip
+        outputs = {name: proc.communicate(timeout=300)[0] for name, proc in procs.items()}
+        for name, proc in procs.items():
+            assert proc.returncode == 0, f"{name}: {outputs[name][-3000:]}"
+            assert "score 1 (mean 1.00)" in outputs[name], name
+            system = servers[name].requests[0]["messages"][0]["content"]
+            assert "# Step: {step number}\n## Thought:\n{thought}\n## Action:" in system, name
+            assert len(servers[name].requests) == 2, name
+        seven, a3b = outputs["opencua-7b"], outputs["opencua-a3b"]
+        assert "published: OpenCUA README, OSWorld-Verified, 15 steps: 24.30%" in seven
+        assert "8.22" not in seven and "17.70" not in seven  # not Kimi-VL's, not A3B's
+        assert (
+            "published: GroundCUA paper (as quoted in kimi-agent's shared docs), OSWorld-Verified, "
+            "15 steps: 17.70%"
+        ) in a3b
+        assert "8.22" not in a3b and "24.30" not in a3b  # not Kimi-VL's, not the 7B's
+        for name, profile in (("opencua-7b", ("opencua", "7b")), ("opencua-a3b", ("opencua-a3b", "a3b"))):
+            task = tmp_path / name / "pyautogui" / "screenshot" / name / "os" / "os-hello-file"
+            model = json.loads((task / "run.json").read_text())["model"]
+            assert (model["model_profile"], model["variant"]) == profile
     finally:
-        server.close()
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        for server in servers.values():
+            server.close()
 
 
 def test_a_screenspot_run_reads_an_opencua_7b_servers_points_in_its_resized_pixels(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -371,7 +476,54 @@ def test_a_screenspot_run_reads_an_opencua_7b_servers_points_in_its_resized_pixe
     ]
     assert details["s0"]["pred"] == pytest.approx([59 * 200 / 196, 45 * 100 / 112])
     run = json.loads((out / "run.json").read_text())
-    assert "opencua" in json.dumps(run)
+    assert (run["model_profile"], run["variant"], run["checkpoint"]) == (
+        "opencua",
+        "7b",
+        "xlangai/OpenCUA-7B",
+    )
+
+
+def test_a_screenspot_run_reads_an_opencua_a3b_servers_points_as_fractions(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`bench screenspot run` against a loopback server reporting xlangai/OpenCUA-A3B: its points are
+    fractions of the image, so (0.3, 0.4) of a 200x100 screenshot is (60, 40), inside the box
+    (40..80, 20..60); pixels are not A3B's answer and count as a wrong format."""
+    from fake_openai_server import FakeOpenAI, Reply
+    from test_screenspot_runner import answer_by_instruction, write_pro
+
+    from tasks.screenspot.cli import main
+
+    replies = {
+        "target 0": L2.replace("x=960, y=540", "x=0.3, y=0.4"),
+        "target 1": "pyautogui.click(x=0.3, y=0.4)",  # a bare grounding answer
+        "target 2": L2.replace("x=960, y=540", "x=60, y=40"),  # pixels: the 7B's space, not A3B's
+        "target 3": L2.replace("x=960, y=540", "x=0.05, y=0.05"),  # (10, 5): outside the box
+    }
+    data = write_pro(tmp_path / "pro", [{}, {}, {}, {}])
+    server = FakeOpenAI(models=("opencua-a3b",), roots={"opencua-a3b": "xlangai/OpenCUA-A3B"})
+    try:
+        answer_by_instruction(server, lambda instruction: Reply(text=replies[instruction]))
+        out = tmp_path / "out"
+        args = ["run", str(data), "--out", str(out), "--model", "opencua-a3b", "--base-url", server.url]
+        assert main([*args, "--no-progress"]) == 0
+    finally:
+        server.close()
+    results = json.loads((out / "results.json").read_text())
+    details = {d["id"]: d for d in results["details"]}
+    assert [details[f"s{i}"]["correctness"] for i in range(4)] == [
+        "correct",
+        "correct",
+        "wrong_format",
+        "wrong",
+    ]
+    assert details["s0"]["pred"] == pytest.approx([60, 40]) and details["s3"]["pred"] == pytest.approx(
+        [10, 5]
+    )
+    run = json.loads((out / "run.json").read_text())
+    assert (run["model_profile"], run["variant"], run["checkpoint"]) == (
+        "opencua-a3b",
+        "a3b",
+        "xlangai/OpenCUA-A3B",
+    )
 
 
 def test_the_v1_training_prompts_ship_as_layouts_too() -> None:

@@ -31,7 +31,9 @@ from agent.models.reply import ParsedReply
 
 LAYOUTS = OPENCUA_LAYOUTS
 # OSWorld-Verified success rates (%), mean of 3 runs at 15 / 50 / 100 steps: xlang-ai/OpenCUA
-# README.md @ f9f965b045ca225b6f8d684d3be3db20491d5d81. A3B has grounding figures only there.
+# README.md @ f9f965b045ca225b6f8d684d3be3db20491d5d81. A3B has grounding figures only there; its
+# OSWorld-Verified 17.7 (15 steps) is the GroundCUA paper's table as kimi-agent's shared docs quote it
+# (/work/shared/docs/peers.md, landscape.md), not re-read from the paper here: the source line says so.
 _SOURCE = "OpenCUA README, OSWorld-Verified"
 _FIGURES = {"7b": (24.3, 27.9, 26.6), "32b": (29.7, 34.1, 34.8), "72b": (39.0, 44.9, 45.0)}
 PUBLISHED: dict[str, tuple[tuple[str, float], ...]] = {
@@ -39,6 +41,11 @@ PUBLISHED: dict[str, tuple[tuple[str, float], ...]] = {
         (f"{_SOURCE}, {steps} steps", value) for steps, value in zip((15, 50, 100), figures, strict=True)
     )
     for size, figures in _FIGURES.items()
+}
+A3B_PUBLISHED: dict[str, tuple[tuple[str, float], ...]] = {
+    "opencua-a3b": (
+        ("GroundCUA paper (as quoted in kimi-agent's shared docs), OSWorld-Verified, 15 steps", 17.7),
+    ),
 }
 
 
@@ -109,5 +116,5 @@ OPENCUA_A3B = dataclasses.replace(
     model_size=moonvit_size,
     image_tokens=moonvit_tokens,
     matches=matches_a3b,
-    published={},
+    published=A3B_PUBLISHED,
 )
