@@ -636,6 +636,13 @@ def _cmd_serve(console: Console, argv: Sequence[str]) -> int:
     return cmd_serve(console, argv)
 
 
+def _cmd_mcp(console: Console, argv: Sequence[str]) -> int:
+    """`kimi-agent mcp`: prints nothing on the console (stdout is the stdio transport's)."""
+    from tasks.mcp.cli import main as mcp
+
+    return mcp(argv)
+
+
 BENCHMARKS = {
     "screenspot": "grounding benchmarks (ScreenSpot v1/v2/Pro, OSWorld-G): run, score",
     "osworld": "OSWorld tasks: check, list, run, fidelity, setup, report",
@@ -675,6 +682,7 @@ COMMANDS: dict[str, Command] = {
     "export": _cmd_export,
     "rollout": _cmd_rollout,
     "serve": _cmd_serve,
+    "mcp": _cmd_mcp,
     "doctor": _cmd_doctor,
 }
 
