@@ -13,7 +13,7 @@ import secrets
 import sys
 from collections.abc import Sequence
 
-from tasks.cli_common import ArgumentParser, HelpFormatter
+from tasks.cli_common import ArgumentParser, HelpFormatter, sleep_after_flag
 from tasks.mcp.options import ServerOptions
 from tasks.mcp.permissions import GROUPS, PermissionsError, parse_allow
 
@@ -61,6 +61,7 @@ def parser() -> argparse.ArgumentParser:
         "--token",
         help=f"the bearer token HTTP clients must send (default: ${TOKEN_VAR}, else a new one, printed on stderr)",
     )
+    sleep_after_flag(p)
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="warning")
     return p
 
@@ -88,6 +89,7 @@ def options_from(args: argparse.Namespace) -> ServerOptions:
         allow=parse_allow(args.allow),
         max_sandboxes=args.max_sandboxes,
         isolated=not args.no_isolation,
+        sleep_after_s=args.sleep_after,
         args=args,
     )
 

@@ -11,5 +11,6 @@ class ServerOptions:
     allow: frozenset[str]
     max_sandboxes: int = 4
     isolated: bool = True
+    sleep_after_s: float | None = None
     # Groups added later (kimi) read their own flags from here (--backend, --model, ...).
     args: argparse.Namespace = field(default_factory=argparse.Namespace)

@@ -32,6 +32,7 @@ class SandboxDefaults:
 
     max_sandboxes: int = 4
     isolated: bool = True  # False: --no-isolation (machines without user namespaces)
+    sleep_after_s: float | None = None  # --sleep-after: a fixed sleep after each action, not the settle wait
 
 
 @dataclass
@@ -89,6 +90,7 @@ class Registry:
     ) -> OpenSandbox:
         from env.isolation import Isolation
         from env.sandbox import Sandbox, SandboxError
+        from env.settle import Settle
 
         argvs = []
         for i, app in enumerate(apps):
@@ -111,7 +113,8 @@ class Registry:
         try:
             isolation = Isolation(network=network) if self.defaults.isolated else None
             try:
-                box = Sandbox(width, height, argvs, desktop=desktop_env, isolation=isolation)
+                settle = Settle(sleep_after_s=self.defaults.sleep_after_s)
+                box = Sandbox(width, height, argvs, desktop=desktop_env, isolation=isolation, settle=settle)
             except SandboxError as e:
                 raise ToolError(f"the sandbox did not start: {e}") from None
             entry = OpenSandbox(secrets.token_hex(4), box, desktop_env, network, owner)

@@ -37,7 +37,7 @@ def build_server(options: ServerOptions) -> tuple[MCPServer, Registry]:
             f"--allow: tool group(s) {', '.join(missing)} are not available in this version "
             f"(available: {', '.join(REGISTRARS)})"
         )
-    registry = Registry(SandboxDefaults(max_sandboxes=options.max_sandboxes, isolated=options.isolated))
+    registry = Registry(SandboxDefaults(options.max_sandboxes, options.isolated, options.sleep_after_s))
     server: MCPServer = MCPServer(name="kimi-agent", instructions=INSTRUCTIONS, log_level="WARNING")
     for group, register in REGISTRARS.items():
         if group in options.allow:
