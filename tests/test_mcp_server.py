@@ -41,16 +41,16 @@ def _argv(*flags: str) -> list[str]:
     return [sys.executable, "-m", "tasks.cli", "mcp", *flags]
 
 
-def _stdio(*flags: str) -> StdioServerParameters:
-    return StdioServerParameters(command=sys.executable, args=_argv(*flags)[1:], cwd=str(ROOT))
+def _stdio(*flags: str, env: dict[str, str] | None = None) -> StdioServerParameters:
+    return StdioServerParameters(command=sys.executable, args=_argv(*flags)[1:], cwd=str(ROOT), env=env)
 
 
 Session = Callable[[ClientSession], Awaitable[Any]]
 
 
-def _over_stdio(flags: list[str], body: Session) -> Any:
+def _over_stdio(flags: list[str], body: Session, env: dict[str, str] | None = None) -> Any:
     async def run() -> Any:
-        async with stdio_client(_stdio(*flags)) as (r, w), ClientSession(r, w) as s:
+        async with stdio_client(_stdio(*flags, env=env)) as (r, w), ClientSession(r, w) as s:
             await s.initialize()
             return await body(s)
 
@@ -118,6 +118,8 @@ def _gone(sandboxes: list[dict[str, Any]], timeout: float = 15.0) -> list[str]:
         (["--allow", ""], "--allow is required"),
         (["--allow", "sandbox,computr"], "unknown tool group 'computr' (did you mean 'computer'?)"),
         (["--allow", "sandbox,,computer"], "has an empty item"),
+        (["--allow", "sandbox,host-desktop"], "--allow host-desktop gives the computer tools"),
+        (["--allow", "computer,shell"], "tool group(s) shell are not available"),
         (["--allow", "sandbox", "--http", "0.0.0.0:8765"], "0.0.0.0 is not a loopback address"),
         (["--allow", "sandbox", "--http", "nonsense"], "--http: expected HOST:PORT"),
         (["--allow", "sandbox", "--max-sandboxes", "0"], "--max-sandboxes: must be at least 1"),
@@ -157,6 +159,35 @@ def test_tools_listed_are_those_granted() -> None:
     assert head == "0 sandbox(es) open" and json.loads(data) == {"sandboxes": []}
     assert _over_stdio(["--allow", "computer"], names) == COMPUTER_TOOLS
     assert _over_stdio(["--allow", " Computer , sandbox"], names) == SANDBOX_TOOLS | COMPUTER_TOOLS
+
+
+@pytest.mark.x11
+def test_host_desktop_only_when_granted_and_named(clickpad_on: Any) -> None:
+    """`--allow computer,host-desktop` lets sandbox_id 'host' drive this machine's desktop (here an
+    Xvfb posing as it), never by default; without the grant 'host' is refused."""
+    from env.sandbox import Sandbox
+
+    with Sandbox(800, 600, desktop=None) as screen:
+        pad = clickpad_on(screen)
+        env = {**os.environ, "DISPLAY": screen.display, "XAUTHORITY": str(screen.xauthority)}
+
+        async def granted(s: ClientSession) -> None:
+            res = await s.call_tool("computer_screenshot", {})
+            assert res.is_error and "no sandbox is open" in _text(res)  # the host is never the default
+            shot = _ok(await s.call_tool("computer_screenshot", {"sandbox_id": "host", "max_side": 400}))
+            assert (shot["width"], shot["height"], shot["screen_width"]) == (400, 300, 800)
+            click = {"sandbox_id": "host", "x": 100, "y": 150, "coordinates": "pixels"}
+            assert _ok(await s.call_tool("computer_click", click))["screen_points"] == [[200, 300]]
+            pad.wait_for(lambda ev: ev["kind"] == "down" and (ev["x"], ev["y"]) == (200, 300), "the click")
+            res = await s.call_tool("sandbox_close", {"sandbox_id": "host"})
+            assert res.is_error and "not closed by a client" in _text(res)
+
+        _over_stdio(["--allow", "sandbox,computer,host-desktop"], granted, env)
+
+        async def refused(s: ClientSession) -> str:
+            return _text(await s.call_tool("computer_screenshot", {"sandbox_id": "host"}))
+
+        assert "needs --allow host-desktop" in _over_stdio(["--allow", "computer"], refused, env)
 
 
 # -- one server, two sandboxes: typing, clicking in both coordinate spaces, bad arguments ---

@@ -18,6 +18,7 @@ from pydantic import Field, ValidationError
 
 from agent.models.profile import shot_pixel
 from env.actions import Action, Click, Drag, Hotkey, KeyPress, Move, Point, Scroll, TypeText, Wait, describe
+from env.desktop import StopRequested
 from tasks.mcp.options import ServerOptions
 from tasks.mcp.results import DEFAULT_MAX_SIDE, action_result, bad_argument, owner, screenshot_blocks
 from tasks.mcp.sandboxes import OpenSandbox, Registry
@@ -73,7 +74,10 @@ def run_action(
             action: Action = build(entry)  # type: ignore[operator]
         except ValidationError as e:
             raise bad_argument(e) from None
-        result = entry.box.execute(action)
+        try:
+            result = entry.box.execute(action)
+        except StopRequested as e:  # the user at this machine's desktop pushed the pointer into a corner
+            raise ToolError(f"stopped by the user at the desktop: {e}") from None
         shot: list[ContentBlock] | None = screenshot_blocks(entry, max_side) if screenshot else None
     return action_result(entry, describe(action), result, shot)
 

@@ -15,7 +15,7 @@ from PIL import Image
 from pydantic import ValidationError
 
 from env.actions import brief_error
-from env.desktop import ActionResult
+from env.desktop import ActionResult, StopRequested
 from tasks.mcp.sandboxes import OpenSandbox
 
 DEFAULT_MAX_SIDE = 1280  # a 1920x1080 screen goes out at 1280x720: a client's context is not free
@@ -41,7 +41,10 @@ def screenshot_blocks(entry: OpenSandbox, max_side: int, image_format: str = "pn
     the image `pixels` coordinates refer to from now on. Call with ``entry.lock`` held."""
     if not MIN_MAX_SIDE <= max_side <= MAX_MAX_SIDE:
         raise ToolError(f"max_side: must lie in [{MIN_MAX_SIDE}, {MAX_MAX_SIDE}], got {max_side}")
-    frame = entry.box.screenshot()
+    try:
+        frame = entry.box.screenshot()
+    except StopRequested as e:
+        raise ToolError(f"stopped by the user at the desktop: {e}") from None
     image = frame.to_image()
     long_side = max(frame.width, frame.height)
     if long_side > max_side:

@@ -55,7 +55,10 @@ def register(server: MCPServer, registry: Registry, options: ServerOptions) -> N
     def sandbox_list(ctx: Context) -> CallToolResult:
         """The sandboxes this session has open."""
         mine = [s.describe() for s in registry.visible(owner(ctx))]
-        return _described({"sandboxes": mine}, f"{len(mine)} sandbox(es) open")
+        data: dict[str, object] = {"sandboxes": mine}
+        if registry.defaults.host_desktop:  # said only where granted: never a default target
+            data["host_desktop"] = "sandbox_id 'host' is this machine's desktop"
+        return _described(data, f"{len(mine)} sandbox(es) open")
 
     @server.tool(annotations=ToolAnnotations(destructive_hint=True))
     def sandbox_close(

@@ -19,7 +19,10 @@ from typing import TYPE_CHECKING, Literal
 from mcp.server.mcpserver.exceptions import ToolError
 
 if TYPE_CHECKING:
+    from env.desktop import Desktop
     from env.sandbox import Sandbox
+
+HOST_ID = "host"  # this machine's own desktop: only with --allow host-desktop, only when named
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +36,13 @@ class SandboxDefaults:
     max_sandboxes: int = 4
     isolated: bool = True  # False: --no-isolation (machines without user namespaces)
     sleep_after_s: float | None = None  # --sleep-after: a fixed sleep after each action, not the settle wait
+    host_desktop: bool = False  # --allow host-desktop: sandbox_id "host" is this machine's desktop
 
 
 @dataclass
 class OpenSandbox:
     id: str
-    box: Sandbox
+    box: Desktop  # an env.sandbox.Sandbox, or env.local.LocalDesktop for HOST_ID
     desktop_env: DesktopEnv
     network: bool
     owner: str | None  # the MCP session that made it (None: stdio's only session)
@@ -49,22 +53,25 @@ class OpenSandbox:
 
     @property
     def size(self) -> tuple[int, int]:
+        """The size of a full screenshot (on a Retina screen, physical pixels, not input points)."""
         g = self.box.geometry
-        return g.width, g.height
+        return g.shot_width, g.shot_height
 
     def describe(self) -> dict[str, object]:
         w, h = self.size
+        data: dict[str, object] = {"sandbox_id": self.id, "width": w, "height": h}
+        if self.id == HOST_ID:
+            return {**data, "desktop_env": "host"}
+        box: Sandbox = self.box  # type: ignore[assignment]
         return {
-            "sandbox_id": self.id,
-            "width": w,
-            "height": h,
+            **data,
             "desktop_env": self.desktop_env,
             "network": self.network,
             # Where its files are and which host processes are its own (Xvfb, its supervisor, its
             # reaper): for the user to look at, and for tests to check that nothing is left.
-            "directory": str(self.box.root),
-            "host_pids": self.box.pids,
-            "warnings": list(self.box.warnings),
+            "directory": str(box.root),
+            "host_pids": box.pids,
+            "warnings": list(box.warnings),
         }
 
 
@@ -77,6 +84,7 @@ class Registry:
         self._starting = 0  # slots taken by sandboxes still starting
         self._lock = threading.Lock()
         self._closed = False
+        self._host: OpenSandbox | None = None  # opened at its first use
 
     def create(
         self,
@@ -137,7 +145,10 @@ class Registry:
             return [s for s in self._open.values() if s.owner == owner]
 
     def get(self, owner: str | None, sandbox_id: str | None) -> OpenSandbox:
-        """``sandbox_id`` of this session, or the only one it has open when None."""
+        """``sandbox_id`` of this session, or the only one it has open when None (never the host's
+        desktop: that one is used only when named)."""
+        if sandbox_id == HOST_ID:
+            return self.host()
         mine = self.visible(owner)
         if sandbox_id is None:
             if len(mine) == 1:
@@ -151,7 +162,29 @@ class Registry:
                 return s
         raise ToolError(f"sandbox_id: no open sandbox {sandbox_id!r} (sandbox_list shows them)")
 
+    def host(self) -> OpenSandbox:
+        """This machine's desktop, shared by every session; opened once, closed with the server."""
+        if not self.defaults.host_desktop:
+            raise ToolError(f"sandbox_id: {HOST_ID!r} (this machine's desktop) needs --allow host-desktop")
+        with self._lock:
+            if self._closed:
+                raise ToolError("the server is shutting down")
+            if self._host is None:
+                from env.local import LocalDesktop
+                from env.settle import Settle
+
+                try:
+                    desk = LocalDesktop(settle=Settle(sleep_after_s=self.defaults.sleep_after_s))
+                except Exception as e:  # no display, no X authority: python-xlib and mss raise many kinds
+                    raise ToolError(f"sandbox_id: this machine's desktop cannot be opened: {e}") from None
+                self._host = OpenSandbox(HOST_ID, desk, "minimal", True, None)
+            return self._host
+
     def close(self, owner: str | None, sandbox_id: str | None) -> OpenSandbox:
+        if sandbox_id == HOST_ID:
+            raise ToolError(
+                f"sandbox_id: {HOST_ID!r} is this machine's desktop; it is not closed by a client"
+            )
         entry = self.get(owner, sandbox_id)
         with self._lock:
             if self._open.pop(entry.id, None) is None:
@@ -175,6 +208,9 @@ class Registry:
             self._closed = True
             entries = list(self._open.values())
             self._open.clear()
+            if self._host is not None:
+                entries.append(self._host)  # LocalDesktop.close releases the keys and buttons held
+                self._host = None
         for s in entries:
             self._shut(s)
 

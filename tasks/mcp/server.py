@@ -14,6 +14,7 @@ Register = Callable[[MCPServer, Registry, ServerOptions], None]
 
 # A group's tools come from its module's register(); a group listed in permissions.GROUPS but not
 # here is refused at start-up (granted, it would silently give nothing).
+# host-desktop adds no tools: it lets the computer tools take sandbox_id "host".
 REGISTRARS: dict[str, Register] = {
     "sandbox": sandbox_tools.register,
     "computer": computer_tools.register,
@@ -31,13 +32,19 @@ class UnavailableGroup(ValueError):
 
 
 def build_server(options: ServerOptions) -> tuple[MCPServer, Registry]:
-    missing = sorted(options.allow - REGISTRARS.keys())
+    if "host-desktop" in options.allow and "computer" not in options.allow:
+        raise UnavailableGroup("--allow host-desktop gives the computer tools this desktop: add computer")
+    missing = sorted(options.allow - REGISTRARS.keys() - {"host-desktop"})
     if missing:
         raise UnavailableGroup(
             f"--allow: tool group(s) {', '.join(missing)} are not available in this version "
             f"(available: {', '.join(REGISTRARS)})"
         )
-    registry = Registry(SandboxDefaults(options.max_sandboxes, options.isolated, options.sleep_after_s))
+    registry = Registry(
+        SandboxDefaults(
+            options.max_sandboxes, options.isolated, options.sleep_after_s, "host-desktop" in options.allow
+        )
+    )
     server: MCPServer = MCPServer(name="kimi-agent", instructions=INSTRUCTIONS, log_level="WARNING")
     for group, register in REGISTRARS.items():
         if group in options.allow:
