@@ -277,6 +277,19 @@ def test_stdio_session_types_clicks_and_cleans_up() -> None:
             await anyio.sleep(0.05)
         assert pad_downs(home) == [screen, screen]
 
+        # A refused call has not acted: the pad saw nothing more.
+        args = {"sandbox_id": p, "x": 1, "y": 1, "coordinates": "pixels", "screenshot": True, "max_side": 10}
+        res = await s.call_tool("computer_click", args)
+        assert res.is_error and "max_side: must lie in" in _text(res)
+        res = await s.call_tool("computer_scroll", {"sandbox_id": p, "direction": "down", "x": 3})
+        assert res.is_error and "x, y: give both or neither" in _text(res)
+        double = {"sandbox_id": p, "x": 0.25, "y": 0.75, "coordinates": "relative"}
+        _ok(await s.call_tool("computer_double_click", double))
+        deadline = time.monotonic() + 5
+        while len(pad_downs(home)) < 4 and time.monotonic() < deadline:
+            await anyio.sleep(0.05)
+        assert pad_downs(home) == [screen, screen, (320, 600), (320, 600)]
+
     _over_stdio(["--allow", "sandbox,computer", "--max-sandboxes", "2"], body)
     assert _gone(seen["boxes"]) == []
 

@@ -9,6 +9,7 @@ as a resized model image's pixels are) or ``relative`` fractions in [0, 1].
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Literal
 
 from mcp.server.mcpserver import Context, MCPServer
@@ -20,7 +21,14 @@ from agent.models.profile import shot_pixel
 from env.actions import Action, Click, Drag, Hotkey, KeyPress, Move, Point, Scroll, TypeText, Wait, describe
 from env.desktop import StopRequested
 from tasks.mcp.options import ServerOptions
-from tasks.mcp.results import DEFAULT_MAX_SIDE, action_result, bad_argument, owner, screenshot_blocks
+from tasks.mcp.results import (
+    DEFAULT_MAX_SIDE,
+    action_result,
+    bad_argument,
+    check_max_side,
+    owner,
+    screenshot_blocks,
+)
 from tasks.mcp.sandboxes import OpenSandbox, Registry
 
 Coordinates = Literal["pixels", "relative"]
@@ -47,12 +55,11 @@ def to_point(entry: OpenSandbox, coordinates: Coordinates, x: float, y: float, n
                 f"coordinates: 'pixels' refer to the last screenshot, and none was sent for sandbox "
                 f"{entry.id} yet (call computer_screenshot, or use coordinates='relative')"
             )
-        (w, h), screen = entry.last_shot, entry.size
-        if not (0 <= x < w and 0 <= y < h):  # NaN fails this too
+        w, h = entry.last_shot
+        if not (0 <= x < w and 0 <= y < h):  # NaN and infinities fail this too
             raise ValueError(f"pixel point ({x:g}, {y:g}) lies outside the {w}x{h} screenshot last sent")
-        if (w, h) == screen:
-            return Point.px(x, y)
-        return shot_pixel(x, y, (w, h), screen)  # the loop's mapping of a resized image's pixel
+        # The loop's mapping of a resized image's pixel (the identity's floor when not downscaled).
+        return shot_pixel(x, y, (w, h), entry.size)
     except ValidationError as e:
         raise ToolError(f"{names}: {'; '.join(point_errors(e))}") from None
     except ValueError as e:
@@ -63,15 +70,17 @@ def run_action(
     registry: Registry,
     ctx: Context,
     sandbox_id: str | None,
-    build: object,
+    build: Callable[[OpenSandbox], Action],
     screenshot: bool,
     max_side: int,
 ) -> CallToolResult:
     """Resolve the sandbox, build the action (``build(entry) -> Action``) and execute it."""
+    if screenshot:
+        check_max_side(max_side)  # before the action: a refused call must not have acted
     entry = registry.get(owner(ctx), sandbox_id)
     with entry.lock:
         try:
-            action: Action = build(entry)  # type: ignore[operator]
+            action = build(entry)
         except ValidationError as e:
             raise bad_argument(e) from None
         try:
@@ -97,7 +106,7 @@ def register(server: MCPServer, registry: Registry, options: ServerOptions) -> N
         entry = registry.get(owner(ctx), sandbox_id)
         with entry.lock:
             blocks = screenshot_blocks(entry, max_side, image_format)
-        w, h = entry.last_shot or (0, 0)
+            w, h = entry.last_shot or (0, 0)
         sw, sh = entry.size
         data = {"sandbox_id": entry.id, "width": w, "height": h, "screen_width": sw,
                 "screen_height": sh, "scale": w / sw}  # fmt: skip

@@ -36,11 +36,15 @@ def bad_argument(e: ValidationError | ValueError, prefix: str = "") -> ToolError
     return ToolError(f"{prefix}{text}")
 
 
+def check_max_side(max_side: int) -> None:
+    if not MIN_MAX_SIDE <= max_side <= MAX_MAX_SIDE:
+        raise ToolError(f"max_side: must lie in [{MIN_MAX_SIDE}, {MAX_MAX_SIDE}], got {max_side}")
+
+
 def screenshot_blocks(entry: OpenSandbox, max_side: int, image_format: str = "png") -> list[ContentBlock]:
     """The sandbox's screen now, downscaled so its long side is at most ``max_side``; remembered as
     the image `pixels` coordinates refer to from now on. Call with ``entry.lock`` held."""
-    if not MIN_MAX_SIDE <= max_side <= MAX_MAX_SIDE:
-        raise ToolError(f"max_side: must lie in [{MIN_MAX_SIDE}, {MAX_MAX_SIDE}], got {max_side}")
+    check_max_side(max_side)
     try:
         frame = entry.box.screenshot()
     except StopRequested as e:
