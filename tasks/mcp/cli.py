@@ -62,7 +62,12 @@ def parser() -> argparse.ArgumentParser:
         help=f"the bearer token HTTP clients must send (default: ${TOKEN_VAR}, else a new one, printed on stderr)",
     )
     sleep_after_flag(p)
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="warning")
+    p.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default="warning",
+        help="what the server logs on stderr (default warning)",
+    )
     return p
 
 
