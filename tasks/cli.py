@@ -106,6 +106,7 @@ Other commands (each with --help):
   report RUN_DIR         write a run's report.html again
   sandbox                start a private desktop and keep it until Ctrl-C
   serve                  serve OSWorld's VM protocol for a desktop
+  mcp --allow GROUPS     serve sandboxes as MCP tools (Claude, Cursor, other agents)
   bench osworld ...      OSWorld tasks: check, list, run, fidelity, setup, report
   bench screenspot ...   grounding benchmarks (ScreenSpot v1/v2/Pro, OSWorld-G): run, score
   export RUN_DIR...      write runs as a LLaMA-Factory dataset
@@ -599,6 +600,7 @@ def _cmd_export(console: Console, argv: Sequence[str]) -> int:
 def parsers() -> dict[str, argparse.ArgumentParser]:
     """Every command's parser, by the command line that reaches it."""
     from tasks.doctor import build_parser as doctor
+    from tasks.mcp.cli import parser as mcp
     from tasks.osworld.cli import parser as osworld
     from tasks.osworld.rollout_cli import parser as rollout
     from tasks.screenspot.cli import parser as screenspot
@@ -610,6 +612,7 @@ def parsers() -> dict[str, argparse.ArgumentParser]:
         "kimi-agent report": _report_parser(),
         "kimi-agent sandbox": _sandbox_parser(),
         "kimi-agent serve": serve(),
+        "kimi-agent mcp": mcp(),
         "kimi-agent export": _export_parser(),
         "kimi-agent doctor": doctor(),
         "kimi-agent rollout": rollout(),
@@ -634,6 +637,13 @@ def _cmd_serve(console: Console, argv: Sequence[str]) -> int:
     from tasks.serve import cmd_serve
 
     return cmd_serve(console, argv)
+
+
+def _cmd_mcp(console: Console, argv: Sequence[str]) -> int:
+    """`kimi-agent mcp`: prints nothing on the console (stdout is the stdio transport's)."""
+    from tasks.mcp.cli import main as mcp
+
+    return mcp(argv)
 
 
 BENCHMARKS = {
@@ -675,6 +685,7 @@ COMMANDS: dict[str, Command] = {
     "export": _cmd_export,
     "rollout": _cmd_rollout,
     "serve": _cmd_serve,
+    "mcp": _cmd_mcp,
     "doctor": _cmd_doctor,
 }
 

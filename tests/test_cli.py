@@ -108,6 +108,7 @@ HELPS = [
     ["report", "--help"],
     ["sandbox", "--help"],
     ["serve", "--help"],
+    ["mcp", "--help"],
     ["export", "--help"],
     ["doctor", "--help"],
     ["bench", "--help"],

@@ -1,0 +1,52 @@
+"""The MCPServer with only the granted tool groups."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from mcp.server.mcpserver import MCPServer
+
+from tasks.mcp import computer_tools, sandbox_tools
+from tasks.mcp.options import ServerOptions
+from tasks.mcp.sandboxes import Registry, SandboxDefaults
+
+Register = Callable[[MCPServer, Registry, ServerOptions], None]
+
+# A group's tools come from its module's register(); a group listed in permissions.GROUPS but not
+# here is refused at start-up (granted, it would silently give nothing).
+# host-desktop adds no tools: it lets the computer tools take sandbox_id "host".
+REGISTRARS: dict[str, Register] = {
+    "sandbox": sandbox_tools.register,
+    "computer": computer_tools.register,
+}
+
+INSTRUCTIONS = (
+    "Private desktops to operate: sandbox_create starts one (returns its id), computer_screenshot "
+    "shows it, computer_* act on it. Points are pixels of the last screenshot (coordinates='pixels') "
+    "or fractions 0-1 (coordinates='relative')."
+)
+
+
+class UnavailableGroup(ValueError):
+    pass
+
+
+def build_server(options: ServerOptions) -> tuple[MCPServer, Registry]:
+    if "host-desktop" in options.allow and "computer" not in options.allow:
+        raise UnavailableGroup("--allow host-desktop gives the computer tools this desktop: add computer")
+    missing = sorted(options.allow - REGISTRARS.keys() - {"host-desktop"})
+    if missing:
+        raise UnavailableGroup(
+            f"--allow: tool group(s) {', '.join(missing)} are not available in this version "
+            f"(available: {', '.join(REGISTRARS)})"
+        )
+    registry = Registry(
+        SandboxDefaults(
+            options.max_sandboxes, options.isolated, options.sleep_after_s, "host-desktop" in options.allow
+        )
+    )
+    server: MCPServer = MCPServer(name="kimi-agent", instructions=INSTRUCTIONS, log_level="WARNING")
+    for group, register in REGISTRARS.items():
+        if group in options.allow:
+            register(server, registry, options)
+    return server, registry
