@@ -292,7 +292,14 @@ class ContextBuilder:
         views = [v for v in history if self.text_cutoff < v.step < step]
         omitted = self.fill("history_omitted", last=self.text_cutoff) if self.text_cutoff else None
         kept: list[int] = []
-        layout = {"osworld": self._osworld, "ui-tars": self._uitars, "append": self._append}[self._kind]
+        profile = self.cfg.profile
+        layout = (
+            self._uitars
+            if profile in UI_TARS_LAYOUTS
+            else self._osworld
+            if profile in OSWORLD_LIKE
+            else self._append
+        )
         messages = [system, *layout(task, views, step, omitted, kept)]
         tokens = GENERATION_SPECIALS + self.count("assistant") + sum(self._tokens(m) for m in messages)
         return BuiltPrompt(messages, tokens, kept, self.text_cutoff + 1)
@@ -352,11 +359,6 @@ class ContextBuilder:
         before = "\n".join(t for t in (omitted, feedback) if t) or None  # mostly none: the image alone
         messages.append(Message("user", _parts(self._keep(step, kept), before, None)))
         return messages
-
-    @property
-    def _kind(self) -> str:
-        p = self.cfg.profile
-        return "ui-tars" if p in UI_TARS_LAYOUTS else "osworld" if p in OSWORLD_LIKE else "append"
 
     def _keep(self, step: int, kept: list[int]) -> ImagePart | None:
         if step <= self.image_cutoff or step not in self._images:

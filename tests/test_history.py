@@ -66,7 +66,7 @@ CONFIGS = [
 ]
 
 
-@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("profile", [*PROFILES, "ui-tars"])
 @pytest.mark.parametrize("cfg", CONFIGS)
 def test_200_steps_stay_within_budget(cfg: HistoryConfig, profile: str) -> None:
     cfg = dataclasses.replace(cfg, profile=profile)
@@ -236,7 +236,7 @@ def test_every_past_step_stays_as_text_and_feedback_reaches_the_model(profile: s
         assert words not in _text(runs[k - 1][0])
 
 
-@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("profile", [*PROFILES, "ui-tars"])
 def test_text_overflow_drops_old_steps_and_says_so(profile: str) -> None:
     cfg = HistoryConfig(
         max_images=1,
