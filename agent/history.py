@@ -1,4 +1,4 @@
-"""The prompt for one step, within the context budget, in one of two layouts (prompt profiles).
+"""The prompt for one step, within the context budget, in one of three layouts (prompt profiles).
 
 ``append`` (append-only, so step n+1's prompt starts with step n's and vLLM's prefix cache reuses it)::
 
@@ -11,14 +11,22 @@
     | user: [screen n-2] | assistant: # Step n-2 | user: [screen n-1] | assistant: # Step n-1
     | user: [current screen] + task + "what next?"
 
-In both, every past step stays as text and screenshots are kept newest first; those of steps <=
+``ui-tars`` (the layout of OSWorld's UI-TARS-1.5 agent, ``mm_agents/uitars15_v1.py``: mrwwk/DeskCraft
+@ 4893b45ee51b57b2c1279d0e140aee02a7d0f6a6)::
+
+    system | user: task prompt | assistant: reply 1 | ... (older steps: their reply alone)
+    | user: [screen n-4] | assistant: reply n-4 | ... | user: [screen n-1] | assistant: reply n-1
+    | user: [current screen]
+
+In all, every past step stays as text and screenshots are kept newest first; those of steps <=
 ``image_cutoff`` are dropped (in ``osworld`` such a step joins the text-only message). The cutoff
 only moves forward. ``append`` moves it in chunks (a few images, or a quarter of the budget at once)
-so most steps only append; ``osworld`` slides it one step at a time, as the reference agents do
-(always min(max_images, n) screenshots). When the budget binds, both drop the oldest screenshots,
+so most steps only append; ``osworld`` and ``ui-tars`` slide it one step at a time, as the reference
+agents do (always min(max_images, n) screenshots). When the budget binds, all drop the oldest screenshots,
 then the oldest steps' text, down to three quarters of the budget. What the model must hear about a
 step (an unusable reply, a failed action, notes on the reply) goes in the next user turn (in
-``osworld``, while that turn still shows its screenshot; past user turns hold nothing else).
+``osworld`` and ``ui-tars``, while that turn still shows its screenshot; past user turns hold nothing
+else).
 
 Token counts are exact for the text counter given: the chat template's fixed words (role names,
 ``image``) are counted with it too, and text runs are counted as the template joins them.
@@ -32,14 +40,14 @@ from pathlib import Path
 
 from PIL import Image
 
-from agent.layouts import OPENCUA_LAYOUTS, PROFILES
+from agent.layouts import OPENCUA_LAYOUTS, PROFILES, UI_TARS_LAYOUTS
 from agent.messages import ImagePart, Message, Part, TextPart
 from agent.models.kimi_vl.vision import image_tokens as kimi_vl_image_tokens
 from agent.policy import StepView
 from agent.prompt_record import PromptRecord
 from prompts import load_profile, placeholders
 
-OSWORLD_LIKE = ("osworld", *OPENCUA_LAYOUTS)
+OSWORLD_LIKE = ("osworld", *OPENCUA_LAYOUTS, *UI_TARS_LAYOUTS)  # one-step image window
 
 # Special tokens around the words the tokenizer counts: <|im_x|> role <|im_middle|> ... <|im_end|>;
 # <|media_start|> image <|media_content|> (pads) <|media_end|>; <|im_assistant|> assistant <|im_middle|>.
@@ -82,6 +90,8 @@ SCHEMAS: dict[str, _Schema] = {
     },
 }
 SCHEMAS.update({name: SCHEMAS["osworld"] for name in OPENCUA_LAYOUTS})
+# The task prompt is the first user turn; the current turn is its screenshot alone.
+SCHEMAS.update({name: {**_COMMON, "agent_task": _s("task")} for name in UI_TARS_LAYOUTS})
 
 
 def utf8_upper_bound(text: str) -> int:
@@ -285,7 +295,14 @@ class ContextBuilder:
         views = [v for v in history if self.text_cutoff < v.step < step]
         omitted = self.fill("history_omitted", last=self.text_cutoff) if self.text_cutoff else None
         kept: list[int] = []
-        layout = self._osworld if self.cfg.profile in OSWORLD_LIKE else self._append
+        profile = self.cfg.profile
+        layout = (
+            self._uitars
+            if profile in UI_TARS_LAYOUTS
+            else self._osworld
+            if profile in OSWORLD_LIKE
+            else self._append
+        )
         messages = [system, *layout(task, views, step, omitted, kept)]
         tokens = GENERATION_SPECIALS + self.count("assistant") + sum(self._tokens(m) for m in messages)
         return BuiltPrompt(messages, tokens, kept, self.text_cutoff + 1)
@@ -327,6 +344,23 @@ class ContextBuilder:
         current = self.fill("agent_current", task=task, step=step)
         before = "\n".join(t for t in (omitted, feedback) if t) or None
         messages.append(Message("user", _parts(self._keep(step, kept), before, current)))
+        return messages
+
+    def _uitars(
+        self, task: str, views: list[StepView], step: int, omitted: str | None, kept: list[int]
+    ) -> list[Message]:
+        # As uitars15_v1.py's predict (DeskCraft @ 4893b45e): a past step whose screenshot left the
+        # window is its reply alone, one assistant turn each (not merged, no user turn before it).
+        messages = [Message.text("user", self.fill("agent_task", task=task))]
+        feedback: str | None = None
+        for view in views:
+            shown = self._keep(view.step, kept)
+            if shown is not None:
+                messages.append(Message("user", _parts(shown, feedback, None)))
+            messages.append(Message.text("assistant", self.step_text(view)))
+            feedback = self.feedback(view)
+        before = "\n".join(t for t in (omitted, feedback) if t) or None  # mostly none: the image alone
+        messages.append(Message("user", _parts(self._keep(step, kept), before, None)))
         return messages
 
     def _keep(self, step: int, kept: list[int]) -> ImagePart | None:

@@ -14,3 +14,6 @@ OPENCUA_LAYOUTS: tuple[str, ...] = (
     "opencua-v1-l1",
     "opencua-v1-l3",
 )
+# UI-TARS-1.5's layout (agent/models/ui_tars/profile.py): the layout of OSWorld's UI-TARS agent,
+# worded as its prompt (prompts/ui-tars/).
+UI_TARS_LAYOUTS: tuple[str, ...] = ("ui-tars",)

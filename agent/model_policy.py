@@ -53,6 +53,11 @@ class ModelPolicy:
             # A family that samples with nucleus sampling says so on its variant (Kimi K2.x: 0.95);
             # Kimi-VL's variants have no top_p, and its requests carry none.
             top_p=getattr(variant, "top_p", None),
+            frequency_penalty=getattr(variant, "frequency_penalty", None),  # UI-TARS-1.5's runner: 1
+        )
+        retry_t = profile.retry_temperature
+        self.retry_params = (
+            self.params if retry_t is None else self.params.model_copy(update={"temperature": retry_t})
         )
         self.context = ContextBuilder(
             HistoryConfig(
@@ -91,7 +96,7 @@ class ModelPolicy:
         attempts: list[Attempt] = []
         for attempt in range(self.parse_retries + 1):
             t1 = time.perf_counter()
-            completion = self.backend.generate(messages, self.params)
+            completion = self.backend.generate(messages, self.retry_params if attempt else self.params)
             parsed = self.profile.read_reply(
                 completion.text, completion.finish_reason, screenshot.size, self.variant.in_token_limit
             )

@@ -211,7 +211,11 @@ def model_flags(p: argparse.ArgumentParser) -> None:
     m.add_argument(
         "--max-new-tokens", type=int, help="default: 1024 Instruct, 8192 Thinking; 4096 K2.5, 32768 K2.6"
     )
-    m.add_argument("--history-images", type=int, default=3, help="screenshots kept in context (default 3)")
+    m.add_argument(
+        "--history-images",
+        type=int,
+        help="screenshots kept in context; default: the model profile's (3; UI-TARS-1.5: 5)",
+    )
     m.add_argument(
         "--max-context",
         type=int,

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 from rich.console import Console
 from rich.text import Text
 
-from agent.layouts import OPENCUA_LAYOUTS
+from agent.layouts import OPENCUA_LAYOUTS, UI_TARS_LAYOUTS
 from agent.layouts import PROFILES as PROMPT_PROFILES
 from agent.version import kimi_agent_version
 
@@ -117,7 +117,10 @@ def check_limits(args: argparse.Namespace) -> None:
         (args.retries < 0, "--retries must be at least 0"),
         (args.timeout <= 0, "--timeout must be above 0"),
         (args.in_token_limit is not None and args.in_token_limit < 1, "--in-token-limit must be at least 1"),
-        (args.history_images < 1, "--history-images must be at least 1 (the current screen)"),
+        (
+            args.history_images is not None and args.history_images < 1,
+            "--history-images must be at least 1 (the current screen)",
+        ),
         (args.temperature is not None and args.temperature < 0, "--temperature must not be negative"),
         (args.max_new_tokens is not None and args.max_new_tokens < 1, "--max-new-tokens must be at least 1"),
         (
@@ -193,7 +196,7 @@ VARIANTS = [
     "a3b",
 ]  # Kimi-VL's, Kimi K2's, OpenCUA's (UI-TARS-1.5's one, 7b, is among them)
 PROFILES = list(PROMPT_PROFILES)  # the prompt layouts every model profile can use
-LAYOUTS = [*PROFILES, *OPENCUA_LAYOUTS]  # what --prompt-profile takes
+LAYOUTS = [*PROFILES, *OPENCUA_LAYOUTS, *UI_TARS_LAYOUTS]  # what --prompt-profile takes
 MODEL_PROFILES = ["auto", "opencua", "opencua-a3b", "kimi-vl", "kimi-k2", "ui-tars-1.5"]
 
 

@@ -240,9 +240,11 @@ def _settings(
         "temperature": policy.params.temperature,
         "max_new_tokens": policy.params.max_new_tokens,
         "max_context": max_context,
-        "history_images": args.history_images,
+        "history_images": policy.context.cfg.max_images,  # the profile's unless --history-images
         "prompt_profile": policy.context.cfg.profile,
         "prompt_dir": str(args.prompt_dir) if args.prompt_dir else None,
         "parse_retries": policy.parse_retries,
+        # Only where the profile resamples its retries (UI-TARS-1.5: 1): other runs' records stay as they were.
+        **({"retry_temperature": t} if (t := chosen.profile.retry_temperature) is not None else {}),
         **({"timeout_s": args.timeout, "retries": args.retries} if args.backend == "openai" else {}),
     }

@@ -259,8 +259,26 @@ OPENCUA_REPLY = "## Action:\nClick the button.\n## Code:\n```python\npyautogui.c
             ["vllm serve xlangai/OpenCUA-A3B --served-model-name opencua-a3b --trust-remote-code"],
             ["vLLM >= 0.8.5", "UNKNOWN: an OpenCUA-A3B-specific serve command"],
         ),
+        (
+            "ByteDance-Seed/UI-TARS-1.5-7B",
+            "ui-tars-1.5-7b",
+            "ui-tars",
+            UI_TARS_REPLY,
+            "profile ui-tars-1.5",
+            [
+                "vllm serve ByteDance-Seed/UI-TARS-1.5-7B --served-model-name ui-tars-1.5-7b --tensor-parallel-size 1",
+                """--limit-mm-per-prompt '{"image": 5}'""",
+                "a prompt with 5 screenshots (the history's cap) is accepted",
+            ],
+            [
+                "the first vLLM release serving this model: UNKNOWN",
+                "README_deploy.md (inferred: Qwen2.5-VL support, vLLM >= 0.7.3)",
+                "UNKNOWN: an official vLLM serve command for UI-TARS-1.5",
+                "no --reasoning-parser",
+            ],
+        ),
     ],
-    ids=["kimi-k2.6", "opencua-32b", "kimi-k2.5", "opencua-a3b"],
+    ids=["kimi-k2.6", "opencua-32b", "kimi-k2.5", "opencua-a3b", "ui-tars-1.5-7b"],
 )
 def test_other_profiles_get_their_facts_and_no_false_fail(
     serve: Any,
@@ -273,27 +291,29 @@ def test_other_profiles_get_their_facts_and_no_false_fail(
     sources: list[str],
 ) -> None:
     from agent.models.kimi_k2.vision import image_tokens as k2_tokens
-    from tasks.doctor_checks.serving_facts import OPENCUA_FACTS
+    from tasks.doctor_checks.serving_facts import OPENCUA_FACTS, UI_TARS_FACTS
 
     # The server's processor at the checkpoint's own limit (K2.x: in_patch_limit 16384; OpenCUA's max_pixels;
-    # OpenCUA-A3B: Kimi-VL's MoonViT at 4096).
+    # OpenCUA-A3B: Kimi-VL's MoonViT at 4096; UI-TARS-1.5: Qwen2.5-VL's at min_pixels 78400).
     rules = {
         "agent.models.kimi_k2.vision": (k2_tokens, 16384),
         "opencua": (OPENCUA_FACTS["32b"].image_tokens, 65536),
         "agent.models.kimi_vl.vision": (KIMI_VL_FACTS.image_tokens, 4096),
+        "ui-tars": (UI_TARS_FACTS.image_tokens, 65536),
     }
     image_rule, limit = rules[rule]
     # The tiny tokenizer splits the word "image" into several tokens; the real K2.x one has it as one. The
     # server's image block is the family's: 4 tokens around the pads (K2.x), 2 (Qwen2.5-VL's vision markers).
     block = "<|media_start|>image<|media_content|><|media_pad|><|media_end|>"
     wrapped = "<|media_start|><|im_middle|><|media_content|><|media_pad|><|media_end|>"
-    if rule == "opencua":
+    if rule in ("opencua", "ui-tars"):
         wrapped = "<|media_start|><|media_pad|><|media_end|>"
     server = serve(
         root=root,
         served=served,
         reply=reply,
         image_rule=image_rule,
+        image_limit=5 if rule == "ui-tars" else 64,  # as the recommended command starts it
         version="0.19.1",
         in_token_limit=limit,
         chat_template=CHAT_TEMPLATE.replace(block, wrapped),

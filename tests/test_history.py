@@ -66,7 +66,7 @@ CONFIGS = [
 ]
 
 
-@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("profile", [*PROFILES, "ui-tars"])
 @pytest.mark.parametrize("cfg", CONFIGS)
 def test_200_steps_stay_within_budget(cfg: HistoryConfig, profile: str) -> None:
     cfg = dataclasses.replace(cfg, profile=profile)
@@ -188,6 +188,36 @@ def test_osworld_layout_is_the_reference_one() -> None:
     assert "◁/think▷## Action:\nclick item 2" in thinking.messages[-2].parts[0].text
 
 
+def test_uitars_layout_is_the_reference_one() -> None:
+    """As OSWorld's UI-TARS-1.5 agent lays it out (mm_agents/uitars15_v1.py, mrwwk/DeskCraft
+    @ 4893b45ee51b57b2c1279d0e140aee02a7d0f6a6): a plain system turn, the prompt with the task as the
+    first user turn, min(5, n) screenshots each alone in a user turn before its step's reply, older
+    replies as assistant turns of their own, the current screenshot alone last; no empty turn."""
+    system = "You are a helpful assistant."
+    runs = _run(HistoryConfig(profile="ui-tars", max_images=5), 20)
+    for n, (built, _, _) in enumerate(runs[:9], 1):
+        assert built.image_steps == list(range(max(1, n - 4), n + 1))
+        roles = [m.role for m in built.messages]
+        past = [r for k in range(1, n) for r in ["user"] * (k >= n - 4) + ["assistant"]]
+        assert roles == ["system", "user", *past, "user"]
+        assert built.messages[0].parts == (TextPart(system),)
+        task = built.messages[1].parts[0].text
+        assert task.startswith("You are a GUI agent.") and task.endswith(f"## User Instruction\n{TASK}")
+        replies = [m.parts[0].text for m in built.messages if m.role == "assistant"]
+        assert replies == [
+            f"Thought: {_view(k).decision.thought}\nAction: click item {k}" for k in range(1, n)
+        ]
+        for m in built.messages[2:]:
+            if m.role == "user":
+                assert [type(p) for p in m.parts] == [ImagePart]  # no feedback in these steps, no caption
+    # What the model hears about a step rides with the next screenshot (17: a reply that did not parse).
+    last = runs[17][0].messages[-1]
+    assert (
+        isinstance(last.parts[0], ImagePart)
+        and "could not be executed: no ## Code block" in last.parts[1].text
+    )
+
+
 @pytest.mark.parametrize("profile", PROFILES)
 def test_every_past_step_stays_as_text_and_feedback_reaches_the_model(profile: str) -> None:
     runs = _run(HistoryConfig(max_images=2, profile=profile), 20)
@@ -206,7 +236,7 @@ def test_every_past_step_stays_as_text_and_feedback_reaches_the_model(profile: s
         assert words not in _text(runs[k - 1][0])
 
 
-@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("profile", [*PROFILES, "ui-tars"])
 def test_text_overflow_drops_old_steps_and_says_so(profile: str) -> None:
     cfg = HistoryConfig(
         max_images=1,

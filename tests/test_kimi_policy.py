@@ -236,7 +236,7 @@ def test_the_variant_comes_from_what_is_loaded_and_flags_override() -> None:
 def test_the_cli_spells_the_variants_and_profiles_as_the_code_does() -> None:
     from typing import get_args
 
-    from agent.history import OPENCUA_LAYOUTS, PROFILES
+    from agent.history import OPENCUA_LAYOUTS, PROFILES, UI_TARS_LAYOUTS
     from agent.models.kimi_k2.variants import VARIANTS as K2_VARIANTS
     from agent.models.kimi_vl.variants import VariantName
     from agent.models.opencua.variants import A3B_VARIANTS, QWEN_VARIANTS
@@ -245,7 +245,7 @@ def test_the_cli_spells_the_variants_and_profiles_as_the_code_does() -> None:
 
     assert [*get_args(VariantName), *K2_VARIANTS, *QWEN_VARIANTS, *A3B_VARIANTS] == cli.VARIANTS
     assert set(UI_TARS_VARIANTS) <= set(cli.VARIANTS)  # "7b", shared with OpenCUA's
-    assert list(PROFILES) == cli.PROFILES and [*PROFILES, *OPENCUA_LAYOUTS] == cli.LAYOUTS
+    assert list(PROFILES) == cli.PROFILES and [*PROFILES, *OPENCUA_LAYOUTS, *UI_TARS_LAYOUTS] == cli.LAYOUTS
 
 
 def test_cli_takes_the_variant_from_the_servers_checkpoint(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]

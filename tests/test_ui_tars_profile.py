@@ -197,31 +197,54 @@ def test_detection_variant_sampling_and_history() -> None:
     assert choose_profile("auto", "served", config).profile is UI_TARS
     assert choose_profile("auto", "Qwen/Qwen2.5-VL-7B-Instruct").profile.name == "kimi-vl"  # the default
     assert choose_profile("auto", "xlangai/OpenCUA-7B").profile.name == "opencua"
-    variant = UI_TARS.resolve_variant(override=None, names=[]).variant
+    resolved = UI_TARS.resolve_variant(override=None, names=[])
+    variant = resolved.variant
+    # qwen25vl_normal's runner (limenlp/OS_Blind run_multienv_uitars15_v1.py @ 2d10a469) and agent
+    # (frequency_penalty 1 on every request, retries at temperature 1; DeskCraft uitars15_v1.py @ 4893b45e)
     assert (variant.name, variant.temperature, variant.max_new_tokens, variant.thinking) == (
         "7b",
         0.0,
         1000,
         False,
     )
+    assert (variant.top_p, variant.frequency_penalty) == (0.9, 1.0)
+    assert (resolved.record()["top_p"], resolved.record()["frequency_penalty"]) == (0.9, 1.0)
+    assert (UI_TARS.parse_retries, UI_TARS.retry_temperature) == (2, 1.0)  # 3 tries in all
     with pytest.raises(ValueError, match=r"--variant 32b: UI-TARS-1\.5's are 7b"):
         UI_TARS.resolve_variant(override="32b", names=[])
     assert (UI_TARS.history_images, UI_TARS.coordinates, UI_TARS.layouts) == (
         5,
         "pixels_resized",
-        ("osworld",),
+        ("ui-tars",),
     )
+    assert all(p.retry_temperature is None for p in PROFILES.values() if p is not UI_TARS)
 
 
 def test_prompts_ship_with_the_package_and_speak_uitars_grammar() -> None:
     from agent.history import load_templates
 
-    t = load_templates("osworld", family="ui_tars")
-    assert t["agent_system"].startswith("You are a GUI agent. You are given a task and your action history")
-    assert "click(start_box='<|box_start|>(x1,y1)<|box_end|>')" in t["agent_system"]
-    assert "finished(content='xxx')" in t["agent_system"] and "pyautogui" not in t["agent_system"]
+    # UITARS_USR_PROMPT_THOUGHT with qwen25vl_normal's action space, language English (DeskCraft
+    # mm_agents/uitars15_v1.py @ 4893b45ee51b57b2c1279d0e140aee02a7d0f6a6), as the first user turn.
+    t = load_templates("ui-tars")
+    assert t["agent_system"] == "You are a helpful assistant."
+    task = t["agent_task"]
+    assert task.startswith(
+        "You are a GUI agent. You are given a task and your action history, with screenshots. You need to "
+        "perform the next action to complete the task. \n\n## Output Format\n```\nThought: ...\nAction: ...\n```"
+    )
+    assert "\n\n## Action Space\n\nclick(start_box='<|box_start|>(x1,y1)<|box_end|>')\n" in task
+    assert (
+        "type(content='') #If you want to submit your input, use \"\\n\" at the end of `content`.\n" in task
+    )
+    assert "finished(content='xxx') # Use escape characters \\', \\\", and \\n in content part" in task
+    assert "call_user" not in task and "pyautogui" not in task
+    assert task.endswith("- Use English in `Thought` part.\n- Write a small plan and finally summarize your next "
+                         "action (with its target element) in one sentence in `Thought` part.\n\n"
+                         "## User Instruction\n{task}")  # fmt: skip
     assert t["agent_step"] == "Thought: {thought}\nAction: {action}"
-    assert t["agent_current"] == "## User Instruction\n{task}"
+    # A bare integer point is replayed with its box tokens, as the agent's add_box_token does.
+    drag = parse_reply("Thought: t\nAction: drag(start_box='(1,2)', end_box='(3,4)')").action_text
+    assert drag == "drag(start_box='<|box_start|>(1,2)<|box_end|>', end_box='<|box_start|>(3,4)<|box_end|>')"
 
 
 def test_published_figures_are_the_open_7b() -> None:
@@ -234,10 +257,15 @@ def test_published_figures_are_the_open_7b() -> None:
 
 
 @pytest.mark.slow
-def test_cli_with_a_uitars_server_clicks_the_intended_pixels(tmp_path, kept_sandboxes, capsys) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("screen", [(1280, 800), (1920, 1080)], ids=["1280x800", "1920x1080"])
+def test_cli_with_a_uitars_server_clicks_the_intended_pixels(
+    tmp_path, kept_sandboxes, capsys, screen
+) -> None:  # type: ignore[no-untyped-def]
     """The whole loop: a loopback OpenAI-compatible server reporting ByteDance-Seed/UI-TARS-1.5-7B
-    answers in UI-TARS's format with pixels of the 1288x812 image the model sees of a 1280x800 screen;
-    the clickpad in the sandbox records where the pointer really went."""
+    answers in UI-TARS's format with pixels of the image the model sees (smart_resize at min_pixels
+    78400: 1288x812 of a 1280x800 screen, 1932x1092 of 1920x1080); the clickpad in the sandbox records
+    where the pointer really went. The same run checks the agent's layout (5 screenshots) and its
+    sampling (top_p 0.9, frequency_penalty 1, a retry at temperature 1 after an unparsable reply)."""
     import json
 
     from cli_args import clickpad_task, pad_downs
@@ -248,41 +276,64 @@ def test_cli_with_a_uitars_server_clicks_the_intended_pixels(tmp_path, kept_sand
     from tasks.cli import main
 
     server = FakeOpenAI(models=("ui-tars",), roots={"ui-tars": "ByteDance-Seed/UI-TARS-1.5-7B"})
-    first = "Thought: I click the middle.\nAction: click(start_box='<|box_start|>(966.5,406.5)<|box_end|>')"
+    width, height = screen
+    w, h = UI_TARS.model_size(width, height, LIMIT)
+    assert (w, h) == {(1280, 800): (1288, 812), (1920, 1080): (1932, 1092)}[screen]
+    mx, my = w * 3 // 4 + 0.5, h // 2 + 0.5  # off the model's pixel grid
+    first = f"Thought: I click the button.\nAction: click(start_box='<|box_start|>({mx},{my})<|box_end|>')"
+    bad = "Thought: I click.\nAction: click(start_box='here')"
     second = "Thought: Now the corner, twice.\nAction: left_double(point='<point>100 50</point>')"
+    hovers = [f"Thought: I look around.\nAction: hover(start_box='({10 * k},{10 * k})')" for k in range(1, 5)]
+    # The screen pixel a model point lands on: (floor(x * W / w), floor(y * H / h)), e.g. 1280x800:
+    # (966.5, 406.5) -> (floor(966.5*1280/1288), floor(406.5*800/812)) = (960, 400); 1920x1080:
+    # (1449.5, 546.5) -> (floor(1449.5*1920/1932), floor(546.5*1080/1092)) = (1440, 540); (100, 50) -> (99, 49).
+    middle = (int(mx * width / w), int(my * height / h))
+    corner = (100 * width // w, 50 * height // h)
+    assert (middle, corner) == {(1280, 800): ((960, 400), (99, 49)), (1920, 1080): ((1440, 540), (99, 49))}[
+        screen
+    ]
     try:
-        # (966.5, 406.5) -> (floor(966.5*1280/1288), floor(406.5*800/812)) = (960, 400); (100, 50) -> (99, 49)
-        server.replies.extend([Reply(first), Reply(second), Reply(DONE)])
+        server.replies.extend([Reply(first), Reply(bad), Reply(second), *map(Reply, hovers), Reply(DONE)])
         out = tmp_path / "run"
-        code = main(clickpad_task(server.url, "ui-tars", out))
+        code = main(clickpad_task(server.url, "ui-tars", out, size=screen))
         assert code == 0, capsys.readouterr().out
         downs = pad_downs(kept_home(kept_sandboxes))
-        assert downs == [(960, 400), (99, 49), (99, 49)]  # a click, then a double click
+        assert downs == [middle, corner, corner]  # a click, then a double click
         steps = read_steps(out)
-        assert [s.actions[0].screen_points for s in steps[:2]] == [[(960, 400)], [(99, 49)]]
+        assert [s.actions[0].screen_points for s in steps[:2]] == [[middle], [corner]]
         model = json.loads((out / "run.json").read_text())["model"]
         assert (model["model_profile"], model["variant"], model["prompt_profile"]) == (
             "ui-tars-1.5",
             "7b",
-            "osworld",
+            "ui-tars",
         )
-        assert (model["temperature"], model["max_new_tokens"]) == (0.0, 1000)
-        third = server.requests[2]["messages"]
-        assert third[0]["content"].startswith(
+        assert (model["temperature"], model["max_new_tokens"], model["top_p"], model["frequency_penalty"]) == (
+            0.0, 1000, 0.9, 1.0
+        )  # fmt: skip
+        assert (model["parse_retries"], model["retry_temperature"]) == (2, 1.0)
+        # Every request samples as the runner does; the retry after the bad reply at temperature 1.
+        requests = server.requests
+        assert len(requests) == 8
+        assert [(r["temperature"], r["top_p"], r["frequency_penalty"]) for r in requests] == [
+            (1.0 if i == 2 else 0.0, 0.9, 1.0) for i in range(8)
+        ]
+        # The last step (7) as the agent lays it out: steps 1-2 are replies alone, steps 3-7 keep their
+        # screenshots (5 images), each alone in its user turn; the replies as the model wrote them.
+        last = requests[-1]["messages"]
+        assert [m["role"] for m in last] == ["system", "user", "assistant", "assistant"] + [
+            "user", "assistant"
+        ] * 4 + ["user"]  # fmt: skip
+        assert last[0]["content"] == "You are a helpful assistant."
+        assert last[1]["content"].startswith(
             "You are a GUI agent. You are given a task and your action history"
         )
-        history = [m["content"] for m in third if m["role"] == "assistant"]
-        assert history == [first, second]  # past Thought/Action replayed as the model wrote them
-        last = third[-1]["content"]
-        assert last[0]["type"] == "image_url" and last[-1]["text"].startswith("## User Instruction\n")
-        images = [
-            p
-            for m in third
-            if isinstance(m["content"], list)
-            for p in m["content"]
-            if p["type"] == "image_url"
-        ]
-        assert len(images) == 3 and server.requests[2]["temperature"] == 0.0
+        assert last[1]["content"].endswith("\n\n## User Instruction\nclick")  # the task: "click"
+        replies = [m["content"] for m in last if m["role"] == "assistant"]
+        boxed = [hover.replace("'(", "'<|box_start|>(").replace(")')", ")<|box_end|>')") for hover in hovers]
+        assert replies == [first, second, *boxed]
+        for m in last[4::2]:  # the user turns after the task: a screenshot alone
+            assert [p["type"] for p in m["content"]] == ["image_url"]
+        assert sum(isinstance(m["content"], list) for m in last) == 5
     finally:
         server.close()
 
@@ -316,8 +367,9 @@ def test_an_osworld_suite_task_with_a_uitars_server_scores_and_prints_its_publis
         assert "score 1 (mean 1.00)" in r.stdout
         assert "published: UI-TARS README, OSWorld, 100 steps: 27.50%" in r.stdout
         assert "8.22" not in r.stdout  # not Kimi-VL's
-        system = server.requests[0]["messages"][0]["content"]
-        assert "## Action Space\nclick(start_box='<|box_start|>(x1,y1)<|box_end|>')" in system
+        first = server.requests[0]["messages"]
+        assert first[0]["content"] == "You are a helpful assistant."
+        assert "## Action Space\n\nclick(start_box='<|box_start|>(x1,y1)<|box_end|>')" in first[1]["content"]
     finally:
         server.close()
 

@@ -15,13 +15,16 @@ class GenerationParams(BaseModel):
     temperature: float = 0.0  # 0 = greedy
     # Nucleus sampling; None: not sent, the server's default (Kimi-VL's requests never carried it).
     top_p: float | None = None
+    # OpenAI's frequency_penalty; None: not sent (UI-TARS-1.5's runner sends 1, no other family any).
+    frequency_penalty: float | None = None
 
     @model_serializer(mode="wrap")
     def _without_unset_top_p(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         # Records of runs without top_p (every Kimi-VL run) stay as they were written before it existed.
         data = handler(self)
-        if data.get("top_p") is None:
-            data.pop("top_p", None)
+        for key in ("top_p", "frequency_penalty"):
+            if data.get(key) is None:
+                data.pop(key, None)
         return data
 
 

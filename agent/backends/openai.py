@@ -180,6 +180,8 @@ class OpenAIBackend:
         }
         if params.top_p is not None:  # only when a profile asks: Kimi-VL's requests stay as they were
             payload["top_p"] = params.top_p
+        if params.frequency_penalty is not None:  # likewise (UI-TARS-1.5)
+            payload["frequency_penalty"] = params.frequency_penalty
         if self.return_token_ids:
             payload["return_token_ids"] = True
         body = json.dumps(payload).encode("ascii")  # ASCII: any str the runtime holds is encodable

@@ -89,6 +89,9 @@ class ModelProfile:
     # The family's own templates (prompts/models/<prompt_family>/), layered above the layout's and
     # the shared ones; None: the shared wording (Kimi-VL's).
     prompt_family: str | None = None
+    # The temperature of the tries after an unparsable reply; None: the first try's. UI-TARS's OSWorld
+    # agent resamples at 1 (it would repeat the same greedy reply at 0).
+    retry_temperature: float | None = None
     max_context: int = 32768  # the context budget a run gets unless --max-context says otherwise
     # Published OSWorld success rates (%) of this family's checkpoints: a fragment of the served model's
     # name (lower case, e.g. "opencua-7b") -> [(source, value)], printed beside a run of that model.

@@ -1,6 +1,7 @@
-"""Serving facts of the Kimi K2.5/K2.6 and OpenCUA profiles, and which one a served root names.
+"""Serving facts of the Kimi K2.5/K2.6, OpenCUA and UI-TARS-1.5 profiles, and which one a served root
+names.
 
-Every value is from /work/wt/i21-facts.md (sections 1.10, 2.8, 4), with the source it gives; where
+Every value is from /work/wt/i21-facts.md (sections 1.10, 2.8, 3.2, 4), with the source it gives; where
 those sources leave a fact open it is UNKNOWN here too, and the doctor prints it as such.
 """
 
@@ -100,6 +101,39 @@ OPENCUA_A3B_FACTS = ServingFacts(
 )
 
 
+UI_TARS_REPO = "https://github.com/bytedance/UI-TARS @ 582f3a7ea5d285ee8ed9e2e84048d1ab01453c49"
+UI_TARS_AGENT = "mrwwk/DeskCraft mm_agents/uitars15_v1.py @ 4893b45ee51b57b2c1279d0e140aee02a7d0f6a6"
+
+
+def _ui_tars_image_tokens(width: int, height: int, in_token_limit: int) -> int:
+    # Qwen2.5-VL's rule, as OpenCUA-7B's, but at UI-TARS's min_pixels 100*28*28 (78400).
+    from agent.models.ui_tars.profile import model_size
+
+    w, h = model_size(width, height, in_token_limit)
+    return (w // 28) * (h // 28)
+
+
+# UI-TARS-1.5-7B is a Qwen2.5-VL checkpoint (model_type qwen2_5_vl), built into vLLM: no remote code.
+UI_TARS_FACTS = ServingFacts(
+    hub_id="ByteDance-Seed/UI-TARS-1.5-7B",
+    # The repo documents HF Inference Endpoints (TGI 3.2.1), no vLLM command or version; inferred: any
+    # vLLM with Qwen2.5-VL support (>= 0.7.3).
+    min_vllm=Cited(UNKNOWN, f"{UI_TARS_REPO} README_deploy.md (inferred: Qwen2.5-VL support, vLLM >= 0.7.3)"),
+    weights_gb=None,
+    trust_remote_code=False,
+    reasoning_parser=None,  # its Thought: line is part of the reply's text
+    image_limit=Cited("5", f"{UI_TARS_AGENT} (history_n = 5)"),
+    notes=(),
+    image_tokens=_ui_tars_image_tokens,
+    image_wrapper_tokens=2,  # <|vision_start|> ... <|vision_end|> (Qwen2.5-VL)
+    render=None,  # Qwen2.5-VL's chat template is not rendered here
+    unknowns=(
+        Cited("an official vLLM serve command for UI-TARS-1.5", f"{UI_TARS_REPO} README_deploy.md"),
+        Cited("the GB of the weights", f"not in {UI_TARS_REPO} README.md"),
+    ),
+)
+
+
 def facts_by_profile(profile_name: str, served_root: str) -> ServingFacts | None:
     if profile_name == "kimi-vl":
         return KIMI_VL_FACTS
@@ -113,4 +147,6 @@ def facts_by_profile(profile_name: str, served_root: str) -> ServingFacts | None
         return OPENCUA_FACTS.get(guess_size(served_root) or "", OPENCUA_FACTS["7b"])
     if profile_name == "opencua-a3b":
         return OPENCUA_A3B_FACTS
+    if profile_name == "ui-tars-1.5":
+        return UI_TARS_FACTS
     return None

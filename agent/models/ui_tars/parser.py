@@ -50,6 +50,9 @@ _NUM = r"[ \t]*(\d{1,6}(?:\.\d{1,6})?)[ \t]*"
 _PAIR = re.compile(rf"\({_NUM},{_NUM}\)")
 _BOX = re.compile(rf"\({_NUM},{_NUM},{_NUM},{_NUM}\)")
 _POINT_TAG = re.compile(rf"<point>{_NUM}[ \t,]{_NUM}</point>")
+# An integer point written bare, e.g. start_box='(100,200)': replayed in the history with its box
+# tokens, as the OSWorld agent's add_box_token re-wraps it (uitars15_v1.py, DeskCraft @ 4893b45e).
+_BARE_BOX = re.compile(r"\b(start_box|end_box)='\((\d{1,6}),(\d{1,6})\)'")
 _ESCAPES = {"n": "\n", "t": "\t", "\\": "\\", "'": "'", '"': '"'}
 # keyword -> the role of the point it gives
 _START = {"start_box", "point", "start_point"}
@@ -268,4 +271,5 @@ def parse_reply(text: str, finish_reason: str = "stop") -> ParsedReply:
         out.error, out.actions = f"{e}{cut}", []
     except ValidationError as e:
         out.error, out.actions = f"{name}: {brief_error(e)}{cut}", []
+    out.action_text = _BARE_BOX.sub(r"\1='<|box_start|>(\2,\3)<|box_end|>'", out.action_text)
     return out

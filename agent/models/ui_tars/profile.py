@@ -7,8 +7,12 @@ What it holds (/work/wt/i21-facts.md 3.2; sources in parser.py and variants.py):
   min_pixels 100*28*28, max_pixels 16384*28*28 (bytedance/UI-TARS README_coordinates.md and
   codes/ui_tars/action_parser.py @ 582f3a7ea5d285ee8ed9e2e84048d1ab01453c49), mapped back exactly by
   ModelProfile.read_reply;
-- OSWorld's layout with the last 5 screenshots (``history_n = 5``), past steps replayed as
-  assistant text ``Thought: ...\\nAction: ...``; its prompt in prompts/models/ui_tars/.
+- the layout of OSWorld's UI-TARS agent (``ui-tars`` in agent/history.py; mm_agents/uitars15_v1.py,
+  mrwwk/DeskCraft @ 4893b45ee51b57b2c1279d0e140aee02a7d0f6a6): system "You are a helpful assistant.",
+  the prompt with the task as the first user turn, the last 5 screenshots (``history_n = 5``, the
+  current one included) each as a user turn before its step's reply, older replies as assistant
+  turns alone, the current screenshot last; its prompt (``qwen25vl_normal``) in prompts/ui-tars/;
+- up to 3 tries of a step (the agent's ``try_times = 3``), the retries at temperature 1.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from agent.layouts import UI_TARS_LAYOUTS
 from agent.models.profile import ModelProfile
 from agent.models.qwen_vision import image_tokens as qwen_image_tokens
 from agent.models.qwen_vision import model_size as qwen_model_size
@@ -67,16 +72,16 @@ UI_TARS = ModelProfile(
     title="UI-TARS-1.5",
     variants=VARIANTS,
     resolve_variant=resolve_variant,
-    layouts=("osworld",),
+    layouts=UI_TARS_LAYOUTS,
     parse_reply=_parse,
     coordinates="pixels_resized",
     thinking="reasoning_content",  # none: the Thought: line is part of the reply's text
     think_markers=None,
     history_images=5,
-    parse_retries=1,  # the OSWorld agent retries an unparsable reply (at temperature 1)
+    parse_retries=2,  # the OSWorld agent tries 3 times in all
+    retry_temperature=1.0,  # ... and samples the retries at temperature 1
     model_size=model_size,
     image_tokens=image_tokens,
     matches=matches,
-    prompt_family="ui_tars",
     published=PUBLISHED,
 )
