@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.messages import Message
+from agent.models.kimi_vl.profile import KIMI_VL
 
 Render = Callable[[list[Message]], list[int]]  # messages -> the prompt's ids, generation prompt added
 RendererFactory = Callable[[Path, int], Render]  # (tokenizer directory, in_token_limit) -> Render
@@ -57,12 +58,6 @@ def _kimi_vl_render(tokenizer_dir: Path, in_token_limit: int) -> Render:
     return lambda messages: chat.render(messages).ids
 
 
-def _kimi_vl_image_tokens(width: int, height: int, in_token_limit: int) -> int:
-    from agent.models.kimi_vl.vision import image_tokens
-
-    return image_tokens(width, height, in_token_limit)
-
-
 KIMI_VL_FACTS = ServingFacts(
     hub_id="moonshotai/Kimi-VL-A3B-Instruct",
     # "Kimi-VL support is not released in vllm v0.8.4, you can use it through the main branch"
@@ -93,7 +88,7 @@ KIMI_VL_FACTS = ServingFacts(
             "https://github.com/vllm-project/vllm/issues/17952",
         ),
     ),
-    image_tokens=_kimi_vl_image_tokens,
+    image_tokens=KIMI_VL.image_tokens,  # the profile's own rule (MoonViT)
     # <|media_start|> image <|media_content|> ... <|media_end|> (shared/docs/kimi-vl.md, "Prompt
     # format"; "image" is one token of the released tokenizer). Used only without a local tokenizer.
     image_wrapper_tokens=4,

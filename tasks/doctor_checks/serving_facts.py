@@ -7,6 +7,9 @@ those sources leave a fact open it is UNKNOWN here too, and the doctor prints it
 
 from __future__ import annotations
 
+from agent.models.kimi_k2.profile import KIMI_K2
+from agent.models.opencua.profile import OPENCUA
+from agent.models.ui_tars.profile import UI_TARS
 from tasks.doctor_checks.facts import KIMI_VL_FACTS, UNKNOWN, Cited, ServingFacts
 
 K25_GUIDE = "https://huggingface.co/moonshotai/Kimi-K2.5 (docs/deploy_guidance.md)"
@@ -21,12 +24,6 @@ REASONING_FIELD = Cited(
 )
 
 
-def _k2_image_tokens(width: int, height: int, in_token_limit: int) -> int:
-    from agent.models.kimi_k2.vision import image_tokens
-
-    return image_tokens(width, height, in_token_limit)
-
-
 def _k2(hub_id: str, min_vllm: Cited, tp_source: str) -> ServingFacts:
     return ServingFacts(
         hub_id=hub_id,
@@ -36,7 +33,7 @@ def _k2(hub_id: str, min_vllm: Cited, tp_source: str) -> ServingFacts:
         reasoning_parser=Cited("kimi_k2", KIMI_K2_PARSER),
         image_limit=Cited("3", IMAGES_SOURCE),
         notes=(REASONING_FIELD,),
-        image_tokens=_k2_image_tokens,  # MoonViT-3d "navit" rule (agent/models/kimi_k2/vision.py)
+        image_tokens=KIMI_K2.image_tokens,  # MoonViT-3d "navit" rule, the profile's own
         # <|media_begin|> image <|media_content|> ... <|media_end|>: vLLM kimi_k25.py get_placeholder_str.
         image_wrapper_tokens=4,
         render=None,  # we have no renderer of the K2.x chat template here
@@ -55,14 +52,6 @@ K25_FACTS = _k2(
 K26_FACTS = _k2("moonshotai/Kimi-K2.6", Cited("0.19.1", K26_RECIPE), K26_RECIPE + " (8x H200, INT4)")
 
 
-def _qwen_image_tokens(width: int, height: int, in_token_limit: int) -> int:
-    # Qwen2.5-VL's ViT: 14-pixel patches merged 2x2, so one token per 28x28 of the smart_resize size.
-    from agent.models.qwen_vision import model_size  # with OpenCUA's min_pixels, its default
-
-    w, h = model_size(width, height, in_token_limit)
-    return (w // 28) * (h // 28)
-
-
 def _opencua(size: str, tp: str) -> ServingFacts:
     return ServingFacts(
         hub_id=f"xlangai/OpenCUA-{size}",
@@ -72,7 +61,7 @@ def _opencua(size: str, tp: str) -> ServingFacts:
         reasoning_parser=None,
         image_limit=Cited("3", IMAGES_SOURCE),
         notes=(),
-        image_tokens=_qwen_image_tokens,
+        image_tokens=OPENCUA.image_tokens,  # Qwen2.5-VL's 28-px cells, the profile's own
         image_wrapper_tokens=2,  # <|vision_start|> ... <|vision_end|> (Qwen2.5-VL; inferred for OpenCUA)
         render=None,  # OpenCUA's remote-code template is not rendered here
         tensor_parallel=Cited(tp, OPENCUA_README),
@@ -105,14 +94,6 @@ UI_TARS_REPO = "https://github.com/bytedance/UI-TARS @ 582f3a7ea5d285ee8ed9e2e84
 UI_TARS_AGENT = "mrwwk/DeskCraft mm_agents/uitars15_v1.py @ 4893b45ee51b57b2c1279d0e140aee02a7d0f6a6"
 
 
-def _ui_tars_image_tokens(width: int, height: int, in_token_limit: int) -> int:
-    # Qwen2.5-VL's rule, as OpenCUA-7B's, but at UI-TARS's min_pixels 100*28*28 (78400).
-    from agent.models.ui_tars.profile import model_size
-
-    w, h = model_size(width, height, in_token_limit)
-    return (w // 28) * (h // 28)
-
-
 # UI-TARS-1.5-7B is a Qwen2.5-VL checkpoint (model_type qwen2_5_vl), built into vLLM: no remote code.
 UI_TARS_FACTS = ServingFacts(
     hub_id="ByteDance-Seed/UI-TARS-1.5-7B",
@@ -124,7 +105,7 @@ UI_TARS_FACTS = ServingFacts(
     reasoning_parser=None,  # its Thought: line is part of the reply's text
     image_limit=Cited("5", f"{UI_TARS_AGENT} (history_n = 5)"),
     notes=(),
-    image_tokens=_ui_tars_image_tokens,
+    image_tokens=UI_TARS.image_tokens,  # Qwen2.5-VL's rule at UI-TARS's min_pixels 78400
     image_wrapper_tokens=2,  # <|vision_start|> ... <|vision_end|> (Qwen2.5-VL)
     render=None,  # Qwen2.5-VL's chat template is not rendered here
     unknowns=(
