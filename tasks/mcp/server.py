@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from mcp.server.mcpserver import MCPServer
 
-from tasks.mcp import computer_tools, sandbox_tools
+from tasks.mcp import computer_tools, file_tools, sandbox_tools, shell_tools
 from tasks.mcp.options import ServerOptions
 from tasks.mcp.sandboxes import Registry, SandboxDefaults
 
@@ -17,6 +17,8 @@ Register = Callable[[MCPServer, Registry, ServerOptions], None]
 REGISTRARS: dict[str, Register] = {
     "sandbox": sandbox_tools.register,
     "computer": computer_tools.register,
+    "shell": shell_tools.register,
+    "files": file_tools.register,
 }
 
 INSTRUCTIONS = (
