@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from mcp.server.mcpserver import MCPServer
 
-from tasks.mcp import computer_tools, file_tools, sandbox_tools, shell_tools
+from tasks.mcp import computer_tools, file_tools, kimi_tools, sandbox_tools, shell_tools
 from tasks.mcp.options import ServerOptions
 from tasks.mcp.sandboxes import Registry, SandboxDefaults
 
@@ -19,6 +19,7 @@ REGISTRARS: dict[str, Register] = {
     "computer": computer_tools.register,
     "shell": shell_tools.register,
     "files": file_tools.register,
+    "kimi": kimi_tools.register,
 }
 
 INSTRUCTIONS = (
