@@ -5,6 +5,7 @@ loopback OpenAI-compatible server with scripted replies, and the tiny Kimi-VL th
 from __future__ import annotations
 
 import base64
+import json
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -143,3 +144,163 @@ def test_shell_and_files_in_one_sandbox(tmp_path: Path, isolation: list[str]) ->
 
     _over_stdio(["--allow", "sandbox,shell,files", *isolation], body)
     assert secret.read_text(encoding="utf-8") == "the host's own\n"
+
+
+# -- the kimi group: a loopback OpenAI-compatible server, then the tiny Kimi-VL -----------------
+
+
+def _click(x: float, y: float) -> str:
+    return f"## Action:\nclick\n## Code:\n```python\npyautogui.click(x={x}, y={y})\n```"
+
+
+DONE = (
+    "## Action:\nfinish\n## Code:\n```python\ncomputer.terminate(status='success', answer='clicked it')\n```"
+)
+
+
+def _run_record(run_dir: Path, timeout: float = 20.0) -> dict[str, Any]:
+    """run.json once the run has closed it (stop_reason set)."""
+    import json
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        f = run_dir / "run.json"
+        data = json.loads(f.read_text()) if f.exists() else {}
+        if data.get("stop_reason") or time.monotonic() > deadline:
+            return data
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+@pytest.mark.x11
+def test_kimi_locate_run_and_cancel_against_a_loopback_server(tmp_path: Path) -> None:
+    from cli_args import CLICKPAD, pad_downs
+    from fake_openai_server import FakeOpenAI, Reply
+
+    runs = tmp_path / "runs"
+    server = FakeOpenAI()
+    flags = ["--allow", "sandbox,computer,shell,kimi", "--backend", "openai", "--base-url", server.url,
+             "--model", "kimi-vl", "--runs-dir", str(runs)]  # fmt: skip
+
+    async def body(s: ClientSession) -> None:
+        pad = _ok(
+            await s.call_tool(
+                "sandbox_create", {"size": "1280x800", "apps": [f"{sys.executable} {CLICKPAD} pad.jsonl"]}
+            )
+        )
+        home = Path(pad["directory"]) / "home"
+        _refused(await s.call_tool("kimi_locate", {"description": " "}), "description: empty")
+        _refused(await s.call_tool("kimi_run", {"task": "x", "max_steps": 0}), "max_steps: must lie in")
+
+        # kimi_locate: the grounding prompt, its point in both spaces, and either space clicks there.
+        server.replies.append(Reply(_click(0.25, 0.75)))
+        before = _ok(await s.call_tool("kimi_locate", {"description": "the pad's lower left"}))
+        assert (
+            before["relative"] == {"x": 0.25, "y": 0.75} and before["pixels"] is None
+        )  # no screenshot sent yet
+        asked = server.requests[-1]["messages"]
+        assert asked[0]["role"] == "system" and "the pad's lower left" in json_text(asked[1])
+        await s.call_tool("computer_screenshot", {"max_side": 640})
+        server.replies.append(Reply(_click(0.25, 0.75)))
+        found = _ok(await s.call_tool("kimi_locate", {"description": "the pad's lower left"}))
+        assert found["screen"] == {"x": 320, "y": 600} and found["pixels_of"] == {"width": 640, "height": 400}
+        clicks = [
+            _ok(await s.call_tool("computer_click", {**found["pixels"], "coordinates": "pixels"})),
+            _ok(await s.call_tool("computer_click", {**found["relative"], "coordinates": "relative"})),
+        ]
+        assert [tuple(c["screen_points"][0]) for c in clicks] == [(320, 600), (320, 600)]
+        server.replies.append(
+            Reply("## Action:\nnot here\n## Code:\n```python\ncomputer.terminate(status='failure')\n```")
+        )
+        _refused(
+            await s.call_tool("kimi_locate", {"description": "a unicorn"}),
+            "the model says 'a unicorn' is not on the screen",
+        )
+        server.replies.append(Reply("I would rather not say."))
+        _refused(
+            await s.call_tool("kimi_locate", {"description": "the pad"}), "the model's reply holds no point"
+        )
+
+        # kimi_run: a click, then done; progress after each step; the run recorded.
+        server.replies.extend([Reply(_click(0.5, 0.5)), Reply(DONE)])
+        progress: list[tuple[float, float | None, str | None]] = []
+
+        async def on_progress(p: float, total: float | None, message: str | None) -> None:
+            progress.append((p, total, message))
+
+        done = _ok(
+            await s.call_tool(
+                "kimi_run", {"task": "click the middle", "max_steps": 5}, progress_callback=on_progress
+            )
+        )
+        assert (done["outcome"], done["stop_reason"], done["answer"]) == ("success", "done", "clicked it")
+        assert done["steps"][0]["actions"][0]["action"].startswith("click")
+        assert [p[:2] for p in progress] == [(1, 5), (2, 5)] and "click" in (progress[0][2] or "")
+        assert _run_record(Path(done["run_dir"]))["stop_reason"] == "done"
+        assert pad_downs(home)[-1] == (640, 400)
+
+        # A cancelled kimi_run: step 1 clicks; the client cancels while step 2's reply is held back;
+        # the held reply (a click) is not acted on, no step 3 is asked for, the sandbox goes on.
+        asked_before = len(server.requests)
+        server.replies.extend([Reply(_click(0.1, 0.1)), Reply(_click(0.9, 0.9), delay_s=3.0)])
+        server.default = Reply(DONE)
+        step_one = anyio.Event()
+
+        async def first_step(p: float, total: float | None, message: str | None) -> None:
+            step_one.set()
+
+        async def cancelled_run() -> None:
+            await s.call_tool(
+                "kimi_run", {"task": "keep clicking", "max_steps": 10}, progress_callback=first_step
+            )
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(cancelled_run)
+            with anyio.fail_after(30):
+                await step_one.wait()
+            await anyio.sleep(0.5)  # step 2's model call is under way
+            tg.cancel_scope.cancel()
+        (latest,) = [d for d in runs.iterdir() if "keep-clicking" in d.name]
+        record = _run_record(latest)
+        assert record["stop_reason"] == "interrupted" and record["steps"] == 2
+        steps = [json.loads(line) for line in (latest / "steps.jsonl").read_text().splitlines()]
+        assert steps[0]["actions"][0]["executed"] and not steps[1]["actions"][0]["executed"]
+        assert len(server.requests) - asked_before == 2  # step 3 was never asked for
+        assert pad_downs(home)[-1] == (128, 80)  # step 1's click, and not step 2's (1152, 720)
+        assert _ok(await s.call_tool("shell_run", {"command": "echo alive"}))["stdout"] == "alive\n"
+        assert _ok(await s.call_tool("computer_screenshot", {}))["width"] == 1280
+
+    try:
+        _over_stdio(flags, body)
+    finally:
+        server.close()
+
+
+def json_text(message: dict[str, Any]) -> str:
+    content = message["content"]
+    return content if isinstance(content, str) else " ".join(p.get("text", "") for p in content)
+
+
+@pytest.mark.slow
+@pytest.mark.x11
+def test_kimi_tools_with_the_tiny_kimi_through_transformers(tmp_path: Path, tiny_kimi: Path) -> None:
+    """Random weights: each call ends in a well-formed result or a clean tool error, and the server
+    goes on (the model loads once, on the first call)."""
+    flags = ["--allow", "sandbox,kimi", "--backend", "transformers", "--model", str(tiny_kimi), "--offline",
+             "--max-new-tokens", "12", "--runs-dir", str(tmp_path / "runs")]  # fmt: skip
+
+    async def body(s: ClientSession) -> None:
+        _ok(await s.call_tool("sandbox_create", {"size": "320x240"}))
+        located = await s.call_tool("kimi_locate", {"description": "the desktop"})
+        if located.is_error:
+            assert "the model" in _text(located), _text(located)
+        else:
+            point = _ok(located)["relative"]
+            assert 0 <= point["x"] < 1 and 0 <= point["y"] < 1
+        ran = _ok(await s.call_tool("kimi_run", {"task": "do nothing", "max_steps": 2}))
+        assert ran["stop_reason"] in {"done", "max_steps", "loop_detected"} and 1 <= len(ran["steps"]) <= 2
+        assert _run_record(Path(ran["run_dir"]))["stop_reason"] == ran["stop_reason"]
+        assert not (await s.call_tool("sandbox_list", {})).is_error
+
+    _over_stdio(flags, body)
