@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -47,6 +48,22 @@ def _ok(res: CallToolResult) -> dict[str, Any]:
 
 def _refused(res: CallToolResult, said: str) -> None:
     assert res.is_error and said in _text(res), _text(res)
+
+
+def test_groups_give_their_tools_and_model_flags_are_checked_at_start() -> None:
+    async def names(s: ClientSession) -> set[str]:
+        return {t.name for t in (await s.list_tools()).tools}
+
+    assert _over_stdio(["--allow", "shell"], names) == {"shell_run"}
+    assert _over_stdio(["--allow", "files"], names) == {"file_read", "file_write", "file_list"}
+    # No model is loaded to list the kimi tools (a checkpoint that is not there is no error yet).
+    assert _over_stdio(["--allow", "kimi", "--model", "/nonexistent"], names) == {"kimi_locate", "kimi_run"}
+    bad = subprocess.run(
+        [sys.executable, "-m", "tasks.cli", "mcp", "--allow", "kimi", "--max-new-tokens", "0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert (bad.returncode, bad.stdout) == (2, "")
+    assert bad.stderr == "kimi-agent mcp: error: --max-new-tokens must be at least 1\n"
 
 
 @pytest.mark.slow

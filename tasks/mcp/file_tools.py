@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import threading
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -68,7 +69,7 @@ def run_helper(entry: OpenSandbox, args: list[str], stdin: bytes = b"") -> dict[
 
     box = entry.box
     try:
-        script = box.inside(box.control_file(HELPER, HELPER_SOURCE.encode()))
+        script = helper_path(entry)
         python = sandbox_python(box.isolation is not None)
         # A cap on what comes back: base64 of the largest file, and JSON around it.
         out = box.run_capped(
@@ -90,6 +91,20 @@ def run_helper(entry: OpenSandbox, args: list[str], stdin: bytes = b"") -> dict[
     if "error" in answer:
         raise ToolError(f"path: {answer['error']}")
     return answer
+
+
+_helpers: dict[str, str] = {}  # sandbox id -> the helper's path inside it, written once
+_helpers_lock = threading.Lock()
+
+
+def helper_path(entry: OpenSandbox) -> str:
+    """inside_files.py in the sandbox's control directory, written on first use (rewriting it for
+    each call would pull it from under a concurrent call's Python)."""
+    with _helpers_lock:
+        if entry.id not in _helpers:
+            box = entry.box
+            _helpers[entry.id] = box.inside(box.control_file(HELPER, HELPER_SOURCE.encode()))
+        return _helpers[entry.id]
 
 
 def check_cap(name: str, value: int, top: int, bottom: int = 0) -> None:

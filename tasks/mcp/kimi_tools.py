@@ -10,6 +10,7 @@ records are closed as "interrupted" before the request ends.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import re
@@ -43,6 +44,10 @@ log = logging.getLogger(__name__)
 
 MAX_DESCRIPTION_CHARS, MAX_TASK_CHARS = 2000, 10_000
 MAX_STEPS = 100
+# How long a cancelled kimi_run waits for the run to stop before the request ends anyway: an action
+# takes a moment, but a model call in progress (its reply is not acted on) may take minutes, and a
+# client that went away must not keep the server from closing its sandboxes.
+STOP_WAIT_S = 10.0
 SandboxId = Annotated[str | None, Field(description="the sandbox (default: the only one open)")]
 
 
@@ -129,7 +134,19 @@ def outcome_of(traj: Trajectory) -> str:
     return traj.stop_reason
 
 
+def check_model_flags(args: argparse.Namespace) -> None:
+    """The main command's checks of the model flags, at start-up rather than at the first call."""
+    from tasks.cli_common import UsageError, check_limits
+    from tasks.mcp.cli import McpUsageError
+
+    try:
+        check_limits(argparse.Namespace(**{**vars(args), "task": "kimi_run", "max_steps": None}))
+    except UsageError as e:
+        raise McpUsageError(str(e)) from None
+
+
 def register(server: MCPServer, registry: Registry, options: ServerOptions) -> None:
+    check_model_flags(options.args)
     model = KimiModel(options.args)
     runs = Path(getattr(options.args, "runs_dir", None) or "runs")
 
@@ -235,8 +252,8 @@ def register(server: MCPServer, registry: Registry, options: ServerOptions) -> N
             # The client cancelled (or went away): stop after the action in progress, and end the
             # request only once the run has, so the sandbox is free and its records are closed.
             stop.set()
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(finished.wait)
+            with anyio.CancelScope(shield=True), anyio.move_on_after(STOP_WAIT_S):
+                await anyio.to_thread.run_sync(finished.wait, abandon_on_cancel=True)
             log.info("kimi_run on sandbox %s cancelled; its records are in %s", entry.id, out)
             raise
         data = {
