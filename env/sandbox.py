@@ -43,6 +43,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -88,6 +89,21 @@ log = logging.getLogger(__name__)
 
 class SandboxError(RuntimeError):
     pass
+
+
+class SandboxTimeout(SandboxError):
+    """A program run() ran past its timeout; it was killed with its group."""
+
+
+@dataclass(frozen=True)
+class RunOutput:
+    """What run_capped() got back: at most the cap of each stream, and how much each held in all."""
+
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+    stdout_size: int  # bytes the program wrote to stdout; more than len(stdout) when capped
+    stderr_size: int
 
 
 class Sandbox:
@@ -463,8 +479,21 @@ class Sandbox:
         self, argv: Sequence[str], *, input: bytes | None = None, timeout_s: float = 10.0
     ) -> subprocess.CompletedProcess[bytes]:
         """Run a command on this desktop to completion (xdotool, xclip, a shell line) and return
-        its output; killed with its group if it runs past ``timeout_s``. What it leaves running
-        (xclip's selection server) lives until close()."""
+        its output; killed with its group if it runs past ``timeout_s`` (SandboxTimeout). What it
+        leaves running (xclip's selection server) lives until close()."""
+        out = self.run_capped(argv, input=input, timeout_s=timeout_s)
+        return subprocess.CompletedProcess(list(argv), out.returncode, out.stdout, out.stderr)
+
+    def run_capped(
+        self,
+        argv: Sequence[str],
+        *,
+        input: bytes | None = None,
+        timeout_s: float = 10.0,
+        max_output_bytes: int | None = None,
+    ) -> RunOutput:
+        """run(), reading back at most ``max_output_bytes`` of each stream (None: all of it), and
+        saying how much there was: a command's output is the sandbox's to size, not ours."""
         if not argv:
             raise SandboxError("cannot run an empty command line")
         # Files, not pipes: a daemon it forks (xclip) would hold a pipe open and stall a read to EOF.
@@ -480,11 +509,15 @@ class Sandbox:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(timeout=5)
-                raise SandboxError(f"{shlex.join(argv)} did not finish within {timeout_s:g} s") from None
+                raise SandboxTimeout(f"{shlex.join(argv)} did not finish within {timeout_s:g} s") from None
             finally:
                 self._forget(p)
-            return subprocess.CompletedProcess(
-                list(argv), p.returncode or 0, _read_all(fout), _read_all(ferr)
+            return RunOutput(
+                p.returncode or 0,
+                _read_all(fout, max_output_bytes),
+                _read_all(ferr, max_output_bytes),
+                os.fstat(fout.fileno()).st_size,
+                os.fstat(ferr.fileno()).st_size,
             )
 
     def control_file(self, name: str, data: bytes = b"") -> Path:
@@ -610,12 +643,18 @@ class Sandbox:
             self.close()
 
 
-def _read_all(f: IO[bytes]) -> bytes:
-    """All of a file shared with a program, read without moving the offset the program writes at
-    (a daemon it left may still write)."""
-    chunks = []
-    while chunk := os.pread(f.fileno(), 1 << 20, sum(map(len, chunks))):
+def _read_all(f: IO[bytes], limit: int | None = None) -> bytes:
+    """All of a file shared with a program (at most ``limit`` bytes), read without moving the
+    offset the program writes at (a daemon it left may still write)."""
+    chunks: list[bytes] = []
+    done = 0
+    while limit is None or done < limit:
+        want = 1 << 20 if limit is None else min(1 << 20, limit - done)
+        chunk = os.pread(f.fileno(), want, done)
+        if not chunk:
+            break
         chunks.append(chunk)
+        done += len(chunk)
     return b"".join(chunks)
 
 

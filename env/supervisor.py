@@ -30,10 +30,16 @@ def init_argv(ctl: Path, inside_ctl: str, isolated: bool) -> list[str]:
     init = ctl / "init.py"
     init.write_text(INIT_SOURCE, encoding="utf-8")
     init.chmod(0o644)  # whatever the umask: the sandbox's own user runs it
-    python = os.path.realpath(sys.executable)
+    return [sandbox_python(isolated), "-I", "-S", f"{inside_ctl}/init.py"]
+
+
+def sandbox_python(isolated: bool) -> str:
+    """The Python that runs standard-library scripts inside a sandbox (the supervisor, helpers that
+    must resolve paths in its namespaces): isolated, the system's python3, as ours may live in a
+    home the sandbox hides."""
     if isolated and os.access("/usr/bin/python3", os.X_OK):
-        python = "/usr/bin/python3"
-    return [python, "-I", "-S", f"{inside_ctl}/init.py"]
+        return "/usr/bin/python3"
+    return os.path.realpath(sys.executable)
 
 
 class SandboxProcess:

@@ -119,7 +119,6 @@ def _gone(sandboxes: list[dict[str, Any]], timeout: float = 15.0) -> list[str]:
         (["--allow", "sandbox,computr"], "unknown tool group 'computr' (did you mean 'computer'?)"),
         (["--allow", "sandbox,,computer"], "has an empty item"),
         (["--allow", "sandbox,host-desktop"], "--allow host-desktop gives the computer tools"),
-        (["--allow", "computer,shell"], "tool group(s) shell are not available"),
         (["--allow", "sandbox", "--http", "0.0.0.0:8765"], "0.0.0.0 is not a loopback address"),
         (["--allow", "sandbox", "--http", "nonsense"], "--http: expected HOST:PORT"),
         (["--allow", "sandbox", "--max-sandboxes", "0"], "--max-sandboxes: must be at least 1"),

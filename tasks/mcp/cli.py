@@ -12,6 +12,7 @@ import os
 import secrets
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from tasks.cli_common import ArgumentParser, HelpFormatter, sleep_after_flag
 from tasks.mcp.options import ServerOptions
@@ -67,6 +68,14 @@ def parser() -> argparse.ArgumentParser:
         choices=["debug", "info", "warning", "error"],
         default="warning",
         help="what the server logs on stderr (default warning)",
+    )
+    # The kimi group's: the main command's model flags (loaded on the first kimi_* call) and where
+    # kimi_run records its runs.
+    from tasks.cli import model_flags
+
+    model_flags(p)
+    p.add_argument(
+        "--runs-dir", type=Path, default=Path("runs"), help="where kimi_run records each run (default ./runs)"
     )
     return p
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from mcp.server.mcpserver import MCPServer
 
-from tasks.mcp import computer_tools, sandbox_tools
+from tasks.mcp import computer_tools, file_tools, kimi_tools, sandbox_tools, shell_tools
 from tasks.mcp.options import ServerOptions
 from tasks.mcp.sandboxes import Registry, SandboxDefaults
 
@@ -18,12 +18,17 @@ Register = Callable[[MCPServer, Registry, ServerOptions], None]
 REGISTRARS: dict[str, Register] = {
     "sandbox": sandbox_tools.register,
     "computer": computer_tools.register,
+    "shell": shell_tools.register,
+    "files": file_tools.register,
+    "kimi": kimi_tools.register,
 }
 
 INSTRUCTIONS = (
     "Private desktops to operate: sandbox_create starts one (returns its id), computer_screenshot "
     "shows it, computer_* act on it. Points are pixels of the last screenshot (coordinates='pixels') "
-    "or fractions 0-1 (coordinates='relative')."
+    "or fractions 0-1 (coordinates='relative'). Where granted: shell_run and file_* work inside a "
+    "sandbox as its user; kimi_locate finds a described element on its screen; kimi_run gives a "
+    "task to the Kimi-VL agent on it."
 )
 
 
@@ -34,12 +39,6 @@ class UnavailableGroup(ValueError):
 def build_server(options: ServerOptions) -> tuple[MCPServer, Registry]:
     if "host-desktop" in options.allow and "computer" not in options.allow:
         raise UnavailableGroup("--allow host-desktop gives the computer tools this desktop: add computer")
-    missing = sorted(options.allow - REGISTRARS.keys() - {"host-desktop"})
-    if missing:
-        raise UnavailableGroup(
-            f"--allow: tool group(s) {', '.join(missing)} are not available in this version "
-            f"(available: {', '.join(REGISTRARS)})"
-        )
     registry = Registry(
         SandboxDefaults(
             options.max_sandboxes, options.isolated, options.sleep_after_s, "host-desktop" in options.allow
