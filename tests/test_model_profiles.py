@@ -252,3 +252,39 @@ def test_the_history_counts_a_screenshot_by_the_profiles_own_image_rule() -> Non
             prompt_tokens(name, (200, 100)) - text,
             prompt_tokens(name, (1280, 800)) - text,
         ) == counts
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("size", [(1280, 800), (1920, 1080)], ids=["1280x800", "1920x1080"])
+def test_cli_with_a_kimi_vl_server_clicks_the_intended_pixels(
+    size: tuple[int, int], tmp_path: Path, kept_sandboxes, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    """The first profile as the others are checked: a loopback server reporting
+    moonshotai/Kimi-VL-A3B-Instruct answers in Kimi-VL's format, a fraction and then screenshot
+    pixels (both values above 1); the clickpad in the sandbox records where the pointer went."""
+    from cli_args import clickpad_task, pad_downs
+    from conftest import kept_home
+    from fake_openai_server import FakeOpenAI, Reply
+
+    from tasks.cli import main
+
+    width, height = size
+    reply = (
+        "## Thought\nthe target\n## Action:\nclick it\n## Code:\n```python\npyautogui.click({x}, {y})\n```"
+    )
+    done = (
+        "## Thought\ndone\n## Action:\nfinish\n## Code:\n```python\ncomputer.terminate(status='success')\n```"
+    )
+    server = FakeOpenAI(models=("kimi-vl",), roots={"kimi-vl": "moonshotai/Kimi-VL-A3B-Instruct"})
+    try:
+        server.replies.extend(
+            [Reply(reply.format(x=0.75, y=0.5)), Reply(reply.format(x=100, y=50)), Reply(done)]
+        )
+        out = tmp_path / "run"
+        assert main(clickpad_task(server.url, "kimi-vl", out, size)) == 0, capsys.readouterr().out
+        # 0.75, 0.5 -> floor(f * W); values above 1 are the screenshot's own pixels (Kimi-VL's parser).
+        assert pad_downs(kept_home(kept_sandboxes)) == [(int(0.75 * width), height // 2), (100, 50)]
+        model = json.loads((out / "run.json").read_text())["model"]
+        assert (model["model_profile"], model["variant"]) == ("kimi-vl", "instruct")
+    finally:
+        server.close()
