@@ -54,6 +54,7 @@ class ModelPolicy:
             # Kimi-VL's variants have no top_p, and its requests carry none.
             top_p=getattr(variant, "top_p", None),
             frequency_penalty=getattr(variant, "frequency_penalty", None),  # UI-TARS-1.5's runner: 1
+            thinking=getattr(variant, "request_thinking", None),  # K2.x instant: False
         )
         retry_t = profile.retry_temperature
         self.retry_params = (

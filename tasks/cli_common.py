@@ -190,6 +190,8 @@ VARIANTS = [
     "thinking-2506",
     "k2.5",
     "k2.6",
+    "k2.5-instant",
+    "k2.6-instant",
     "7b",
     "32b",
     "72b",

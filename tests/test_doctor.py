@@ -248,7 +248,7 @@ OPENCUA_REPLY = "## Action:\nClick the button.\n## Code:\n```python\npyautogui.c
             K2_REPLY,
             "profile kimi-k2",
             ["vllm serve moonshotai/Kimi-K2.5 --served-model-name kimi-k2.5", "--reasoning-parser kimi_k2"],
-            ["the first vLLM release serving this model: UNKNOWN", "docs/deploy_guidance.md"],
+            ["vLLM >= 0.15.0", "https://recipes.vllm.ai/moonshotai/Kimi-K2.5", "docs/deploy_guidance.md"],
         ),
         (
             "xlangai/OpenCUA-A3B",
@@ -337,7 +337,7 @@ def test_other_profiles_get_their_facts_and_no_false_fail(
 
 
 def test_an_unknown_first_release_is_a_warning_that_says_so() -> None:
-    from tasks.doctor_checks.serving_facts import K25_FACTS
+    from tasks.doctor_checks.serving_facts import UI_TARS_FACTS
 
-    r = check_version("0.15.0", K25_FACTS)
+    r = check_version("0.15.0", UI_TARS_FACTS)
     assert r.status is Status.WARN and "UNKNOWN" in r.found

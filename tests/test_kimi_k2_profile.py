@@ -114,9 +114,46 @@ def test_variants_carry_the_reference_agents_sampling_and_a_wrong_variant_is_one
     assert (k25.temperature, k25.top_p, k25.max_new_tokens, k25.thinking) == (1.0, 0.95, 4096, True)
     assert (k26.max_new_tokens, k26.in_token_limit) == (32768, 16384)
     with pytest.raises(
-        ValueError, match=r"^--variant 'instruct' is not a Kimi K2 variant \(choose from k2.5, k2.6\)$"
+        ValueError,
+        match=r"^--variant 'instruct' is not a Kimi K2 variant \(choose from k2.5, k2.6, k2.5-instant, k2.6-instant\)$",
     ):
         resolve_variant(override="instruct", names=[])
+
+
+def test_instant_mode_switches_thinking_off_per_request_and_only_by_name() -> None:
+    """``--variant k2.6-instant``: the same checkpoint with thinking off. The request says so the way
+    the server understands (vLLM/SGLang: chat_template_kwargs; Moonshot's API: its thinking field),
+    at temperature 0.6, and the history replays no thinking. A checkpoint's name never picks it."""
+    from agent.backends.openai import thinking_switch
+
+    instant = resolve_variant(override="k2.6-instant", names=[]).variant
+    assert (instant.thinking, instant.temperature, instant.top_p, instant.request_thinking) == (
+        False,
+        0.6,
+        0.95,
+        False,
+    )
+    assert resolve_variant(override=None, names=[("served", "kimi-k2.6-instant")]).variant.name == "k2.6"
+    assert thinking_switch("api.moonshot.ai", False) == {"thinking": {"type": "disabled"}}
+    assert thinking_switch("127.0.0.1", False) == {"chat_template_kwargs": {"thinking": False}}
+    server = FakeOpenAI(models=("kimi-k2.6",))
+    try:
+        server.replies.append(Reply(SAVE))
+        backend = OpenAIBackend(server.url, "kimi-k2.6", in_token_limit=instant.in_token_limit)
+        policy = ModelPolicy(backend, instant, profile=K2, max_context=65536)
+        frame = Frame.from_image(Image.new("RGB", (640, 400), "white"))
+        decision = policy.decide(Observation("save", 1, frame, ScreenGeometry.plain(640, 400)), [])
+        assert decision.error is None and decision.thinking is None
+        sent = server.requests[0]
+        assert (sent["chat_template_kwargs"], sent["temperature"], sent["top_p"]) == (
+            {"thinking": False},
+            0.6,
+            0.95,
+        )
+        thinking_on = resolve_variant(override="k2.6", names=[]).variant
+        assert "chat_template_kwargs" not in ModelPolicy(backend, thinking_on, profile=K2).params.model_dump()
+    finally:
+        server.close()
 
 
 def test_the_image_rule_gives_the_worked_sizes() -> None:

@@ -17,12 +17,15 @@ class GenerationParams(BaseModel):
     top_p: float | None = None
     # OpenAI's frequency_penalty; None: not sent (UI-TARS-1.5's runner sends 1, no other family any).
     frequency_penalty: float | None = None
+    # False: ask the server to switch the model's thinking off (Kimi K2.x instant mode); None: the
+    # server's default, nothing sent (every family but K2's instant variants).
+    thinking: bool | None = None
 
     @model_serializer(mode="wrap")
     def _without_unset_top_p(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         # Records of runs without top_p (every Kimi-VL run) stay as they were written before it existed.
         data = handler(self)
-        for key in ("top_p", "frequency_penalty"):
+        for key in ("top_p", "frequency_penalty", "thinking"):
             if data.get(key) is None:
                 data.pop(key, None)
         return data

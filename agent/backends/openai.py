@@ -75,6 +75,16 @@ def env_api_key(host: str) -> str | None:
     return next((os.environ[n] for n in names if os.environ.get(n)), None)
 
 
+def thinking_switch(host: str, on: bool) -> dict[str, Any]:
+    """The request field that turns a Kimi K2.x model's thinking on or off: Moonshot's API takes
+    ``thinking: {"type": "enabled" | "disabled"}`` (platform.kimi.ai/docs/api/models-overview);
+    vLLM and SGLang pass ``chat_template_kwargs`` to the K2.x chat template (sgl-project/sgl-cookbook
+    docs/autoregressive/Moonshotai/Kimi-K2.5.md @ 26a01fc; SGLang's Kimi-K2.5 usage page)."""
+    if host.lower() in MOONSHOT_HOSTS:
+        return {"thinking": {"type": "enabled" if on else "disabled"}}
+    return {"chat_template_kwargs": {"thinking": on}}
+
+
 def data_url(image: Image.Image, in_token_limit: int) -> str:
     """The image the server should get (agent.models.kimi_vl.vision.wire_image) as a PNG data URL."""
     buf = io.BytesIO()
@@ -182,6 +192,8 @@ class OpenAIBackend:
             payload["top_p"] = params.top_p
         if params.frequency_penalty is not None:  # likewise (UI-TARS-1.5)
             payload["frequency_penalty"] = params.frequency_penalty
+        if params.thinking is not None:
+            payload.update(thinking_switch(urlsplit(self.base_url).hostname or "", params.thinking))
         if self.return_token_ids:
             payload["return_token_ids"] = True
         body = json.dumps(payload).encode("ascii")  # ASCII: any str the runtime holds is encodable

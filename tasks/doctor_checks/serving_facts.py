@@ -13,6 +13,7 @@ from agent.models.ui_tars.profile import UI_TARS
 from tasks.doctor_checks.facts import KIMI_VL_FACTS, UNKNOWN, Cited, ServingFacts
 
 K25_GUIDE = "https://huggingface.co/moonshotai/Kimi-K2.5 (docs/deploy_guidance.md)"
+K25_RECIPE = "https://recipes.vllm.ai/moonshotai/Kimi-K2.5"
 K26_RECIPE = "https://recipes.vllm.ai/moonshotai/Kimi-K2.6"
 OPENCUA_README = "https://github.com/xlang-ai/OpenCUA (README; the OpenCUA-72B model card)"
 KIMI_K2_PARSER = "vllm-project/vllm vllm/reasoning/kimi_k2_reasoning_parser.py @ 01a703487ceb"
@@ -43,12 +44,8 @@ def _k2(hub_id: str, min_vllm: Cited, tp_source: str) -> ServingFacts:
     )
 
 
-K25_FACTS = _k2(
-    "moonshotai/Kimi-K2.5",
-    # "available in nightly vLLM wheel" at release; the first release is not established (~0.15, inferred).
-    Cited(UNKNOWN, K25_GUIDE),
-    K25_GUIDE,
-)
+# At release "available in nightly vLLM wheel" (K25_GUIDE); vLLM's recipe now says >= 0.15.0.
+K25_FACTS = _k2("moonshotai/Kimi-K2.5", Cited("0.15.0", K25_RECIPE), K25_GUIDE)
 K26_FACTS = _k2("moonshotai/Kimi-K2.6", Cited("0.19.1", K26_RECIPE), K26_RECIPE + " (8x H200, INT4)")
 
 

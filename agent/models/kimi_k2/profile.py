@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from agent.models.kimi_k2.parser import parse_reply
-from agent.models.kimi_k2.variants import guess_variant, resolve_variant
+from agent.models.kimi_k2.variants import VARIANTS, guess_variant, resolve_variant
 from agent.models.kimi_k2.vision import image_tokens, model_size
 from agent.models.profile import ModelProfile
 from agent.models.reply import ParsedReply
@@ -37,7 +37,7 @@ def matches(name: str, config: Mapping[str, Any] | None) -> bool:
 KIMI_K2 = ModelProfile(
     name="kimi-k2",
     title="Kimi K2.5 / K2.6",
-    variants=("k2.5", "k2.6"),
+    variants=VARIANTS,
     resolve_variant=resolve_variant,
     # The reference agent's layout first (the default for this family), then the append-only one.
     layouts=("osworld", "append"),

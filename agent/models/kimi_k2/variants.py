@@ -8,6 +8,11 @@ YangYzzzz/OSSymphony-Selfuse @ 2f96870592cf44d31a0436204bb91574414ea00f and ljxp
 docstring there: max_tokens 32768, thinking on); mrwwk/DeskCraft ``run_multienv_kimi_k25.py``
 @ a5f0fd6704d0110de9ab6db492b75f91d94154c3 (K2.5: max_tokens 4096). Image patch limit 16384 (the
 checkpoint's media_proc_cfg ``in_patch_limit``).
+
+Instant mode (``k2.5-instant``, ``k2.6-instant``, chosen with --variant only: a checkpoint's name never
+says it): the same checkpoint with its thinking switched off per request (agent.backends.openai
+``thinking_switch``). Temperature 0.6, as Moonshot's API fixes it for its non-thinking K2 models
+(platform.kimi.ai/docs/api/models-overview, "Parameter Comparison"); no published OSWorld run uses it.
 """
 
 from __future__ import annotations
@@ -19,8 +24,10 @@ from typing import Literal
 from agent.models import variants as shared
 from agent.models.variants import Family
 
-VariantName = Literal["k2.5", "k2.6"]
-VARIANTS: tuple[VariantName, ...] = ("k2.5", "k2.6")
+VariantName = Literal["k2.5", "k2.6", "k2.5-instant", "k2.6-instant"]
+CHECKPOINTS: tuple[VariantName, ...] = ("k2.5", "k2.6")
+VARIANTS: tuple[VariantName, ...] = (*CHECKPOINTS, "k2.5-instant", "k2.6-instant")
+INSTANT = "-instant"
 IN_PATCH_LIMIT = 16384  # media_proc_cfg in_patch_limit (14-px patches per image, before the 2x2 merge)
 
 
@@ -32,9 +39,12 @@ class Variant:
     top_p: float
     in_token_limit: int
     max_new_tokens: int
+    request_thinking: bool | None = None  # False: the request switches thinking off (instant)
 
     @classmethod
     def named(cls, name: VariantName) -> Variant:
+        if name.endswith(INSTANT):
+            return cls(name, False, 0.6, 0.95, IN_PATCH_LIMIT, 4096, request_thinking=False)
         # Thinking counts against max_tokens: K2.6's runner gives it 32768, K2.5's 4096.
         return cls(
             name=name,
@@ -49,7 +59,7 @@ class Variant:
 def guess_variant(name: str) -> VariantName | None:
     """kimi-k2.5, moonshotai/Kimi-K2.5, Kimi-K2_6, a path ending in Kimi-K2.6-NVFP4 ... -> the variant."""
     low = name.lower().replace("_", ".").replace("-k2-", "-k2.")
-    for v in VARIANTS:
+    for v in CHECKPOINTS:
         if v in low:
             return v
     return None
