@@ -240,6 +240,43 @@ class Sandbox:
         self._tell_reaper(f"+{p.pid}")
         return p
 
+    def start_helper(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: int | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: Path,
+    ) -> subprocess.Popen[bytes]:
+        """A program on the host that serves this sandbox (its live view's VNC server and websocket
+        proxy): in a process group of its own, carrying the sandbox's marker, watched by the
+        reaper, so it ends at close() at the latest, or with us. Its output goes nowhere; ``stdin``
+        is an open file of ours (a listening socket, inetd-style)."""
+        if self._closed:
+            raise SandboxError("the sandbox is closed")
+        base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        return self._spawn_host(
+            argv,
+            stdin=stdin if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**base, **(env or {}), MARKER_VAR: str(self.root)},
+            cwd=str(cwd),
+        )
+
+    def stop_helper(self, p: subprocess.Popen[bytes], grace_s: float = 1.0) -> None:
+        """End a program start_helper() started, with its process group, and forget it."""
+        if p.poll() is None:
+            _signal_groups({p.pid}, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(timeout=grace_s)
+        _signal_groups({p.pid}, signal.SIGKILL)  # forked children (websockify's) too
+        p.wait()
+        if p in self._procs:
+            self._procs.remove(p)
+            with contextlib.suppress(OSError):
+                self._tell_reaper(f"-{p.pid}")  # waited for: its pid may be reused by a stranger
+
     def _start_xvfb(self, width: int, height: int, depth: int, auth: Path, timeout_s: float) -> str:
         r, w = os.pipe()
         try:
