@@ -236,7 +236,7 @@ def test_cli_runs_a_script_end_to_end_in_a_sandbox(tmp_path: Path, kept_sandboxe
     assert code == 0, printed
     assert _wait_file(kept_home(kept_sandboxes) / "out.txt") == "replayed\n"
     assert "stopped: done" in printed and str(out) in printed
-    assert "x11vnc -display :" in printed  # how to watch the sandbox
+    assert "watch it live in a browser: add --view" in printed  # how to watch the sandbox
     # --app: the first screenshot already shows the app (the sandbox waited for its window).
     first = Image.open(out / "step_001.png").convert("L")
     assert first.getextrema()[1] > 0

@@ -18,6 +18,9 @@ rfb.viewOnly = true;
 rfb.scaleViewport = true;
 rfb.focusOnClick = false;
 rfb.background = "#222";
+// Loopback: bandwidth is free, so the best JPEG quality and light compression (less CPU per frame).
+rfb.qualityLevel = 9;
+rfb.compressionLevel = 1;
 
 function label(canvas) {
   canvas.setAttribute("role", "img");
