@@ -5,9 +5,11 @@ of the view is left running once it closes."""
 
 from __future__ import annotations
 
+import base64
 import http.client
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -68,6 +70,38 @@ def _need_all() -> None:
     for why in (no_view(), missing()):
         if why:
             pytest.skip(why)
+
+
+def _websocket(port: int, token: str) -> bytes:
+    """A websocket handshake with websockify, and what it sends first (x11vnc's RFB banner, once open)."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(
+            f"GET /websockify?token={token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            "Sec-WebSocket-Protocol: binary\r\n\r\n".encode()
+        )
+        got = b""
+        while b"RFB" not in got and (chunk := s.recv(4096)):
+            got += chunk
+        return got
+
+
+@pytest.mark.x11
+def test_the_websocket_needs_the_token_and_dies_with_the_sandbox() -> None:
+    _need_all()
+    from env.live_view import LiveDesktop
+    from env.sandbox import Sandbox
+
+    with Sandbox(320, 240, desktop=None) as box:
+        view = LiveDesktop(box)
+        ep = view.endpoint
+        assert _websocket(ep.port, "x" + ep.token) == b""  # closed without an answer
+        opened = _websocket(ep.port, ep.token)
+        assert opened.startswith(b"HTTP/1.1 101") and b"RFB 003.008" in opened
+        pids = view.pids
+        # Not closed by us: the sandbox's close ends its helpers.
+    assert not any(_alive(p) for p in pids)
 
 
 def _tcp_listeners(pid: int) -> list[tuple[str, int]]:
@@ -213,6 +247,15 @@ def test_control_mode_click_lands_and_the_agent_waits(clickpad_on, tmp_path: Pat
             click_canvas(page, 0.75, 0.5)  # given back: view-only again
             time.sleep(0.5)
             assert len([e for e in pad.events() if e["kind"] == "down"]) == 1
+
+            # Whoever closes the page while holding the desktop gives it back.
+            page.click("#take")
+            page.wait_for_selector('body[data-holding="1"]', state="attached")
+            page.close(run_before_unload=True)
+            deadline = time.monotonic() + 5
+            while view.control.held() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not view.control.held()
     assert not any(_alive(p) for p in pids)
 
 
@@ -251,3 +294,14 @@ def test_cli_sandbox_view_prints_the_url_and_leaves_nothing(kept_sandboxes: Path
     assert marked(kept_sandboxes) == []
     with pytest.raises(OSError):
         _get(port, path)
+
+
+def test_view_is_for_sandboxes_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tasks.cli import main
+
+    script = tmp_path / "s.json"
+    script.write_text('[{"kind": "wait", "seconds": 0}]')
+    code = main(
+        ["t", "--script", str(script), "--vm", "http://127.0.0.1:9", "--view", "--out", str(tmp_path / "o")]
+    )
+    assert code == 2 and "--view shows a sandbox" in capsys.readouterr().out
