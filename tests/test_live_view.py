@@ -243,6 +243,7 @@ def test_control_mode_click_lands_and_the_agent_waits(clickpad_on, tmp_path: Pat
             assert not agent.is_alive() and not view.control.held()
             (step,) = read_steps(out)
             assert step.takeover is not None and step.takeover.ended_at - step.takeover.started_at >= 1.0
+            assert "a person held the desktop" in (out / "report.html").read_text()
 
             click_canvas(page, 0.75, 0.5)  # given back: view-only again
             time.sleep(0.5)
