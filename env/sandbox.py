@@ -266,6 +266,8 @@ class Sandbox:
 
     def stop_helper(self, p: subprocess.Popen[bytes], grace_s: float = 1.0) -> None:
         """End a program start_helper() started, with its process group, and forget it."""
+        if p.returncode is not None:
+            return  # reaped already (close() ended it): its group id may belong to a stranger now
         if p.poll() is None:
             _signal_groups({p.pid}, signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):

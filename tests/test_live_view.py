@@ -102,6 +102,7 @@ def test_the_websocket_needs_the_token_and_dies_with_the_sandbox() -> None:
         pids = view.pids
         # Not closed by us: the sandbox's close ends its helpers.
     assert not any(_alive(p) for p in pids)
+    view.close()  # afterwards: harmless, and removes its directory
 
 
 def _tcp_listeners(pid: int) -> list[tuple[str, int]]:
