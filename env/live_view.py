@@ -7,9 +7,10 @@ What can reach what (anything the sandbox can write is hostile to the host):
   the sandbox's control directory: the host's own, bound read-only inside, so nothing inside can
   swap the file or its name. The display's socket is Xvfb's, on the host, where the sandbox (with
   a /tmp of its own) cannot reach it.
-- x11vnc listens on no TCP port at all (``-rfbport 0``), only on a unix socket in a directory of
-  ours that only we can enter (0700): no other local user can connect around the token, and no
-  VNC password has to be passed on a command line or kept in a file.
+- x11vnc listens on no TCP port at all (``-rfbport 0``, ``-rfbportv6 -1``), only on a unix socket
+  in a directory of ours that only we can enter (0700, Sandbox.helper_dir): no other local user can
+  connect around the token, and no VNC password has to be passed on a command line or kept in a
+  file.
 - x11vnc ignores what X clients (the sandbox's programs) can ask of it through window properties:
   ``-noremote`` (no remote control), ``-novncconnect`` (no reverse connection to a host they
   name), ``-nocmds`` (never runs a command); ``-norc`` and a HOME of ours: no rc file is read.
@@ -26,7 +27,6 @@ import secrets
 import shutil
 import socket
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +52,8 @@ class ViewableDesktop(Protocol):
     ) -> subprocess.Popen[bytes]: ...
 
     def stop_helper(self, p: subprocess.Popen[bytes], grace_s: float = 1.0) -> None: ...
+
+    def helper_dir(self, name: str) -> Path: ...
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,7 @@ class LiveDesktop:
             raise LiveViewError(why)
         self._box = box
         self._procs: list[subprocess.Popen[bytes]] = []
-        self._dir = Path(tempfile.mkdtemp(prefix="kimi-view-"))  # 0700: ours alone
+        self._dir = box.helper_dir(f"view-{secrets.token_hex(3)}")  # 0700: ours alone, gone with the sandbox
         self._closed = False
         try:
             vnc = self._dir / VNC_SOCKET

@@ -264,6 +264,21 @@ class Sandbox:
             cwd=str(cwd),
         )
 
+    def helper_dir(self, name: str) -> Path:
+        """A new directory of the host's for a helper's files (its sockets, a token file): in the
+        sandbox's own directory, so it goes with it (the reaper's removal included), and 0700, so
+        the sandbox's user cannot enter it. Nothing inside can give it access it lacks: without a
+        user of its own the sandbox runs as us anyway, and what a helper serves it (its own screen)
+        it can already see."""
+        if not name or name in (".", "..", "home", "tmp", "run", "ctl") or "/" in name:
+            raise SandboxError(f"a helper directory's name is one new path component, not {name!r}")
+        path = self.root / name
+        try:
+            path.mkdir(mode=0o700)
+        except OSError as e:
+            raise SandboxError(f"cannot make {path}: {e.strerror or e}") from None
+        return path
+
     def stop_helper(self, p: subprocess.Popen[bytes], grace_s: float = 1.0) -> None:
         """End a program start_helper() started, with its process group, and forget it."""
         if p.returncode is not None:
