@@ -262,9 +262,13 @@ def test_control_mode_click_lands_and_the_agent_waits(clickpad_on, tmp_path: Pat
 
 
 @pytest.mark.x11
-def test_cli_sandbox_view_prints_the_url_and_leaves_nothing(kept_sandboxes: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_cli_sandbox_view_prints_the_url_and_leaves_nothing(
+    kept_sandboxes: Path, sig: signal.Signals
+) -> None:
     """`kimi-agent sandbox --view`: the URL it prints serves the page (a wrong token: 403); after
-    Ctrl-C no process of the sandbox or its view is left."""
+    Ctrl-C, or SIGKILL (the sandbox's reaper then cleans up), no process of the sandbox or its view
+    is left, nor its directory."""
     _need_all()
     args = ["sandbox", "--view", "--size", "640x480", "--desktop-env", "minimal"]
     proc = subprocess.Popen(
@@ -289,11 +293,14 @@ def test_cli_sandbox_view_prints_the_url_and_leaves_nothing(kept_sandboxes: Path
     status, _, body = _get(port, path)
     assert status == 200 and b"<title>" in body
     assert _get(port, path.replace(path.split("/")[1], "wrong"))[0] == 403
-    assert marked(kept_sandboxes)  # the sandbox runs, its view's helpers carry its marker
-    proc.send_signal(signal.SIGINT)
+    assert len(marked(kept_sandboxes)) >= 4  # Xvfb, the supervisor, x11vnc, websockify: all marked
+    proc.send_signal(sig)
     rest, _ = proc.communicate(timeout=20)
-    assert proc.returncode == 0, rest
-    assert marked(kept_sandboxes) == []
+    assert proc.returncode == (0 if sig == signal.SIGINT else -signal.SIGKILL), rest
+    deadline = time.monotonic() + 10
+    while (marked(kept_sandboxes) or list(kept_sandboxes.iterdir())) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert marked(kept_sandboxes) == [] and list(kept_sandboxes.iterdir()) == []
     with pytest.raises(OSError):
         _get(port, path)
 
