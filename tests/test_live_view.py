@@ -208,7 +208,12 @@ def test_control_mode_click_lands_and_the_agent_waits(clickpad_on, tmp_path: Pat
             time.sleep(0.5)
             assert [e for e in pad.events() if e["kind"] == "down"] == []
 
-            page.click("#take")
+            # The button is reached from the keyboard, and its focus shows.
+            page.keyboard.press("Tab")
+            assert page.evaluate("document.activeElement.id") == "take"
+            outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+            assert outline == "solid"
+            page.keyboard.press("Enter")
             page.wait_for_selector('body[data-holding="1"]', state="attached")
             assert view.control.held()
             assert "You have control" in page.inner_text("#status")
