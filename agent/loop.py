@@ -19,6 +19,7 @@ from agent.trajectory import (
     ActionRecord,
     StepRecord,
     StopReason,
+    Takeover,
     TrajectoryWriter,
     action_points,
     action_record,
@@ -35,6 +36,9 @@ ConfirmFn = Callable[[Action], Answer]
 # Called when a step starts (before the model), once the model has decided, and when it is finished.
 Phase = Literal["start", "decided", "finished"]
 StepFn = Callable[[StepRecord, Phase], None]
+# Whether a person holds the desktop now (the live view's --view-control): the loop waits between steps.
+HoldFn = Callable[[], bool]
+HOLD_POLL_S = 0.05
 
 
 @dataclass
@@ -144,13 +148,14 @@ class _Run:
         if self.on_step:
             self.on_step(rec, phase)
 
-    def step(self, n: int) -> StopReason | None:
+    def step(self, n: int, takeover: Takeover | None = None) -> StopReason | None:
         """One step. Whatever happens in it, its record is written before this returns or raises."""
         t0 = time.perf_counter()
         started_at = time.time()
         frame = self.desktop.screenshot()
         geometry = self.desktop.geometry
         rec = StepRecord.start(n, frame, started_at)
+        rec.takeover = takeover
         rec.timing.capture_s = time.perf_counter() - t0
         self.traj.steps.append(rec)
         t1 = time.perf_counter()
@@ -253,6 +258,16 @@ class _Run:
         return None
 
 
+def _wait_while_held(hold: HoldFn, stop: StopFlag) -> Takeover | None:
+    """Wait while a person holds the desktop (or until Ctrl-C); what the wait was, if any."""
+    if not hold():
+        return None
+    started = time.time()
+    while hold() and not stop:
+        time.sleep(HOLD_POLL_S)
+    return Takeover(started_at=started, ended_at=time.time())
+
+
 def _done(action: Done) -> ActionRecord:
     return ActionRecord(action=action.model_dump(), description=describe(action), executed=True)
 
@@ -269,13 +284,15 @@ def run(
     on_step: StepFn | None = None,
     stop: StopFlag | None = None,
     repeat_limit: int = 3,
+    hold: HoldFn | None = None,
 ) -> Trajectory:
     """Run ``task`` until the policy says done, ``max_steps``, Ctrl-C, or a repetition loop.
 
     Errors in one action (out of screen, a bad key) are recorded and shown to the policy; the
     loop goes on. An exception from the policy or desktop ends the run with stop reason "error";
     the step it happened in is recorded with the error, and everything recorded so far stays.
-    The screen after the last step is saved as final.png.
+    The screen after the last step is saved as final.png. While ``hold()`` is true (a person has
+    taken the desktop in the live view) the loop waits before the next step; that step records it.
     """
     stop = StopFlag() if stop is None else stop
     traj = Trajectory(task=task, run_dir=writer.run_dir if writer else None, dry_run=dry_run)
@@ -293,7 +310,11 @@ def run(
                 if stop:
                     traj.stop_reason = "interrupted"
                     break
-                reason = state.step(n)
+                takeover = _wait_while_held(hold, stop) if hold is not None else None
+                if stop:
+                    traj.stop_reason = "interrupted"
+                    break
+                reason = state.step(n, takeover)
                 if reason is not None:
                     traj.stop_reason = reason
                     break

@@ -140,6 +140,9 @@ def _step_html(run_dir: Path, s: StepRecord) -> str:
         if msg
     )
     notes = "".join(f'<p class="warn">note: {escape(n)}</p>' for n in s.notes)
+    if s.takeover is not None:  # the live view's --view-control: this screenshot shows what they did
+        held = s.takeover.ended_at - s.takeover.started_at
+        notes += f'<p class="warn">before this step a person held the desktop for {held:.1f} s; the agent waited</p>'
     thinking = (
         f"<details><summary>thinking</summary><pre>{escape(s.thinking)}</pre></details>" if s.thinking else ""
     )

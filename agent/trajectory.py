@@ -61,6 +61,14 @@ class StepTiming(BaseModel):
     record_s: float = 0.0
 
 
+class Takeover(BaseModel):
+    """The person watching the live view held the mouse and keyboard (--view-control), and the
+    agent waited, from ``started_at`` to ``ended_at`` (time.time())."""
+
+    started_at: float
+    ended_at: float
+
+
 class StepRecord(BaseModel):
     step: int
     started_at: float
@@ -81,6 +89,9 @@ class StepRecord(BaseModel):
     prompt: PromptState | None = None  # how the prompt was cut (None: no model prompt, e.g. a script)
     timing: StepTiming = Field(default_factory=StepTiming)
     error: str | None = None
+    # The agent waited before this step while a person held the desktop: this step's screenshot
+    # shows what they did.
+    takeover: Takeover | None = None
 
     @classmethod
     def start(cls, step: int, frame: Frame, started_at: float) -> StepRecord:

@@ -256,6 +256,60 @@ class Sandbox:
         self._tell_reaper(f"+{p.pid}")
         return p
 
+    def start_helper(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: int | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: Path,
+    ) -> subprocess.Popen[bytes]:
+        """A program on the host that serves this sandbox (its live view's VNC server and websocket
+        proxy): in a process group of its own, carrying the sandbox's marker, watched by the
+        reaper, so it ends at close() at the latest, or with us. Its output goes nowhere; ``stdin``
+        is an open file of ours (a listening socket, inetd-style)."""
+        if self._closed:
+            raise SandboxError("the sandbox is closed")
+        base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        return self._spawn_host(
+            argv,
+            stdin=stdin if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**base, **(env or {}), MARKER_VAR: str(self.root)},
+            cwd=str(cwd),
+        )
+
+    def helper_dir(self, name: str) -> Path:
+        """A new directory of the host's for a helper's files (its sockets, a token file): in the
+        sandbox's own directory, so it goes with it (the reaper's removal included), and 0700, so
+        the sandbox's user cannot enter it. Nothing inside can give it access it lacks: without a
+        user of its own the sandbox runs as us anyway, and what a helper serves it (its own screen)
+        it can already see."""
+        if not name or name in (".", "..", "home", "tmp", "run", "ctl") or "/" in name:
+            raise SandboxError(f"a helper directory's name is one new path component, not {name!r}")
+        path = self.root / name
+        try:
+            path.mkdir(mode=0o700)
+        except OSError as e:
+            raise SandboxError(f"cannot make {path}: {e.strerror or e}") from None
+        return path
+
+    def stop_helper(self, p: subprocess.Popen[bytes], grace_s: float = 1.0) -> None:
+        """End a program start_helper() started, with its process group, and forget it."""
+        if p.returncode is not None:
+            return  # reaped already (close() ended it): its group id may belong to a stranger now
+        if p.poll() is None:
+            _signal_groups({p.pid}, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(timeout=grace_s)
+        _signal_groups({p.pid}, signal.SIGKILL)  # forked children (websockify's) too
+        p.wait()
+        if p in self._procs:
+            self._procs.remove(p)
+            with contextlib.suppress(OSError):
+                self._tell_reaper(f"-{p.pid}")  # waited for: its pid may be reused by a stranger
+
     def _start_xvfb(self, width: int, height: int, depth: int, auth: Path, timeout_s: float) -> str:
         r, w = os.pipe()
         try:

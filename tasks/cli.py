@@ -45,11 +45,13 @@ from tasks.cli_common import (
     version,
 )
 from tasks.live import LiveView, clip
-from tasks.sandbox_args import add_sandbox_flags, make_sandbox
+from tasks.sandbox_args import add_sandbox_flags, add_view_flags, make_sandbox, view_hint, wants_view
 
 if TYPE_CHECKING:
+    from agent.loop import HoldFn
     from env.sandbox import Sandbox
     from env.settle import Settle
+    from tasks.view_server import ControlChange, ViewServer
 
 DRY_RUN_DONE = 3  # exit status of a dry run that reached the model's "done": not a finished task
 
@@ -81,6 +83,7 @@ def _desktop_flags(p: argparse.ArgumentParser) -> None:
     )
     sleep_after_flag(p)
     add_sandbox_flags(p)
+    add_view_flags(p)
     p.add_argument("--out", type=Path, help="run directory (default runs/<time>-<task>)")
     p.add_argument(
         "--max-steps",
@@ -254,13 +257,19 @@ def _sandbox_parser() -> argparse.ArgumentParser:
         "Start a sandbox (a private desktop), print how to watch it, and keep it until Ctrl-C.",
     )
     add_sandbox_flags(p)
+    add_view_flags(p)
     p.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
     return p
 
 
 @contextlib.contextmanager
-def _open_desktop(args: argparse.Namespace, console: Console) -> Iterator[tuple[Desktop, str, str | None]]:
-    """The desktop, its name for the record, and how to watch it (sandboxes only)."""
+def _open_desktop(
+    args: argparse.Namespace, console: Console
+) -> Iterator[tuple[Desktop, str, str | None, HoldFn | None]]:
+    """The desktop, its name for the record, how to watch it (sandboxes only), and whether a person
+    holds it now (the live view's --view-control)."""
+    if wants_view(args) and (args.vm or args.desktop == "local"):
+        raise UsageError("--view shows a sandbox; with --desktop or --vm, watch that screen itself")
     if args.vm:
         if args.app:
             raise UsageError("--app starts programs in a sandbox; with --vm, start them on the VM")
@@ -269,14 +278,14 @@ def _open_desktop(args: argparse.Namespace, console: Console) -> Iterator[tuple[
 
         token = args.vm_token or os.environ.get("KIMI_VM_TOKEN") or None
         with VMDesktop(OSWorldClient(args.vm, token=token), settle=settle_of(args)) as vm:
-            yield vm, vm.name, None
+            yield vm, vm.name, None, None
         return
     if args.desktop == "local":
         from env.local import LocalDesktop
 
         desktop = LocalDesktop(monitor=args.monitor, settle=settle_of(args))
         try:
-            yield desktop, f"local monitor {args.monitor}", None
+            yield desktop, f"local monitor {args.monitor}", None, None
         finally:
             desktop.close()
         return
@@ -284,16 +293,43 @@ def _open_desktop(args: argparse.Namespace, console: Console) -> Iterator[tuple[
         box.settle = settle_of(args)  # from the first action on; the start still waits for the apps
         for warning in box.warnings:  # an --app that showed no window, say
             console.print(Text(f"warning: {clip(warning, 300)}", style="yellow"))
-        yield box, f"sandbox {box.display}", _watch_hint(box)
+        with _live_view(args, console, box) as view:
+            hint = _view_line(view) if view else view_hint()
+            yield box, f"sandbox {box.display}", hint, view.control.held if view else None
     if args.keep:
         console.print(f"the sandbox's files are kept in {box.root}")
 
 
-def _watch_hint(box: Sandbox) -> str:
-    return (
-        f"watch it live: x11vnc -display {box.display} -auth {box.xauthority} -localhost -nopw "
-        "(Debian: apt-get install x11vnc), then a VNC viewer on localhost:5900"
-    )
+@contextlib.contextmanager
+def _live_view(args: argparse.Namespace, console: Console, box: Sandbox) -> Iterator[ViewServer | None]:
+    """The sandbox's live view when --view or --view-control asks for one; closed before the sandbox."""
+    if not wants_view(args):
+        yield None
+        return
+    from env.live_view import LiveViewError
+    from tasks.view_server import ViewServer
+
+    def said(change: ControlChange) -> None:
+        if change.held:
+            console.print(
+                Text("live view: you have the desktop; the agent waits after this step", style="yellow")
+            )
+        else:
+            console.print(Text("live view: control given back; the agent goes on", style="yellow"))
+
+    try:
+        view = ViewServer(box, control=args.view_control, port=args.view_port, on_change=said)
+    except (LiveViewError, OSError) as e:
+        raise UsageError(f"--view: {e}") from None
+    try:
+        yield view
+    finally:
+        view.close()
+
+
+def _view_line(view: ViewServer) -> str:
+    mode = "you can take the mouse and keyboard" if view.desktop.endpoint.control else "view only"
+    return f"watch it live: {view.url}  ({mode}; the URL holds its token: share it with no one)"
 
 
 def _default_out(task: str) -> Path:
@@ -318,7 +354,7 @@ def _execute(
 ) -> int:
     out = _check_out(args, task)
     view = LiveView(console, args.max_steps)
-    with _open_desktop(args, console) as (desktop, where, hint):
+    with _open_desktop(args, console) as (desktop, where, hint, hold):
         g = desktop.geometry
         writer = TrajectoryWriter(
             out,
@@ -349,6 +385,7 @@ def _execute(
             dry_run=args.dry_run,
             confirm=view.ask if args.confirm else None,
             on_step=view.on_step,
+            hold=hold,
         )
     if args.dry_run and traj.status is not None:
         # Nothing was executed: the model's "success" describes a screen that never changed. The
@@ -397,13 +434,13 @@ def _cmd_replay(console: Console, argv: Sequence[str]) -> int:
 def _cmd_sandbox(console: Console, argv: Sequence[str]) -> int:
     args = _sandbox_parser().parse_args(argv)
     w, h = args.size
-    with make_sandbox(args) as box:
+    with make_sandbox(args) as box, _live_view(args, console, box) as view:
         shot = box.root / "screen.png"
         console.print(f"sandbox running on DISPLAY={box.display} ({w}x{h}), /home/user is {box.home}")
         for warning in box.warnings:
             console.print(Text(f"warning: {clip(warning, 300)}", style="yellow"))
         console.print(f"  screenshot, refreshed every 2 s: {shot}")
-        console.print(f"  {_watch_hint(box)}")
+        console.print(f"  {_view_line(view) if view else view_hint()}")
         console.print(
             "Ctrl-C stops it and removes every process it started"
             + (f"; its files stay in {box.root}." if args.keep else " and its files.")

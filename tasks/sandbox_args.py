@@ -52,6 +52,33 @@ def add_isolation_flags(g: argparse._ActionsContainer) -> None:
     )
 
 
+def add_view_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("live view (sandboxes)")
+    g.add_argument(
+        "--view",
+        action="store_true",
+        help="serve a page on 127.0.0.1 showing the sandbox's screen live (noVNC); its URL, with a token, "
+        "is printed (docs/live-view.md)",
+    )
+    g.add_argument(
+        "--view-control",
+        action="store_true",
+        help="like --view, and the page can take the mouse and keyboard: the agent waits while you hold them",
+    )
+    g.add_argument(
+        "--view-port", type=int, default=0, metavar="PORT", help="the page's port (default: a free one)"
+    )
+
+
+def wants_view(args: argparse.Namespace) -> bool:
+    return bool(args.view or args.view_control)
+
+
+def view_hint() -> str:
+    """What the CLI says when no view was asked for."""
+    return "watch it live in a browser: add --view (or --view-control to take over)"
+
+
 def isolation(args: argparse.Namespace) -> Isolation | None:
     from env.isolation import Isolation
 

@@ -70,7 +70,7 @@ def test_sandbox_command_runs_until_ctrl_c_and_cleans_up(tmp_path: Path) -> None
         assert line, "".join(lines)
         lines.append(line)
     text = "".join(lines)
-    assert "DISPLAY=:" in text and "x11vnc -display :" in text and "screen.png" in text
+    assert "DISPLAY=:" in text and "add --view" in text and "screen.png" in text
     display = text.split("DISPLAY=")[1].split()[0]
     pids = subprocess.run(["pgrep", "-f", "Xvfb -displayfd"], capture_output=True, text=True).stdout.split()
     time.sleep(0.5)

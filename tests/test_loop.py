@@ -230,13 +230,14 @@ def test_cli_runs_a_script_end_to_end_in_a_sandbox(tmp_path: Path, kept_sandboxe
             "--app",
             "xterm -geometry 80x24+0+0",
             "--keep",
+            "--view",
         ]
     )
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert _wait_file(kept_home(kept_sandboxes) / "out.txt") == "replayed\n"
     assert "stopped: done" in printed and str(out) in printed
-    assert "x11vnc -display :" in printed  # how to watch the sandbox
+    assert "watch it live: http://127.0.0.1:" in printed and "view only" in printed  # --view
     # --app: the first screenshot already shows the app (the sandbox waited for its window).
     first = Image.open(out / "step_001.png").convert("L")
     assert first.getextrema()[1] > 0
