@@ -21,6 +21,7 @@ from agent.models.profile import ResolvedSettings
 from agent.models.registry import AUTO, ChosenProfile, choose_profile
 
 if TYPE_CHECKING:
+    from agent.backends.openai import OpenAIBackend, ServerInfo
     from agent.backends.transformers import TransformersBackend
 
 Notice = Callable[[str], None]
@@ -71,14 +72,7 @@ def build_policy(
             # `kimi-agent rollout` asks for the sampled ids (vLLM's return_token_ids)
             return_token_ids=getattr(args, "return_token_ids", False),
         )
-        info = ob.probe()  # one line naming the server and the cause when it is not usable
-        chosen = server_profile(args, info.root)
-        resolved = chosen.profile.resolve_variant(
-            override=variant_flag(args, chosen),
-            names=[("the server's checkpoint", info.root or ""), ("the served model", args.model)],
-            in_token_limit_override=args.in_token_limit,
-        )
-        ob.in_token_limit = resolved.variant.in_token_limit
+        info, chosen, resolved = probe_served(args, ob)
         max_context = max_context or chosen.profile.max_context
         if info.max_model_len and max_context > info.max_model_len:
             notice(f"the server takes at most {info.max_model_len} tokens: --max-context lowered to that")
@@ -170,6 +164,23 @@ def _check_budget(args: argparse.Namespace, policy: ModelPolicy) -> None:
         ContextBuilder(policy.context.cfg).build(args.task, [], Image.new("RGB", args.size), 1)
     except ValueError as e:
         raise ValueError(f"--max-context is too small for this task: {e}") from None
+
+
+def probe_served(
+    args: argparse.Namespace, backend: OpenAIBackend
+) -> tuple[ServerInfo, ChosenProfile, ResolvedSettings]:
+    """Ask the server what it serves (one line naming the server and the cause when it is not
+    usable), choose the profile and variant from its checkpoint and the flags, and set the backend's
+    image limit to the variant's."""
+    info = backend.probe()
+    chosen = server_profile(args, info.root)
+    resolved = chosen.profile.resolve_variant(
+        override=variant_flag(args, chosen),
+        names=[("the server's checkpoint", info.root or ""), ("the served model", args.model)],
+        in_token_limit_override=args.in_token_limit,
+    )
+    backend.in_token_limit = resolved.variant.in_token_limit
+    return info, chosen, resolved
 
 
 def variant_flag(args: argparse.Namespace, chosen: ChosenProfile) -> str | None:

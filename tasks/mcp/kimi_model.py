@@ -59,7 +59,7 @@ class KimiModel:
         args = self.args
         if args.backend == "openai":
             from agent.backends.openai import OpenAIBackend
-            from tasks.model import server_profile, variant_flag
+            from tasks.model import probe_served
 
             backend = OpenAIBackend(
                 args.base_url,
@@ -69,14 +69,7 @@ class KimiModel:
                 max_retries=args.retries,
                 on_retry=log.warning,
             )
-            info = backend.probe()
-            chosen = server_profile(args, info.root)
-            resolved = chosen.profile.resolve_variant(
-                override=variant_flag(args, chosen),
-                names=[("the server's checkpoint", info.root or ""), ("the served model", args.model)],
-                in_token_limit_override=args.in_token_limit,
-            )
-            backend.in_token_limit = resolved.variant.in_token_limit
+            _, chosen, resolved = probe_served(args, backend)
             return Model(backend, resolved, chosen.profile, f"{args.model} via {args.base_url}", None)
         from tasks.model import checkpoint_profile, load_local
 
