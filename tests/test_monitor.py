@@ -212,3 +212,39 @@ def test_the_monitor_of_a_two_worker_scripted_run_shows_it_to_the_end(tmp_path: 
     assert report is not None and report[0] == 200 and b"score" in report[1]
     assert finished_rows == 3 and len(report_links) == 2  # the crashed task has no report
     assert shown_screens >= 1 and all(a.startswith("sandbox-") and "screen" in a for a in alts)
+
+
+def test_a_screenspot_runs_monitor_follows_its_tally(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fake_openai_server import FakeOpenAI, Reply
+    from test_screenspot_runner import REPLIES, answer_by_instruction, run_args, write_pro
+
+    from tasks.screenspot.cli import main
+
+    data = write_pro(tmp_path / "pro", [{}, {}, {}, {}, {}, {"group": None, "ui_type": "icon"}])
+    printed: list[str] = []
+    seen: list[dict[str, object]] = []
+
+    def answer(instruction: str) -> Reply:
+        # Asked mid-run (on the model server's thread): what the monitor shows right now.
+        printed.append(capsys.readouterr().out)
+        url = re.search(r"monitor: (http://\S+/)", "".join(printed))
+        assert url is not None, printed
+        seen.append(json.loads(get(url.group(1) + "state.json")[1]))
+        return Reply(text=REPLIES[instruction])
+
+    fake = FakeOpenAI(models=("kimi-vl",), roots={"kimi-vl": "moonshotai/Kimi-VL-A3B-Instruct"})
+    try:
+        answer_by_instruction(fake, answer)
+        out = tmp_path / "out"
+        assert main([*run_args(data, out, fake.url), "--monitor", "--concurrency", "2"]) == 0
+    finally:
+        fake.close()
+    assert len(seen) == 6 and all(s["kind"] == "screenspot" and s["total"] == 6 for s in seen)
+    dones = [int(s["done"]) for s in seen]  # type: ignore[call-overload]
+    assert dones == sorted(dones) and dones[-1] > dones[0]  # it advanced as the answers came
+    asking = [t for s in seen for t in s["workers"] if t["task"]]  # type: ignore[attr-defined]
+    assert asking and all(t["phase"] == "asking" and t["thought"].startswith("target") for t in asking)
+    results = json.loads((out / "results.json").read_text())
+    assert results["metrics"]["overall"]["num_correct_action"] == 3

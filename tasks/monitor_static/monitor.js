@@ -30,6 +30,8 @@ function standing(s) {
   return `${s.done}/${s.total} done, ${unit} ${fmt(s.score)} (mean ${mean}), ${eta}`;
 }
 
+let kind = "osworld";
+
 function tile(w, i) {
   const li = el("li", { className: "tile", id: `worker-${i}` });
   li.append(el("h3", {}, w.name));
@@ -43,8 +45,9 @@ function tile(w, i) {
     img.dataset.worker = String(i);
     li.append(img);
   }
-  if (w.thought) li.append(el("p", { className: "thought" }, `Thought: ${w.thought}`));
-  if (w.action) li.append(el("p", { className: "action" }, `Action: ${w.action}`));
+  const [said, did] = kind === "screenspot" ? ["Instruction", "Answer"] : ["Thought", "Action"];
+  if (w.thought) li.append(el("p", { className: "thought" }, `${said}: ${w.thought}`));
+  if (w.action) li.append(el("p", { className: "action" }, `${did}: ${w.action}`));
   if (w.view) {
     const a = el("a", { href: w.view, rel: "noreferrer", target: "_blank" }, "live view");
     li.append(a);
@@ -115,6 +118,7 @@ async function poll() {
     if (text !== last) {
       last = text;
       const s = JSON.parse(text);
+      kind = s.kind;
       document.getElementById("title").textContent = s.title;
       document.title = `${s.title}: ${s.done}/${s.total}`;
       const line = standing(s);
