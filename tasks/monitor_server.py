@@ -130,7 +130,7 @@ def add_monitor_flag(p: argparse.ArgumentParser) -> None:
         metavar="PORT",
         help="serve a page on 127.0.0.1 that shows the run as it goes (progress, score, each worker's "
         "screen and last action, finished tasks' reports); its URL, with its token, is printed at "
-        "start (default port: a free one; docs/monitor.md)",
+        "start (default port: a free one; docs/live-view.md)",
     )
 
 

@@ -28,7 +28,9 @@ class Tile(BaseModel):
     phase: str = "idle"
     step: int = 0
     max_steps: int = 0
-    elapsed_s: float | None = None  # on its current task
+    started: float | None = (
+        None  # when it began its current task (Unix time): the state stays the same between steps
+    )
     thought: str = ""
     action: str = ""
     shot: int = 0  # how many screens it has recorded: the page fetches the image when this changes

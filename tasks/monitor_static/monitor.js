@@ -38,7 +38,7 @@ function tile(w, i) {
   const busy = w.task !== "";
   const task = busy ? `${w.domain ? w.domain + "/" : ""}${w.task}` : "no task";
   const step = busy && w.max_steps ? `, step ${w.step}/${w.max_steps}` : "";
-  const time = w.elapsed_s === null ? "" : `, ${duration(w.elapsed_s)}`;
+  const time = w.started === null ? "" : `, since ${new Date(w.started * 1000).toLocaleTimeString()}`;
   li.append(el("p", { className: "meta" }, `${task} · ${w.phase}${step}${time}`));
   if (w.shot > 0) {
     const img = el("img", { alt: `${w.name}'s screen after step ${w.step} of ${task}` });
@@ -108,6 +108,7 @@ function drawTables(s) {
 }
 
 let last = "";
+const drawn = { workers: "", tables: "" }; // what each part was last drawn from: unchanged parts are left alone
 
 async function poll() {
   try {
@@ -127,8 +128,16 @@ async function poll() {
       const bar = document.getElementById("bar");
       bar.max = Math.max(s.total, 1);
       bar.value = s.done;
-      drawWorkers(s.workers);
-      drawTables(s);
+      const workers = JSON.stringify(s.workers);
+      if (workers !== drawn.workers) {
+        drawn.workers = workers;
+        drawWorkers(s.workers);
+      }
+      const tables = JSON.stringify([s.domains, s.finished, s.summary]);
+      if (tables !== drawn.tables) {
+        drawn.tables = tables;
+        drawTables(s);
+      }
       document.body.dataset.ended = s.ended ? "1" : "0";
       document.body.dataset.score = String(s.score);
     }

@@ -28,8 +28,7 @@ from tasks.osworld.runner import WorkerState
 REPORT_FILE = "report.html"  # agent/report.py's, in each task's directory
 
 
-def tiles(workers: Sequence[WorkerState], now: float | None = None) -> list[Tile]:
-    now = time.time() if now is None else now
+def tiles(workers: Sequence[WorkerState]) -> list[Tile]:
     out = []
     for w in workers:
         busy = bool(w.task)
@@ -41,7 +40,7 @@ def tiles(workers: Sequence[WorkerState], now: float | None = None) -> list[Tile
                 phase=w.phase,
                 step=w.step,
                 max_steps=w.max_steps,
-                elapsed_s=round(now - w.started, 1) if busy and w.started else None,
+                started=round(w.started, 1) if busy and w.started else None,
                 thought=clip(w.thought, THOUGHT_CHARS) if busy else "",
                 action=clip(w.action, ACTION_CHARS) if busy else "",
                 shot=w.shot,
@@ -113,7 +112,7 @@ class RunBoard:
             eta_s=None if eta is None else round(eta, 1),
             elapsed_s=round(now - p.started, 1),
             ended=self.ended,
-            workers=tiles(p.workers, now),
+            workers=tiles(p.workers),
             domains=[
                 DomainRow(domain=d, tasks=n, done=done.get(d, 0), score=score.get(d, 0.0))
                 for d, n in self._totals.items()

@@ -25,7 +25,6 @@ class GroundingBoard:
 
     def snapshot(self) -> Snapshot:
         t = self.tally
-        now = time.time()
         elapsed = time.monotonic() - t.started
         scored = t.done - t.errors
         eta = elapsed / t.new * max(0, t.total - t.done) if t.new else None
@@ -44,7 +43,7 @@ class GroundingBoard:
                     name=s.name,
                     task=s.sample,
                     phase="asking" if s.sample else "idle",
-                    elapsed_s=round(now - s.started, 1) if s.sample else None,
+                    started=round(s.started, 1) if s.sample else None,
                     thought=clip(s.instruction, THOUGHT_CHARS),
                     action=clip(s.answer, ACTION_CHARS),
                 )
