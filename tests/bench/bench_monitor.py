@@ -1,15 +1,16 @@
 """What the run monitor costs a run: the same 2-worker scripted `bench osworld run` (tests' split:
 a terminal task played in steps, an infeasible task, a crashing one) without --monitor, and with
 --monitor and a headless Chromium showing its page (polling state.json every second, fetching each
-new screen); rounds alternate the order. The browser starts before each run either way. From each run's outcome.json files it prints the median
-seconds per task (the worker's whole task: reset, setup, agent, evaluation) and per agent step, and
-the overhead. Target: at most 5 %.
+new screen); rounds alternate the order, and the browser starts before each run either way. From the
+task played in steps (its outcome.json) it prints the median seconds for the task (the worker's
+whole task: reset, setup, agent, evaluation) and per agent step, and the overhead of each round's
+pair (two runs under about the same load). Target: at most 5 %.
 
 On a small shared machine the browser's own rendering competes with the sandboxes for the same
 cores, and the end-to-end figure swings with the machine's load; so it also prints the monitor's own
-work, measured apart: building and serving one state.json, and encoding one recorded screen (a real
-1280x800 step screenshot of the run) as PNG, against the run's seconds per step (one poll a second,
-one new screen per worker per step).
+work, measured apart: building and serving one state.json, and encoding one recorded screen (a step
+screenshot of the run, the sandboxes' 1920x1080) as PNG, against the run's seconds per step (a poll
+a second, a new screen per worker per step).
 
 Run: .venv/bin/python tests/bench/bench_monitor.py [--rounds 3]
 (needs the evaluator venv .ci/setup builds, as tests/test_osworld_run.py does)
@@ -32,13 +33,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from browser import chromium
-from test_osworld_run import REPO, SANDBOX_FLAGS, SCRIPTS, SPLIT, cli, env_for, scripted_root
+from test_osworld_run import REPO, SANDBOX_FLAGS, SCRIPTS, SPLIT, WRITE, cli, env_for, scripted_root
 
 SCREEN: list[Path] = []  # a step screenshot of a run, for the monitor's own cost
 
 
-def one_run(tmp: Path, monitor: bool, browser: Any) -> tuple[list[float], list[float]]:
-    """Seconds per task and per agent step of one run. ``browser`` is started before either kind
+def one_run(tmp: Path, monitor: bool, browser: Any) -> tuple[float, float]:
+    """Seconds of the stepping task, and per agent step of it, in one run. ``browser`` is started before either kind
     of run (its start-up is not the monitor's cost); with ``monitor`` it opens the page."""
     out = tmp / "results"
     args = ["run", SPLIT, "--script-dir", SCRIPTS, "--out", out, "--workers", "2", *SANDBOX_FLAGS]
@@ -71,20 +72,14 @@ def one_run(tmp: Path, monitor: bool, browser: Any) -> tuple[list[float], list[f
     else:
         lines.extend(proc.stdout)
     assert proc.wait() == 0, "".join(lines)
-    per_task, per_step = [], []
     shots = sorted(scripted_root(out).glob("*/*/step_*.png"))
     if shots and not SCREEN:
         keep = Path(tempfile.mkdtemp()) / "screen.png"
         keep.write_bytes(shots[-1].read_bytes())
         SCREEN.append(keep)
-    for f in scripted_root(out).glob("*/*/outcome.json"):
-        o = json.loads(f.read_text())
-        if o["kind"] == "crashed":
-            continue  # no script: it never played
-        per_task.append(o["timings"]["total_s"])
-        if o["steps"]:
-            per_step.append(o["timings"]["agent_s"] / o["steps"])
-    return per_task, per_step
+    # The task played in steps (the others: one FAIL step, and one that never plays).
+    o = json.loads((scripted_root(out) / "os" / WRITE / "outcome.json").read_text())
+    return o["timings"]["total_s"], o["timings"]["agent_s"] / o["steps"]
 
 
 def own_work(step_s: float) -> None:
@@ -136,20 +131,24 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args()
-    got: dict[bool, tuple[list[float], list[float]]] = {False: ([], []), True: ([], [])}
+    got: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
     for r in range(a.rounds):
         for monitor in (False, True) if r % 2 == 0 else (True, False):
             with tempfile.TemporaryDirectory() as d, chromium() as browser:
                 task, step = one_run(Path(d), monitor, browser)
-            got[monitor][0].extend(task)
-            got[monitor][1].extend(step)
-            print(f"round {r + 1}, monitor {'on ' if monitor else 'off'}: tasks {task}, steps {step}")
+            got[monitor].append((task, step))
+            print(
+                f"round {r + 1}, monitor {'on ' if monitor else 'off'}: task {task:.2f} s, {step:.3f} s per step"
+            )
     for i, what in enumerate(("task", "agent step")):
-        off, on = statistics.median(got[False][i]), statistics.median(got[True][i])
+        off = [x[i] for x in got[False]]
+        on = [x[i] for x in got[True]]
+        paired = [100 * (y - x) / x for x, y in zip(off, on, strict=True)]  # round by round: same load
         print(
-            f"s per {what}: no monitor {off:.3f}, monitor page open {on:.3f}, overhead {100 * (on - off) / off:+.1f} %"
+            f"s per {what}: no monitor {statistics.median(off):.3f}, monitor page open {statistics.median(on):.3f}; "
+            f"overhead by round {', '.join(f'{p:+.1f}' for p in paired)} %, median {statistics.median(paired):+.1f} %"
         )
-    own_work(statistics.median(got[False][1]))
+    own_work(statistics.median(x[1] for x in got[False]))
 
 
 if __name__ == "__main__":
