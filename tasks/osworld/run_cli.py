@@ -528,13 +528,12 @@ def _monitor(
 ) -> Iterator[tuple[RunBoard | None, Monitor | None]]:
     """The run monitor (--monitor; rollouts and runs both come here), fed by ``progress``."""
     port = getattr(args, "monitor", None)
-    board = RunBoard(title, progress, root, refs) if port is not None else None
-    say = lambda line: console.print(Text(line), soft_wrap=True)  # noqa: E731
-    if board is None:
+    if port is None:
         yield None, None
         return
-    with monitoring(port, board, say, results=root) as monitor:
-        yield board, monitor
+    board = RunBoard(title, progress, root, refs)
+    with monitoring(port, board, lambda line: console.print(Text(line), soft_wrap=True), results=root) as m:
+        yield board, m
 
 
 def _run_here(

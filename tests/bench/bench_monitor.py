@@ -123,7 +123,7 @@ def own_work(step_s: float) -> None:
     print(
         f"monitor's own work: state.json {1000 * state_s:.2f} ms ({size} bytes), a {frame.width}x{frame.height} "
         f"screen's PNG {1000 * shot_s:.1f} ms ({png // 1024} KiB); per {step_s:.2f} s step with 2 workers: "
-        f"{1000 * per_step:.1f} ms of one core, {100 * per_step / step_s / 2:.2f} % of the run's 2 workers"
+        f"{1000 * per_step:.1f} ms, {100 * per_step / step_s:.2f} % of one core"
     )
 
 
