@@ -85,6 +85,26 @@ def test_the_snapshot_reads_the_runs_own_progress_and_workers(tmp_path: Path) ->
     assert len(s.model_dump_json()) < 4000  # the page polls it every second: it stays small
 
 
+def test_a_rollouts_outcome_links_the_report_of_its_own_run(tmp_path: Path) -> None:
+    from tasks.osworld.results import Timings
+
+    root = tmp_path / "root"
+    runs = [TaskRef(domain="os", task_id="t", path="-", run_dir=f"os/t/rollout-{k}") for k in (0, 1)]
+    progress = Progress(Console(file=io.StringIO()), total=2)
+    board = RunBoard("suite x2", progress, root, runs)
+    outcomes = []
+    for k, r in enumerate(runs):  # both finish before the runner hands the first outcome on
+        prepare(ref_dir(root, r))
+        (ref_dir(root, r) / "report.html").write_text(f"rollout {k}")
+        o = Outcome(task_id="t", domain="os", score=float(k), kind="scored", timings=Timings(total_s=1.5 + k))
+        finish(ref_dir(root, r), o)
+        outcomes.append(o)
+    board.finished(outcomes[1])
+    board.finished(outcomes[0])
+    got = [(f.score, f.report) for f in board.snapshot().finished]
+    assert got == [(1.0, "results/os/t/rollout-1/report.html"), (0.0, "results/os/t/rollout-0/report.html")]
+
+
 def test_the_server_is_read_only_and_refuses_a_wrong_token(tmp_path: Path) -> None:
     root = tmp_path / "root"
     tasks = refs(1)

@@ -22,7 +22,7 @@ from tasks.monitor_state import (
 )
 from tasks.osworld.progress import Progress
 from tasks.osworld.report import SUMMARY_HTML
-from tasks.osworld.results import Outcome, TaskRef, read_outcome, ref_dir
+from tasks.osworld.results import RESULT_FILE, Outcome, TaskRef, read_outcome, ref_dir
 from tasks.osworld.runner import WorkerState
 
 REPORT_FILE = "report.html"  # agent/report.py's, in each task's directory
@@ -49,6 +49,12 @@ def tiles(workers: Sequence[WorkerState]) -> list[Tile]:
     return out
 
 
+def same_run(stored: Outcome | None, o: Outcome) -> bool:
+    """Whether ``stored`` (read back from a run's outcome.json) is ``o``: its timings tell one run
+    of a task from another (the details may not survive JSON as they were, tuples as lists)."""
+    return stored is not None and (stored.timings, stored.score, stored.kind) == (o.timings, o.score, o.kind)
+
+
 class RunBoard:
     """``refs``: the run's tasks (a rollout's runs); the ones already finished (a resumed run)
     are read back once, here, for the per-domain table and their reports."""
@@ -70,17 +76,11 @@ class RunBoard:
     def finished(self, o: Outcome) -> None:
         """Called with each outcome as the runner records it (after its result is written)."""
         with self._lock:
-            # A rollout runs one task K times: the outcome is the first of its runs with a result.
-            ref = next(
-                (
-                    r
-                    for r in self._unlinked
-                    if r.domain == o.domain
-                    and r.task_id == o.task_id
-                    and (ref_dir(self.root, r) / "result.txt").is_file()
-                ),
-                None,
-            )
+            # A rollout runs one task K times: its outcome is the one its run's outcome.json holds.
+            runs = [r for r in self._unlinked if r.domain == o.domain and r.task_id == o.task_id]
+            ref = next((r for r in runs if same_run(read_outcome(ref_dir(self.root, r)), o)), None)
+            if ref is None:  # an outcome.json that would not read: the first of its runs with a result
+                ref = next((r for r in runs if (ref_dir(self.root, r) / RESULT_FILE).is_file()), None)
             if ref is not None:
                 self._unlinked.remove(ref)
             report = relative(self.root, ref_dir(self.root, ref) / REPORT_FILE) if ref else None
