@@ -170,6 +170,22 @@ def listening_addresses(pids: list[int]) -> set[str]:
     return found
 
 
+def watch_monitor(lines: list[str], states: list[dict[str, Any]], screens: list[bytes]) -> None:
+    """One look at the run monitor whose URL the run printed: its state, and the worker's screen
+    when a new one was recorded."""
+    import urllib.request
+
+    url = next((x.split(" ", 1)[1].strip() for x in list(lines) if x.startswith("monitor: ")), None)
+    if url is None:
+        return
+    with contextlib.suppress(OSError), urllib.request.urlopen(url + "state.json", timeout=5) as r:
+        states.append(json.loads(r.read()))
+        shot = states[-1]["workers"][0]["shot"] if states[-1]["workers"] else 0
+        if shot > len(screens):
+            with urllib.request.urlopen(url + "shot?w=0", timeout=5) as png:
+                screens.append(png.read())
+
+
 def test_ray_alone_starts_a_local_cluster_on_loopback_that_goes_with_the_run(tmp_path: Path) -> None:
     """`--ray` with no $RAY_ADDRESS: a one-node cluster with --workers sandbox units, started for
     the run on 127.0.0.1 only, and gone with it."""
@@ -181,17 +197,30 @@ def test_ray_alone_starts_a_local_cluster_on_loopback_that_goes_with_the_run(tmp
     env.update(RAY_TMPDIR=str(parent), TMPDIR=str(parent), KIMI_OSWORLD_EVAL_VENV=str(EVAL_VENV), COLUMNS="200",
                XDG_CACHE_HOME=str(tmp_path / "cache"))  # fmt: skip
     cmd = [sys.executable, "-m", "tasks.cli", "bench", "osworld", "run", "suite", *FLAGS, "--limit", "1",
-           "--ray", "--workers", "1", "--out", str(out)]  # fmt: skip
+           "--ray", "--workers", "1", "--out", str(out), "--monitor"]  # fmt: skip
     try:
         proc = subprocess.Popen(
             cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
+        reader.start()
         heard: set[str] = set()
+        states: list[dict[str, Any]] = []  # the run monitor's (--monitor) view of the Ray worker
+        screens: list[bytes] = []
         while proc.poll() is None:  # what the cluster's processes listen on while the run goes
             heard |= listening_addresses(with_env_under("RAY_TMPDIR", parent))
+            watch_monitor(lines, states, screens)
             time.sleep(0.3)
-        stdout = proc.communicate()[0]
+        reader.join(timeout=10)
+        stdout = "".join(lines)
         assert proc.returncode == 0, stdout[-4000:]
+        # The monitor showed the actor's task as the driver polled it, and its recorded screen.
+        tiles = [t for s in states for t in s["workers"] if t["task"]]
+        assert tiles and all(t["name"].startswith("127.0.0.1:") for t in tiles), states[-3:]
+        assert {t["phase"] for t in tiles} & {"agent", "evaluate"}, states[-3:]
+        assert screens and all(s.startswith(b"\x89PNG") for s in screens), [t["shot"] for t in tiles]
+        assert states[-1]["done"] <= 1
         assert "Ray: a local Ray cluster (1 sandbox); 1 kimi_sandbox on 1 node" in stdout, stdout
         assert heard and all(a.startswith("127.0.0.1:") for a in heard), heard
         (outcome,) = results(out).values()

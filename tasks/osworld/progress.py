@@ -65,6 +65,11 @@ class Progress:
             f"ETA {'-' if eta is None else duration(eta)}"
         )
 
+    @property
+    def workers(self) -> list[WorkerState]:
+        """The workers' states as the runner last handed them (the run monitor reads them too)."""
+        return self._workers
+
     def watch(self, workers: list[WorkerState]) -> None:
         self._workers = workers
         if self._live is not None:

@@ -278,7 +278,7 @@ class RayRunner:
                     last_poll = now
                     for s in run.slots:
                         if s.task is not None and s.polling is None:
-                            s.polling = s.actor.state.remote()
+                            s.polling = s.actor.state.remote(s.state.shot)
                 self._step(run)
                 for s in run.slots:  # idle actors (a requeued task finds one that ran out of work)
                     if s.ready and s.task is None:
@@ -411,6 +411,9 @@ class RayRunner:
             return  # about the task before
         s = slot.state
         s.phase, s.step, s.max_steps, s.started = remote.phase, remote.step, remote.max_steps, remote.started
+        s.thought, s.action = remote.thought, remote.action
+        if remote.frame is not None:  # sent only when newer than ours
+            s.frame, s.shot = remote.frame, remote.shot
 
     def _close(self, run: _Run) -> None:
         """Each actor closes its sandboxes and its folder, then goes."""

@@ -200,8 +200,13 @@ class SandboxWorker:
             self.name, self.node_id, self.ip, socket.gethostname(), version_record().version, self.lacks
         )
 
-    def state(self) -> WorkerState:
-        return dataclasses.replace(self.state)
+    def state(self, known_shot: int = -1) -> WorkerState:
+        """A copy of the worker's state; its frame only when newer than the driver's ``known_shot``
+        (a screen crosses the network once, not on every poll)."""
+        s = dataclasses.replace(self.state)
+        if s.shot == known_shot:
+            s.frame = None
+        return s
 
     def interrupt(self) -> None:
         self.stop.set()

@@ -17,6 +17,7 @@ from rich.text import Text
 
 from agent.models.kimi_vl.chat import KimiChat
 from tasks.cli_common import HelpFormatter, UsageError, sleep_after_flag
+from tasks.monitor_server import add_monitor_flag
 from tasks.osworld import rollout
 from tasks.osworld.results import TaskRef, model_dir, pending
 from tasks.osworld.run_cli import (
@@ -103,6 +104,7 @@ def parser() -> argparse.ArgumentParser:
     add_selection_flags(p)
     add_isolation_flags(p)
     sleep_after_flag(p)
+    add_monitor_flag(p)
     p.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
     model_flags(p)
     p.set_defaults(vm=[])  # rollouts run on sandboxes; run_cli's player reads --vm to say where it plays

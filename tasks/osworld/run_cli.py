@@ -8,10 +8,11 @@ bad usage and an unavailable model raise, for tasks/cli.py to report on one line
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -22,7 +23,9 @@ from rich.text import Text
 from agent.jsonfile import JSONFileError, read_json
 from agent.policy import ScriptedPolicy
 from tasks.cli_common import UsageError, sleep_after_flag
+from tasks.monitor_server import Monitor, add_monitor_flag, monitoring
 from tasks.osworld import suite
+from tasks.osworld.monitor_board import RunBoard
 from tasks.osworld.pool import PoolSettings, SandboxPool
 from tasks.osworld.progress import Progress
 from tasks.osworld.report import SUMMARY_HTML, Summary, print_summary, summarize, write_html
@@ -123,6 +126,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     add_selection_flags(p)
     add_isolation_flags(p)
     sleep_after_flag(p)
+    add_monitor_flag(p)
     p.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
     model_flags(p)
 
@@ -489,24 +493,60 @@ def _play(
             network=not args.no_network,
             sleep_after_s=args.sleep_after,
         )
-        with Progress(console, len(refs), done, finished_score(root, refs) if resume else 0.0) as progress:
+        with (
+            Progress(console, len(refs), done, finished_score(root, refs) if resume else 0.0) as progress,
+            _monitor(args, split, progress, root, refs, console) as (board, monitor),
+        ):
+
+            def on_done(o: Outcome) -> None:
+                progress.finished(o)
+                if board is not None:
+                    board.finished(o)
+
             try:
                 if remote is not None:
-                    remote.run(todo, settings, progress.finished, progress.watch)
+                    remote.run(todo, settings, on_done, progress.watch)
                 else:
-                    _run_here(todo, targets, player, settings, progress)
+                    _run_here(todo, targets, player, settings, on_done, progress.watch)
             finally:
                 summary = summarize(root)
                 write_html(summary)
+                if board is not None and monitor is not None:
+                    board.end()
+                    monitor.finish()
     return summary
 
 
+@contextlib.contextmanager
+def _monitor(
+    args: argparse.Namespace,
+    title: str,
+    progress: Progress,
+    root: Path,
+    refs: list[TaskRef],
+    console: Console,
+) -> Iterator[tuple[RunBoard | None, Monitor | None]]:
+    """The run monitor (--monitor; rollouts and runs both come here), fed by ``progress``."""
+    port = getattr(args, "monitor", None)
+    if port is None:
+        yield None, None
+        return
+    board = RunBoard(title, progress, root, refs)
+    with monitoring(port, board, lambda line: console.print(Text(line), soft_wrap=True), results=root) as m:
+        yield board, m
+
+
 def _run_here(
-    todo: list[TaskRef], targets: list[Target], player: Player, settings: RunSettings, progress: Progress
+    todo: list[TaskRef],
+    targets: list[Target],
+    player: Player,
+    settings: RunSettings,
+    on_done: Callable[[Outcome], None],
+    watch: Callable[[list[WorkerState]], None],
 ) -> None:
     scorer = OfficialScorer(settings.cache_dir)
     try:
-        run_tasks(todo, targets, player.agents, scorer, settings, progress.finished, progress.watch)
+        run_tasks(todo, targets, player.agents, scorer, settings, on_done, watch)
     finally:
         scorer.close()
 

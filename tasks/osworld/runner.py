@@ -40,6 +40,7 @@ from agent.loop import Phase, StopFlag, run
 from agent.policy import Policy
 from agent.trajectory import ActionRecord, RunInfo, StepRecord, TrajectoryWriter
 from env.actions import Action, action_from_dict
+from env.desktop import Frame
 from env.isolation import Isolation
 from env.osworld_client import OSWorldClient, OSWorldError, ServerError, Unauthorized, Unreachable
 from env.served_sandbox import ServedSandbox
@@ -282,6 +283,12 @@ class WorkerState:
     max_steps: int = 0
     started: float = 0.0
     finished: int = 0
+    # For the run monitor: the model's last thought and action, and the screen the worker last
+    # recorded (kept as the raw frame: encoded only if a monitor page asks; ``shot`` counts them).
+    thought: str = ""
+    action: str = ""
+    shot: int = 0
+    frame: Frame | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -413,6 +420,7 @@ class Worker:
         caller holds them)."""
         s = self.state
         s.task, s.domain, s.step, s.started, s.phase = ref.task_id, ref.domain, 0, time.time(), "starting"
+        s.thought = s.action = ""
         out = ref_dir(self.settings.root, ref)
         prepare(out)
         t0 = time.perf_counter()
@@ -541,7 +549,12 @@ class Worker:
             def on_step(rec: StepRecord, phase: Phase) -> None:
                 s.step = rec.step
                 if phase == "finished":
-                    _log_step(rec, desktop, writer, log)
+                    frame = _log_step(rec, desktop, writer, log)
+                    done = [a for a in rec.actions if a.executed]
+                    s.thought = rec.thought
+                    s.action = "; ".join(osworld_action(a) for a in done)
+                    if frame is not None:
+                        s.frame, s.shot = frame, s.shot + 1
 
             timer.start()
             traj = run(
@@ -561,15 +574,18 @@ class Worker:
         return traj, timed_out.is_set()
 
 
-def _log_step(rec: StepRecord, desktop: VMDesktop, writer: TrajectoryWriter, log: TrajLog) -> None:
-    """OSWorld's traj.jsonl lines for a step's executed actions, with the screen after them."""
+def _log_step(rec: StepRecord, desktop: VMDesktop, writer: TrajectoryWriter, log: TrajLog) -> Frame | None:
+    """OSWorld's traj.jsonl lines for a step's executed actions, with the screen after them;
+    returns that screen (None when no action ran or the desktop went away)."""
     done = [a for a in rec.actions if a.executed]
     if not done:
-        return
+        return None
     stamp = datetime.datetime.now().strftime("%Y%m%d@%H%M%S%f")
     shot = f"step_{rec.step}_{stamp}.png"
+    frame: Frame | None = None
     try:
-        writer.screenshot(shot, desktop.screenshot())
+        frame = desktop.screenshot()
+        writer.screenshot(shot, frame)
     except Exception:
         shot = ""  # the desktop went away; the line still says what was done
     lines = []
@@ -588,6 +604,7 @@ def _log_step(rec: StepRecord, desktop: VMDesktop, writer: TrajectoryWriter, log
             }
         )
     log.append(lines)
+    return frame
 
 
 def setup_error(report: SetupReport) -> str:

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -22,11 +22,14 @@ from agent.backends.weights import DEFAULT_MODEL
 from agent.models.kimi_vl.variants import ResolvedVariant, Variant
 from agent.models.profile import ModelProfile
 from tasks.cli_common import VARIANTS, ArgumentParser, HelpFormatter, make_console, model_profile_flag
+from tasks.monitor_server import add_monitor_flag, monitoring
 from tasks.screenspot import report
+from tasks.screenspot.monitor_board import GroundingBoard
 from tasks.screenspot.runner import (
     FILTER_KEYS,
     Ask,
     AskSettings,
+    Tally,
     check_resume,
     local_ask,
     openai_ask,
@@ -35,6 +38,10 @@ from tasks.screenspot.runner import (
     select,
     write_json,
 )
+from tasks.screenspot.sample import Sample
+
+if TYPE_CHECKING:
+    from tasks.screenspot.datasets import Dataset
 
 CONCURRENCY = 16
 # run.json settings a resumed run must share with the run it continues.
@@ -70,6 +77,7 @@ def parser() -> argparse.ArgumentParser:
     )
     r.add_argument("dataset", type=Path, help="the dataset directory, as downloaded (layout auto-detected)")
     r.add_argument("--out", type=Path, required=True, help="run directory: predictions.jsonl, results.json")
+    add_monitor_flag(r)
     r.add_argument(
         "--backend",
         choices=["openai", "transformers"],
@@ -218,7 +226,6 @@ class Setup:
 
 def _run(args: argparse.Namespace, console: Console) -> int:
     from tasks.screenspot.datasets import load_dataset
-    from tasks.screenspot.scoring import correctness, score
 
     _check_numbers(args)
     filters = parse_filters(args.filter)  # bad flags before the dataset is read
@@ -253,6 +260,30 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         f"{dataset.name}: {len(samples)} samples · {escape(settings['model'])} "
         f"({setup.resolved.variant.name}) · up to {len(setup.askers)} requests in flight"
     )
+    tally = Tally(total=len(samples))
+    board = GroundingBoard(f"{dataset.name} · {settings['model']}", tally, args.out / "report.html")
+    with monitoring(
+        args.monitor, board, lambda line: console.print(escape(line)), results=args.out
+    ) as monitor:
+        code = _ask_and_report(args, console, samples, dataset, filters, setup, settings, tally)
+        if monitor is not None:
+            board.end()
+            monitor.finish()
+    return code
+
+
+def _ask_and_report(
+    args: argparse.Namespace,
+    console: Console,
+    samples: list[Sample],
+    dataset: Dataset,
+    filters: dict[str, set[str]],
+    setup: Setup,
+    settings: dict[str, Any],
+    tally: Tally,
+) -> int:
+    from tasks.screenspot.scoring import correctness, score
+
     predictions = run_samples(
         samples,
         setup.askers,
@@ -261,6 +292,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         hit=lambda s, p: correctness(s, p) == "correct",
         console=console,
         show_progress=not args.no_progress,
+        tally=tally,
     )
     errors = sum(p.error is not None for p in predictions.values())
     results = score(dataset.name, samples, predictions.values())

@@ -214,8 +214,33 @@ def ask_safely(ask: Ask, sample: Sample, language: Language) -> Prediction:
 
 
 @dataclass
+class Slot:
+    """One request slot: what it asks now and what the model last answered (the run monitor's tile)."""
+
+    name: str
+    sample: str = ""
+    instruction: str = ""
+    answer: str = ""
+    started: float = 0.0  # time.time() of the current request
+
+
+@dataclass
+class Group:
+    """A group's counts (the run monitor's per-group table)."""
+
+    samples: int = 0
+    done: int = 0
+    correct: int = 0
+
+
+def group_of(s: Sample) -> str:
+    """The coarsest grouping a dataset has: ScreenSpot-Pro's group, v1/v2's split, else its platform."""
+    return s.group or s.split or s.platform or s.dataset
+
+
+@dataclass
 class Tally:
-    """Counts for the progress line."""
+    """Counts for the progress line (and the run monitor, which reads the same)."""
 
     total: int
     done: int = 0
@@ -224,11 +249,17 @@ class Tally:
     in_flight: int = 0
     started: float = field(default_factory=time.monotonic)
     new: int = 0  # finished in this session (the rate's numerator)
+    slots: list[Slot] = field(default_factory=list)
+    groups: dict[str, Group] = field(default_factory=dict)
 
-    def add(self, p: Prediction, hit: bool) -> None:
+    def add(self, p: Prediction, hit: bool, group: str | None = None) -> None:
         self.done += 1
         self.errors += p.error is not None
         self.correct += hit
+        if group is not None:
+            g = self.groups.setdefault(group, Group())
+            g.done += 1
+            g.correct += hit
 
     def line(self) -> str:
         scored = self.done - self.errors
@@ -247,16 +278,20 @@ def run_samples(
     hit: Callable[[Sample, Prediction], bool] = lambda s, p: False,
     console: Console | None = None,
     show_progress: bool = True,
+    tally: Tally | None = None,
 ) -> dict[str, Prediction]:
     """Ask about every sample the log does not hold yet, one thread per asker (``askers[i]`` is the
-    i-th request slot; several slots may share a backend). Returns id -> prediction for ``samples``."""
+    i-th request slot; several slots may share a backend). Returns id -> prediction for ``samples``.
+    ``tally``: counts to keep in (empty; a run monitor reads them), else a new one."""
     done = read_log(log_path)
     todo = [s for s in samples if s.id not in done or done[s.id].error is not None]
     by_id = {s.id: s for s in samples}
-    tally = Tally(total=len(samples))
+    tally = tally if tally is not None else Tally(total=len(samples))
+    tally.total = len(samples)
     for s in samples:
+        tally.groups.setdefault(group_of(s), Group()).samples += 1
         if s.id in done and done[s.id].error is None:
-            tally.add(done[s.id], hit(s, done[s.id]))
+            tally.add(done[s.id], hit(s, done[s.id]), group_of(s))
     jobs: queue.SimpleQueue[Sample] = queue.SimpleQueue()
     for s in todo:
         jobs.put(s)
@@ -264,21 +299,29 @@ def run_samples(
     stop = threading.Event()
     lock = threading.Lock()
 
-    def work(ask: Ask) -> None:
+    def work(ask: Ask, slot: Slot) -> None:
         while not stop.is_set():
             try:
                 s = jobs.get_nowait()
             except queue.Empty:
+                slot.sample = slot.instruction = ""
                 return
             with lock:
                 tally.in_flight += 1
+            slot.sample, slot.instruction, slot.started = s.id, instruction(s, language), time.time()
             p = ask_safely(ask, s, language)
+            slot.answer = p.error or p.raw_response
             with lock:
                 tally.in_flight -= 1
             results.put(p)
 
     # Daemon threads: a Ctrl-C ends the run at once; what is in flight is asked again on resume.
-    threads = [threading.Thread(target=work, args=(a,), daemon=True) for a in askers[: max(len(todo), 1)]]
+    used = askers[: max(len(todo), 1)]
+    tally.slots[:] = [Slot(f"slot-{i + 1}") for i in range(len(used))]
+    threads = [
+        threading.Thread(target=work, args=(a, slot), daemon=True)
+        for a, slot in zip(used, tally.slots, strict=True)
+    ]
     log = Log(log_path)
     progress = Progress(
         TextColumn("[bold]{task.description}"),
@@ -305,7 +348,7 @@ def run_samples(
                 log.write(p)
                 done[p.id] = p
                 tally.new += 1
-                tally.add(p, p.error is None and hit(by_id[p.id], p))
+                tally.add(p, p.error is None and hit(by_id[p.id], p), group_of(by_id[p.id]))
                 progress.update(bar, completed=tally.done, stats=tally.line())
     except KeyboardInterrupt:
         (console or Console(stderr=True)).print(
