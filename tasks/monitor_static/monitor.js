@@ -91,7 +91,8 @@ function row(cells) {
 function drawTables(s) {
   document.querySelector("#domains tbody").replaceChildren(
     ...s.domains.map((d) =>
-      row([d.domain, d.done, d.tasks, fmt(d.score), `${((100 * d.score) / d.tasks).toFixed(1)}%`]),
+      // of the tasks done so far: mid-run, the rest are not failures yet
+      row([d.domain, d.done, d.tasks, fmt(d.score), d.done ? `${((100 * d.score) / d.done).toFixed(1)}%` : "–"]),
     ),
   );
   document.querySelector("#finished tbody").replaceChildren(
