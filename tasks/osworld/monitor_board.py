@@ -44,6 +44,7 @@ def tiles(workers: Sequence[WorkerState]) -> list[Tile]:
                 thought=clip(w.thought, THOUGHT_CHARS) if busy else "",
                 action=clip(w.action, ACTION_CHARS) if busy else "",
                 shot=w.shot,
+                view=w.view,
             )
         )
     return out

@@ -28,10 +28,21 @@ def duration(seconds: float) -> str:
 
 
 class Progress:
-    """``already``/``already_score``: the tasks a resumed run had finished, and their scores' sum."""
+    """``already``/``already_score``: the tasks a resumed run had finished, and their scores' sum.
+    ``views``: print a worker's live-view URL (--view) each time it changes (with --monitor the
+    worker's tile links to it instead)."""
 
-    def __init__(self, console: Console, total: int, already: int = 0, already_score: float = 0.0) -> None:
+    def __init__(
+        self,
+        console: Console,
+        total: int,
+        already: int = 0,
+        already_score: float = 0.0,
+        views: bool = False,
+    ) -> None:
         self.console = console
+        self.views = views
+        self._said_views: dict[str, str] = {}
         self.total, self.done, self.score = total, already, already_score
         self.finished_here = 0
         self.started = time.time()
@@ -72,8 +83,17 @@ class Progress:
 
     def watch(self, workers: list[WorkerState]) -> None:
         self._workers = workers
+        if self.views:
+            self._say_views(workers)
         if self._live is not None:
             self._live.update(self._render())
+
+    def _say_views(self, workers: list[WorkerState]) -> None:
+        for w in workers:
+            url = w.view  # read once: the worker's thread writes it
+            if url is not None and self._said_views.get(w.name) != url:
+                self._said_views[w.name] = url
+                self.console.print(Text(f"{w.name}: live view {url}"), soft_wrap=True, highlight=False)
 
     def finished(self, o: Outcome) -> None:
         self.done += 1

@@ -26,7 +26,9 @@ from tasks.osworld.run_cli import (
     Player,
     add_pool_flag,
     add_ray_flag,
+    add_run_view_flags,
     add_selection_flags,
+    check_view,
     make_agents,
     play,
     resolve,
@@ -105,6 +107,7 @@ def parser() -> argparse.ArgumentParser:
     add_isolation_flags(p)
     sleep_after_flag(p)
     add_monitor_flag(p)
+    add_run_view_flags(p)
     p.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
     model_flags(p)
     p.set_defaults(vm=[])  # rollouts run on sandboxes; run_cli's player reads --vm to say where it plays
@@ -129,6 +132,7 @@ def main(console: Console, argv: list[str]) -> int:
     ):
         if bad:
             raise UsageError(why)
+    check_view(args)
     split, refs = resolve(args.tasks, args.osworld_dir)
     refs = select(refs, args.domain, args.limit, split)
     check_supported(refs, network=not args.no_network)

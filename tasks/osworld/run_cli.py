@@ -127,8 +127,43 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     add_isolation_flags(p)
     sleep_after_flag(p)
     add_monitor_flag(p)
+    add_run_view_flags(p)
     p.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
     model_flags(p)
+
+
+def add_run_view_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--view",
+        action="store_true",
+        help="give each worker's sandbox a view-only live view (noVNC on 127.0.0.1, a token in its URL) "
+        "while it plays a task: linked from the worker's tile with --monitor, else each URL is printed "
+        "as it changes (local workers only; docs/live-view.md)",
+    )
+    # Declared only to refuse it clearly: a person taking over would change a scored run.
+    p.add_argument("--view-control", action="store_true", help=argparse.SUPPRESS)
+
+
+def check_view(args: argparse.Namespace) -> None:
+    """--view's limits on a benchmark run, said before anything starts."""
+    if args.view_control:
+        raise UsageError(
+            "--view-control: benchmark runs are view-only (a person taking over would change a scored run); "
+            "use --view"
+        )
+    if not args.view:
+        return
+    if args.ray is not None:
+        raise UsageError(
+            "--view with --ray: Ray workers' sandboxes are on other nodes, whose loopback this machine "
+            "cannot reach; run without --ray to watch them"
+        )
+    if getattr(args, "vm", None):
+        raise UsageError("--view shows sandboxes; watch a --vm through its own screen")
+    from env.live_view import missing
+
+    if why := missing():
+        raise UsageError(f"--view: {why}")
 
 
 def add_pool_flag(p: argparse.ArgumentParser) -> None:
@@ -319,7 +354,8 @@ def sandbox_targets(args: argparse.Namespace, tasks: int | None = None) -> list[
     iso = isolation(args)
     settings = PoolSettings(size, args.desktop_env, iso, max_starts=tasks)
     pool = SandboxPool(settings, close_with_last_user=True) if size and tasks != 0 else None
-    return [SandboxTarget(f"sandbox-{i + 1}", args.desktop_env, iso, pool) for i in range(n)]
+    view = bool(getattr(args, "view", False))
+    return [SandboxTarget(f"sandbox-{i + 1}", args.desktop_env, iso, pool, view=view) for i in range(n)]
 
 
 def script_dir(args: argparse.Namespace) -> Path:
@@ -494,7 +530,13 @@ def _play(
             sleep_after_s=args.sleep_after,
         )
         with (
-            Progress(console, len(refs), done, finished_score(root, refs) if resume else 0.0) as progress,
+            Progress(
+                console,
+                len(refs),
+                done,
+                finished_score(root, refs) if resume else 0.0,
+                views=bool(getattr(args, "view", False)) and getattr(args, "monitor", None) is None,
+            ) as progress,
             _monitor(args, split, progress, root, refs, console) as (board, monitor),
         ):
 
@@ -557,6 +599,7 @@ def main_run(args: argparse.Namespace, console: Console) -> int:
         raise UsageError("--max-steps must be at least 1")
     if args.task_timeout <= 0:
         raise UsageError("--task-timeout must be above 0")
+    check_view(args)
     split, refs = resolve(args.tasks, args.osworld_dir)
     refs = select(refs, args.domain, args.limit, split)
     if args.ray is not None:

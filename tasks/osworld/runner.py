@@ -23,6 +23,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import datetime
+import logging
 import os
 import subprocess
 import threading
@@ -33,7 +34,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from agent.backends.base import BackendError
 from agent.loop import Phase, StopFlag, run
@@ -62,6 +63,11 @@ from tasks.osworld.results import (
 from tasks.osworld.setup import SetupContext, SetupReport, run_config
 from tasks.osworld.task import Task, load_task
 
+if TYPE_CHECKING:
+    from tasks.view_server import ViewServer  # imported only by --view: no cost without it
+
+log = logging.getLogger(__name__)
+
 TargetKind = Literal["sandbox", "vm"]
 VM_READY_S = 300.0
 VM_NOTICE_EVERY_S = 15.0  # how often a wait for a VM says how long it has left
@@ -72,6 +78,7 @@ class Target(Protocol):
 
     kind: TargetKind
     name: str
+    view_url: str | None  # the live view of the desktop it has now (--view), or None
 
     def reset(self) -> OSWorldClient: ...
 
@@ -84,7 +91,12 @@ class Target(Protocol):
 
 class SandboxTarget:
     """A fresh isolated sandbox per task: taken ready from ``pool`` when there is one (the reset off
-    the task's critical path; the target is one of the pool's users), else started on ``reset``."""
+    the task's critical path; the target is one of the pool's users), else started on ``reset``.
+
+    ``view``: each sandbox it takes gets a view-only live view (tasks/view_server.py) from the take
+    until it is given back, so the view's helpers live and die with the sandbox's use and nothing
+    has to be re-pointed at the next sandbox; ``view_url`` is its page. A view that will not start
+    leaves ``view_url`` None and the task running: a viewer must never cost a scored task."""
 
     kind: TargetKind = "sandbox"
 
@@ -95,6 +107,7 @@ class SandboxTarget:
         isolation: Isolation | None = Isolation(),
         pool: SandboxPool | None = None,
         parent_dir: Path | None = None,
+        view: bool = False,
     ) -> None:
         """``parent_dir``: where the sandboxes it starts itself (no ``pool``) are made (default: the
         temp directory)."""
@@ -102,6 +115,9 @@ class SandboxTarget:
         self._desktop, self._isolation, self._parent_dir = desktop, isolation, parent_dir
         self._pool = pool.attach() if pool is not None else None
         self._box: ServedSandbox | None = None
+        self._want_view = view
+        self._view: ViewServer | None = None
+        self.view_url: str | None = None
 
     def reset(self) -> OSWorldClient:
         self._drop()
@@ -114,12 +130,28 @@ class SandboxTarget:
                 isolation=self._isolation,
                 parent_dir=self._parent_dir,
             )
+        if self._want_view:
+            self._start_view(self._box)
         return OSWorldClient(self._box.url, token=self._box.token)
+
+    def _start_view(self, box: ServedSandbox) -> None:
+        from env.live_view import LiveViewError
+        from tasks.view_server import ViewServer
+
+        try:
+            self._view = ViewServer(box.sandbox, control=False)
+        except (LiveViewError, OSError) as e:
+            log.warning("%s: no live view of this sandbox: %s", self.name, e)
+            return
+        self.view_url = self._view.url
 
     def desktop_url(self) -> str | None:
         return self._box.socket_url if self._box is not None else None  # one hop fewer than the TCP forward
 
     def _drop(self) -> None:
+        view, self._view, self.view_url = self._view, None, None
+        if view is not None:  # before the sandbox goes: its helpers are killed by their PIDs here
+            view.close()
         box, self._box = self._box, None
         if box is None:
             return
@@ -141,6 +173,7 @@ class VMTarget:
     used as it is (fine for one task, not for a benchmark)."""
 
     kind: TargetKind = "vm"
+    view_url: str | None = None  # a VM's screen is watched through the VM's own means
 
     def __init__(
         self,
@@ -289,6 +322,7 @@ class WorkerState:
     action: str = ""
     shot: int = 0
     frame: Frame | None = field(default=None, repr=False, compare=False)
+    view: str | None = None  # the live view of the sandbox it has now (--view)
 
 
 @dataclass
@@ -414,6 +448,7 @@ class Worker:
             self.state.phase, self.state.task = "stopped", ""
             with contextlib.suppress(Exception):  # a desktop that will not close must not hide the result
                 self.target.close()
+            self.state.view = None
 
     def run_task(self, ref: TaskRef, wait_ports: bool = True) -> Outcome:
         """Run one task to its outcome; ``wait_ports``: hold its fixed ports first (False: the
@@ -461,6 +496,7 @@ class Worker:
         t = time.perf_counter()
         client = self.target.reset()
         timings.reset_s = time.perf_counter() - t
+        s.view = self.target.view_url
         with client:
             ctx = SetupContext(client=client, cache_dir=self.settings.cache_dir)
             s.phase = "setup"
