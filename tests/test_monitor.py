@@ -145,6 +145,51 @@ def test_the_server_is_read_only_and_refuses_a_wrong_token(tmp_path: Path) -> No
             assert get(base + path, "POST")[0] in (404, 405), path
 
 
+def test_a_workers_live_view_is_on_its_tile_and_printed_once_per_sandbox(tmp_path: Path) -> None:
+    out = io.StringIO()
+    progress = Progress(Console(file=out, width=200), total=2, views=True)
+    board = RunBoard("suite", progress, tmp_path, refs(2))
+    w1, w2 = WorkerState("sandbox-1", view="http://127.0.0.1:1/a/"), WorkerState("sandbox-2")
+    for _ in range(3):  # the runner hands the states on every 0.25 s: a URL is said once
+        progress.watch([w1, w2])
+    w1.view, w2.view = "http://127.0.0.1:2/b/", "http://127.0.0.1:3/c/"  # the next sandboxes
+    progress.watch([w1, w2])
+    assert [t.view for t in board.snapshot().workers] == ["http://127.0.0.1:2/b/", "http://127.0.0.1:3/c/"]
+    assert out.getvalue().splitlines() == [
+        "sandbox-1: live view http://127.0.0.1:1/a/",
+        "sandbox-1: live view http://127.0.0.1:2/b/",
+        "sandbox-2: live view http://127.0.0.1:3/c/",
+    ]
+    quiet = io.StringIO()  # with --monitor the tile links to it: nothing printed
+    Progress(Console(file=quiet), total=2).watch([w1, w2])
+    assert quiet.getvalue() == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["bench", "osworld", "run", "os-hello-file", "--script-dir", "suite", "--view-control"],
+         "--view-control: benchmark runs are view-only (a person taking over would change a scored run)"),
+        (["rollout", "os-hello-file", "--group", "2", "--script-dir", "suite", "--view-control"],
+         "--view-control: benchmark runs are view-only"),
+        (["bench", "osworld", "run", "os-hello-file", "--script-dir", "suite", "--view", "--ray"],
+         "--view with --ray: Ray workers' sandboxes are on other nodes"),
+        (["rollout", "os-hello-file", "--group", "2", "--script-dir", "suite", "--view", "--ray", "h:1"],
+         "--view with --ray"),
+        (["bench", "osworld", "run", "os-hello-file", "--script-dir", "suite", "--view", "--vm", "http://127.0.0.1:9"],
+         "--view shows sandboxes"),
+    ],
+)  # fmt: skip
+def test_view_flags_a_benchmark_run_cannot_take_are_one_line_errors(
+    args: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tasks.cli import main
+
+    assert main(args) == 2
+    (line,) = capsys.readouterr().out.strip().splitlines()
+    assert line.startswith("kimi-agent: error: ") and says in line, line
+
+
 # -- a real run, watched in a real browser ----------------------------------------------------
 
 
