@@ -3,10 +3,12 @@ headless Chromium, the page of a real 2-worker scripted `bench osworld run`."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import re
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -205,20 +207,86 @@ def monitor_url(proc: subprocess.Popen[str], lines: list[str], timeout_s: float 
     raise AssertionError("no monitor URL printed: " + "".join(lines))
 
 
+def helpers_of(pid: int) -> set[int]:
+    """The live views' x11vnc and websockify processes that process ``pid`` started (its children)."""
+    found = set()
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            status = (d / "status").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+        if fields.get("Name") in ("x11vnc", "websockify") and fields.get("PPid", "").strip() == str(pid):
+            found.add(int(d.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "zombie" not in status
+
+
+class ViewChecker(threading.Thread):
+    """Asks each live view the run's monitor lists, as soon as it appears (a view lasts as long as
+    its worker has that sandbox: a few seconds here), for its page with the token and with another.
+    It stops once it has one view of each of ``workers``: a poll of its own that saw the run's end
+    would let the run end before the browser's page saw it (the monitor waits for one reader)."""
+
+    def __init__(self, proc: subprocess.Popen[str], workers: int) -> None:
+        super().__init__(daemon=True)
+        self.proc, self.workers, self.url = proc, workers, ""
+        self.codes: dict[str, tuple[int, int]] = {}
+        self._named: set[str] = set()
+
+    def run(self) -> None:
+        while self.proc.poll() is None and len(self._named) < self.workers:
+            if self.url:
+                with contextlib.suppress(OSError, ValueError):
+                    for tile in json.loads(get(self.url + "state.json")[1])["workers"]:
+                        view = tile["view"]
+                        if view and view not in self.codes:
+                            wrong = re.sub(r"/[^/]+/$", "/not-the-token/", view)
+                            with contextlib.suppress(OSError):  # given back meanwhile: the next one
+                                self.codes[view] = (get(view)[0], get(wrong)[0])
+                                self._named.add(tile["name"])
+            time.sleep(0.1)
+
+
+def same_screen(a: Image.Image, b: Image.Image) -> float:
+    """The share of pixels that agree (within a little, for the VNC stream's encoding)."""
+    if a.size != b.size:
+        return 0.0
+    import numpy as np
+
+    diff = np.abs(np.asarray(a.convert("RGB"), dtype=np.int16) - np.asarray(b.convert("RGB"), dtype=np.int16))
+    return float((diff.max(axis=2) <= 8).mean())
+
+
 @pytest.mark.slow
 def test_the_monitor_of_a_two_worker_scripted_run_shows_it_to_the_end(tmp_path: Path) -> None:
+    """With --view: each worker's tile links to the live view of the sandbox it has (token-guarded,
+    its canvas that sandbox's screen), and the views' helpers are gone when the run is."""
     import shutil
     import threading
+    import urllib.parse
+    from typing import Any
 
-    from browser import chromium, missing
-    from test_osworld_run import SANDBOX_FLAGS, SCRIPTS, SPLIT, cli, env_for, scripted_root
+    from browser import canvas_image, chromium, missing
+    from test_osworld_run import SANDBOX_FLAGS, SCRIPTS, SPLIT, WRITE, cli, env_for, scripted_root
 
-    if shutil.which("Xvfb") is None or missing():
-        pytest.skip(missing() or "Xvfb is not installed")
+    from env.live_view import missing as no_view
+
+    if shutil.which("Xvfb") is None or missing() or no_view():
+        pytest.skip(missing() or no_view() or "Xvfb is not installed")
     out = tmp_path / "results"
     args = ("run", SPLIT, "--script-dir", SCRIPTS, "--out", out, "--workers", "2", *SANDBOX_FLAGS)
     proc = subprocess.Popen(
-        [*cli(*args, "--monitor", tmp=tmp_path)],
+        [*cli(*args, "--monitor", "--view", tmp=tmp_path)],
         cwd=Path(__file__).resolve().parent.parent,
         env=env_for(tmp_path),
         stdout=subprocess.PIPE,
@@ -228,8 +296,15 @@ def test_the_monitor_of_a_two_worker_scripted_run_shows_it_to_the_end(tmp_path: 
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
     reader.start()
+    checker = ViewChecker(proc, workers=2)
+    checker.start()
+    helpers: set[int] = set()
+    tile_views: dict[str, set[str]] = {}  # worker -> the live views its tile linked
+    watching: tuple[int, Any] | None = None  # a worker's number and the page showing its live view
+    canvas_match = 0.0
     try:
         url = monitor_url(proc, lines)
+        checker.url = url
         assert url.startswith("http://127.0.0.1:")
         assert get(re.sub(r"/[^/]+/$", "/wrong/", url) + "state.json")[0] == 403
         first = json.loads(get(url + "state.json")[1])
@@ -244,6 +319,7 @@ def test_the_monitor_of_a_two_worker_scripted_run_shows_it_to_the_end(tmp_path: 
             deadline = time.monotonic() + 300
             while page.get_attribute("body", "data-ended") != "1":
                 assert time.monotonic() < deadline, "".join(lines)
+                helpers |= helpers_of(proc.pid)
                 seen_names |= set(page.locator("#workers h3").all_inner_texts())
                 text = page.locator("#standing").inner_text()
                 if m := re.match(r"(\d+)/3 done", text):
@@ -258,6 +334,23 @@ def test_the_monitor_of_a_two_worker_scripted_run_shows_it_to_the_end(tmp_path: 
                 links = page.locator("#finished a").evaluate_all("as => as.map(a => a.href)")
                 if links and report is None:  # a finished task's report opens from the page
                     report = get(links[0])[:2]
+                tiles = page.locator("#workers li").evaluate_all(
+                    "ls => ls.map(l => [l.querySelector('h3').textContent, l.textContent,"
+                    " (l.querySelector('a') || {}).href || ''])"
+                )
+                for i, (name, tile_text, view) in enumerate(tiles):
+                    if view:
+                        tile_views.setdefault(name, set()).add(view)
+                    if view and WRITE in tile_text and watching is None:  # the 20 s task: watch it live
+                        watching = (i, browser.new_page(viewport={"width": 900, "height": 700}))
+                        watching[1].goto(view)
+                if watching is not None and canvas_match <= 0.99:  # a look per turn: no tile is missed
+                    i, viewer = watching
+                    shot = get(url + f"shot?w={i}")
+                    if viewer.get_attribute("body", "data-connected") == "1" and shot[0] == 200:
+                        canvas_match = same_screen(canvas_image(viewer), Image.open(io.BytesIO(shot[1])))
+                    if canvas_match > 0.99:
+                        viewer.close()
                 time.sleep(0.2)
             final_standing = page.locator("#standing").inner_text()
             page_score = float(page.get_attribute("body", "data-score") or "nan")
@@ -281,6 +374,14 @@ def test_the_monitor_of_a_two_worker_scripted_run_shows_it_to_the_end(tmp_path: 
     assert report is not None and report[0] == 200 and b"score" in report[1]
     assert finished_rows == 3 and len(report_links) == 2  # the crashed task has no report
     assert shown_screens >= 1 and all(a.startswith("sandbox-") and "screen" in a for a in alts)
+    # --view: both tiles linked a live view on loopback, whose page needs the token.
+    checker.join(timeout=10)
+    assert set(tile_views) == {"sandbox-1", "sandbox-2"}, tile_views
+    for name, got in tile_views.items():
+        assert all(urllib.parse.urlsplit(v).hostname == "127.0.0.1" for v in got)
+        assert all(checker.codes.get(v) == (200, 403) for v in got), (name, got, checker.codes)
+    assert canvas_match > 0.99, canvas_match  # the live canvas is that worker's sandbox's screen
+    assert len(helpers) >= 2 and not [p for p in helpers if alive(p)]  # x11vnc, websockify: gone
 
 
 def test_a_screenspot_runs_monitor_follows_its_tally(
