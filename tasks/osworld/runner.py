@@ -117,10 +117,11 @@ class SandboxTarget:
         self._box: ServedSandbox | None = None
         self._want_view = view
         self._view: ViewServer | None = None
+        self._closing: list[threading.Thread] = []  # views being closed between tasks
         self.view_url: str | None = None
 
     def reset(self) -> OSWorldClient:
-        self._drop()
+        self._drop(wait=False)
         if self._pool is not None:
             self._box, _ = self._pool.take()
         else:
@@ -148,11 +149,28 @@ class SandboxTarget:
     def desktop_url(self) -> str | None:
         return self._box.socket_url if self._box is not None else None  # one hop fewer than the TCP forward
 
-    def _drop(self) -> None:
+    def _drop(self, wait: bool = True) -> None:
+        """Give the sandbox back (its view first). A view takes ~0.7 s to close (its page server's
+        shutdown poll, websockify's exit), so between tasks (``wait`` False) that happens on a
+        thread of its own, which ``close`` waits for: nothing of a view outlives the target."""
         view, self._view, self.view_url = self._view, None, None
-        if view is not None:  # before the sandbox goes: its helpers are killed by their PIDs here
-            view.close()
         box, self._box = self._box, None
+        self._closing = [t for t in self._closing if t.is_alive()]
+        if view is None:
+            self._release(None, box)
+        else:
+            t = threading.Thread(target=self._release, args=(view, box), name="view-close", daemon=True)
+            t.start()
+            self._closing.append(t)
+        if wait:
+            for t in self._closing:
+                t.join()
+            self._closing.clear()
+
+    def _release(self, view: ViewServer | None, box: ServedSandbox | None) -> None:
+        if view is not None:  # before the sandbox goes: its helpers are killed by their PIDs here
+            with contextlib.suppress(Exception):
+                view.close()
         if box is None:
             return
         if self._pool is not None:
