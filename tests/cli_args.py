@@ -16,11 +16,16 @@ def openai_task(base_url: str, *flags: str) -> list[str]:
 CLICKPAD = Path(__file__).with_name("clickpad.py")
 
 
+def clickpad_app(log: str = "pad.jsonl") -> str:
+    """tests/clickpad.py as a sandbox's ``--app`` (a managed window, which the sandbox waits for)."""
+    return f"{sys.executable} {CLICKPAD} {log} --managed"
+
+
 def clickpad_task(base_url: str, model: str, out: Path, size: tuple[int, int] = (1280, 800)) -> list[str]:
     """``click`` on a sandbox of ``size`` (width, height) kept after the run, tests/clickpad.py open
     full screen and recording where each press landed (into pad.jsonl in the sandbox's home)."""
     return ["click", "--backend", "openai", "--base-url", base_url, "--model", model, "--size", f"{size[0]}x{size[1]}",
-            "--out", str(out), "--app", f"{sys.executable} {CLICKPAD} pad.jsonl", "--keep"]  # fmt: skip
+            "--out", str(out), "--app", clickpad_app(), "--keep"]  # fmt: skip
 
 
 def pad_downs(home: Path) -> list[tuple[int, int]]:

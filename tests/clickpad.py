@@ -1,7 +1,13 @@
 """A borderless Tk window covering the screen that logs pointer and key events as JSON lines.
 
-Usage: python clickpad.py LOGFILE. Coordinates are root (screen) pixels. It logs ``ready`` once
-it holds the pointer and keyboard grab, so every event from then on reaches it.
+Usage: python clickpad.py LOGFILE [--managed]. Coordinates are root (screen) pixels. It logs
+``ready`` once it holds the pointer and keyboard grab, so every event from then on reaches it.
+
+By default the window is override-redirect: no window manager touches it, so ``ready`` is final.
+``--managed``: a full-screen window the manager manages, for a sandbox's ``--app``, which waits until
+the app's window is listed by the manager (override-redirect windows never are) and the screen has
+settled; a manager's own handling of the window (reparenting, going full screen) can drop events
+sent right after ``ready``, so the tests that act on ``ready`` use the default.
 """
 
 from __future__ import annotations
@@ -31,11 +37,11 @@ def grab() -> None:
 
 root = tk.Tk()
 w, h = root.winfo_screenwidth(), root.winfo_screenheight()
-root.geometry(f"{w}x{h}+0+0")  # where there is no window manager: window pixel (0,0) is screen (0,0)
-# Under a window manager, full screen has no frame either. Not override-redirect: a manager does not
-# list such windows (_NET_CLIENT_LIST), so a sandbox waiting for the app's window waited its whole
-# timeout (10 s a run) for a window it never counted.
-root.attributes("-fullscreen", True)
+root.geometry(f"{w}x{h}+0+0")  # window pixel (0,0) is screen pixel (0,0)
+if "--managed" in sys.argv[2:]:
+    root.attributes("-fullscreen", True)  # no frame under a manager either
+else:
+    root.overrideredirect(True)
 root.configure(background="white")
 root.bind("<ButtonPress>", lambda e: emit("down", e, button=e.num, shift=bool(e.state & 1)))
 root.bind("<ButtonRelease>", lambda e: emit("up", e, button=e.num))

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_args import clickpad_app
 from conftest import kept_home
 from fake_openai_server import FakeOpenAI, Reply
 from PIL import Image
@@ -222,13 +223,12 @@ def test_the_cli_runs_k2_end_to_end_and_its_clicks_land_on_the_pixel(
             ]
         )
         out = tmp_path / "run"
-        pad = Path(__file__).resolve().parent / "clickpad.py"
         code = main(
             [
                 "click the two targets",
                 *("--backend", "openai", "--base-url", server.url, "--model", "kimi-k2.6"),
                 *("--size", f"{width}x{height}", "--out", str(out), "--keep", "--max-steps", "5"),
-                *("--app", f"python3 {pad} clicks.jsonl", "--desktop-env", "minimal"),
+                *("--app", clickpad_app("clicks.jsonl"), "--desktop-env", "minimal"),
             ]
         )
         printed = capsys.readouterr().out

@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
-from cli_args import CLICKPAD, pad_downs
+from cli_args import clickpad_app, pad_downs
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
@@ -204,7 +204,7 @@ def test_stdio_session_types_clicks_and_cleans_up() -> None:
         term = _ok(
             await s.call_tool("sandbox_create", {"size": "800x600", "apps": ["xterm -geometry 80x24+0+0"]})
         )
-        pad_app = f"{sys.executable} {CLICKPAD} pad.jsonl"
+        pad_app = clickpad_app()
         pad = _ok(await s.call_tool("sandbox_create", {"size": "1280x800", "apps": [pad_app]}))
         seen["boxes"] = [term, pad]
         assert (term["width"], term["height"], pad["width"], pad["height"]) == (800, 600, 1280, 800)

@@ -192,7 +192,7 @@ def _run_record(run_dir: Path, timeout: float = 20.0) -> dict[str, Any]:
 @pytest.mark.slow
 @pytest.mark.x11
 def test_kimi_locate_run_and_cancel_against_a_loopback_server(tmp_path: Path) -> None:
-    from cli_args import CLICKPAD, pad_downs
+    from cli_args import clickpad_app, pad_downs
     from fake_openai_server import FakeOpenAI, Reply
 
     runs = tmp_path / "runs"
@@ -201,11 +201,7 @@ def test_kimi_locate_run_and_cancel_against_a_loopback_server(tmp_path: Path) ->
              "--model", "kimi-vl", "--runs-dir", str(runs)]  # fmt: skip
 
     async def body(s: ClientSession) -> None:
-        pad = _ok(
-            await s.call_tool(
-                "sandbox_create", {"size": "1280x800", "apps": [f"{sys.executable} {CLICKPAD} pad.jsonl"]}
-            )
-        )
+        pad = _ok(await s.call_tool("sandbox_create", {"size": "1280x800", "apps": [clickpad_app()]}))
         home = Path(pad["directory"]) / "home"
         _refused(await s.call_tool("kimi_locate", {"description": " "}), "description: empty")
         _refused(await s.call_tool("kimi_run", {"task": "x", "max_steps": 0}), "max_steps: must lie in")
