@@ -438,36 +438,45 @@ def test_an_osworld_suite_task_with_each_opencua_profile_scores_and_prints_its_p
             server.close()
 
 
-def test_a_screenspot_run_reads_an_opencua_7b_servers_points_in_its_resized_pixels(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """`bench screenspot run` against a loopback server reporting xlangai/OpenCUA-7B: a 200x100
-    screenshot is seen as 196x112 (smart_resize), so the model's (59, 45) is the image's
-    (59 * 200/196, 45 * 100/112) = (60.2, 40.2), inside the box (40..80, 20..60); a point beyond the
-    model's image is no point."""
-    import json
-
+def screenspot_run(tmp_path: Path, served: str, root: str, replies: dict[str, str]) -> tuple[dict, dict]:  # type: ignore[type-arg]
+    """`bench screenspot run` on four samples (a 200x100 screenshot, box 40..80 x 20..60) against a
+    loopback server reporting ``root``, answering each instruction from ``replies``: (the samples'
+    details by id, run.json)."""
     from fake_openai_server import FakeOpenAI, Reply
     from test_screenspot_runner import answer_by_instruction, write_pro
 
     from tasks.screenspot.cli import main
 
-    assert smart_resize(200, 100) == (196, 112)
-    replies = {
-        "target 0": L2.replace("x=960, y=540", "x=59, y=45"),
-        "target 1": "pyautogui.click(x=59, y=45)",  # a bare grounding answer
-        "target 2": L2.replace("x=960, y=540", "x=196, y=45"),  # beyond the 196 pixels the model saw
-        "target 3": L2.replace("x=960, y=540", "x=10, y=10"),  # (10.2, 8.9): outside the box
-    }
     data = write_pro(tmp_path / "pro", [{}, {}, {}, {}])
-    server = FakeOpenAI(models=("opencua-7b",), roots={"opencua-7b": "xlangai/OpenCUA-7B"})
+    server = FakeOpenAI(models=(served,), roots={served: root})
     try:
         answer_by_instruction(server, lambda instruction: Reply(text=replies[instruction]))
         out = tmp_path / "out"
-        args = ["run", str(data), "--out", str(out), "--model", "opencua-7b", "--base-url", server.url]
+        args = ["run", str(data), "--out", str(out), "--model", served, "--base-url", server.url]
         assert main([*args, "--no-progress"]) == 0
     finally:
         server.close()
     results = json.loads((out / "results.json").read_text())
-    details = {d["id"]: d for d in results["details"]}
+    return {d["id"]: d for d in results["details"]}, json.loads((out / "run.json").read_text())
+
+
+def test_a_screenspot_run_reads_an_opencua_7b_servers_points_in_its_resized_pixels(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`bench screenspot run` against a loopback server reporting xlangai/OpenCUA-7B: a 200x100
+    screenshot is seen as 196x112 (smart_resize), so the model's (59, 45) is the image's
+    (59 * 200/196, 45 * 100/112) = (60.2, 40.2), inside the box (40..80, 20..60); a point beyond the
+    model's image is no point."""
+    assert smart_resize(200, 100) == (196, 112)
+    details, run = screenspot_run(
+        tmp_path,
+        "opencua-7b",
+        "xlangai/OpenCUA-7B",
+        {
+            "target 0": L2.replace("x=960, y=540", "x=59, y=45"),
+            "target 1": "pyautogui.click(x=59, y=45)",  # a bare grounding answer
+            "target 2": L2.replace("x=960, y=540", "x=196, y=45"),  # beyond the 196 pixels the model saw
+            "target 3": L2.replace("x=960, y=540", "x=10, y=10"),  # (10.2, 8.9): outside the box
+        },
+    )
     assert [details[f"s{i}"]["correctness"] for i in range(4)] == [
         "correct",
         "correct",
@@ -475,7 +484,6 @@ def test_a_screenspot_run_reads_an_opencua_7b_servers_points_in_its_resized_pixe
         "wrong",
     ]
     assert details["s0"]["pred"] == pytest.approx([59 * 200 / 196, 45 * 100 / 112])
-    run = json.loads((out / "run.json").read_text())
     assert (run["model_profile"], run["variant"], run["checkpoint"]) == (
         "opencua",
         "7b",
@@ -487,28 +495,17 @@ def test_a_screenspot_run_reads_an_opencua_a3b_servers_points_as_fractions(tmp_p
     """`bench screenspot run` against a loopback server reporting xlangai/OpenCUA-A3B: its points are
     fractions of the image, so (0.3, 0.4) of a 200x100 screenshot is (60, 40), inside the box
     (40..80, 20..60); pixels are not A3B's answer and count as a wrong format."""
-    from fake_openai_server import FakeOpenAI, Reply
-    from test_screenspot_runner import answer_by_instruction, write_pro
-
-    from tasks.screenspot.cli import main
-
-    replies = {
-        "target 0": L2.replace("x=960, y=540", "x=0.3, y=0.4"),
-        "target 1": "pyautogui.click(x=0.3, y=0.4)",  # a bare grounding answer
-        "target 2": L2.replace("x=960, y=540", "x=60, y=40"),  # pixels: the 7B's space, not A3B's
-        "target 3": L2.replace("x=960, y=540", "x=0.05, y=0.05"),  # (10, 5): outside the box
-    }
-    data = write_pro(tmp_path / "pro", [{}, {}, {}, {}])
-    server = FakeOpenAI(models=("opencua-a3b",), roots={"opencua-a3b": "xlangai/OpenCUA-A3B"})
-    try:
-        answer_by_instruction(server, lambda instruction: Reply(text=replies[instruction]))
-        out = tmp_path / "out"
-        args = ["run", str(data), "--out", str(out), "--model", "opencua-a3b", "--base-url", server.url]
-        assert main([*args, "--no-progress"]) == 0
-    finally:
-        server.close()
-    results = json.loads((out / "results.json").read_text())
-    details = {d["id"]: d for d in results["details"]}
+    details, run = screenspot_run(
+        tmp_path,
+        "opencua-a3b",
+        "xlangai/OpenCUA-A3B",
+        {
+            "target 0": L2.replace("x=960, y=540", "x=0.3, y=0.4"),
+            "target 1": "pyautogui.click(x=0.3, y=0.4)",  # a bare grounding answer
+            "target 2": L2.replace("x=960, y=540", "x=60, y=40"),  # pixels: the 7B's space, not A3B's
+            "target 3": L2.replace("x=960, y=540", "x=0.05, y=0.05"),  # (10, 5): outside the box
+        },
+    )
     assert [details[f"s{i}"]["correctness"] for i in range(4)] == [
         "correct",
         "correct",
@@ -518,7 +515,6 @@ def test_a_screenspot_run_reads_an_opencua_a3b_servers_points_as_fractions(tmp_p
     assert details["s0"]["pred"] == pytest.approx([60, 40]) and details["s3"]["pred"] == pytest.approx(
         [10, 5]
     )
-    run = json.loads((out / "run.json").read_text())
     assert (run["model_profile"], run["variant"], run["checkpoint"]) == (
         "opencua-a3b",
         "a3b",
